@@ -1,0 +1,14 @@
+//! The online store: daeda's binary row format ([`codec`]), its Redis key layout
+//! ([`keys`]), generation metadata ([`GenerationMeta`]) and every Redis operation
+//! ([`OnlineStore`]). Shared by the materializer (writes), the gateway and
+//! `daeda online get` (reads) and the skew checker (reads), and free of DuckDB.
+
+pub mod codec;
+mod error;
+pub mod keys;
+mod meta;
+mod store;
+
+pub use error::OnlineError;
+pub use meta::GenerationMeta;
+pub use store::{redact, ConditionalWrites, Connection, MemoryInfo, OnlineStore, StoreSettings};

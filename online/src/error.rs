@@ -1,0 +1,43 @@
+use redis::RedisError;
+
+/// Failures of the online store.
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    /// The Redis URL cannot be used.
+    #[error("invalid Redis URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// Redis cannot be reached (refused, timed out, connection lost).
+    #[error("Redis at {url} is unavailable: {reason}")]
+    Unavailable { url: String, reason: String },
+    /// Redis answered with an error.
+    #[error("Redis at {url} failed: {reason}")]
+    Command { url: String, reason: String },
+    /// Another run holds the service's lease.
+    #[error("another run ({holder}) is materializing `{service}`; wait for it to finish (its lease expires on its own if it died)")]
+    LeaseHeld { service: String, holder: String },
+    /// The lease expired or was taken while this run was writing.
+    #[error("this run lost its lease on `{service}` before it could flip the generation; nothing was made live")]
+    LeaseLost { service: String },
+    /// A generation's metadata hash is unreadable.
+    #[error("generation metadata {key} is corrupt: {reason}")]
+    CorruptMeta { key: String, reason: String },
+}
+
+impl OnlineError {
+    pub(crate) fn unavailable(url: &str, e: impl std::fmt::Display) -> OnlineError {
+        OnlineError::Unavailable { url: url.to_string(), reason: e.to_string() }
+    }
+
+    pub(crate) fn from_redis(url: &str, e: RedisError) -> OnlineError {
+        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
+            Self::unavailable(url, e)
+        } else {
+            OnlineError::Command { url: url.to_string(), reason: e.to_string() }
+        }
+    }
+
+    /// True when Redis could not be reached, as opposed to refusing a command.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, OnlineError::Unavailable { .. })
+    }
+}

@@ -1,0 +1,487 @@
+//! [`OnlineStore`]: every Redis operation daeda performs, over a deadpool-redis pool.
+//!
+//! Invariants:
+//! - readers follow `current`; a generation becomes current only through
+//!   [`OnlineStore::flip`], which runs after all its rows are written and checks,
+//!   in the same atomic script, that the writer still holds the service's lease;
+//! - a generation is registered in the service's `gens` set before its first row
+//!   is written, so rows of a run that died are always found and removed later;
+//! - removal never blocks Redis: SCAN + batched UNLINK, never KEYS.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::{AsyncCommands, AsyncConnectionConfig, Script};
+use deadpool_redis::{Manager, Pool, Runtime};
+
+use crate::keys;
+use crate::meta::GenerationMeta;
+use crate::OnlineError;
+
+/// Connection settings. Timeouts are explicit: without them a dead Redis hangs
+/// callers instead of failing them.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub pool_size: usize,
+    /// Bounds connecting, waiting for a pooled connection, and each reply.
+    pub timeout: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { pool_size: 16, timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Redis memory figures from `INFO memory`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryInfo {
+    pub used: u64,
+    /// 0 means no limit.
+    pub maxmemory: u64,
+    pub policy: String,
+}
+
+/// What a conditional (incremental) write did to each row.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConditionalWrites {
+    /// Entities that were not online before.
+    pub inserted: u64,
+    /// Entities whose online row was older and got replaced.
+    pub replaced: u64,
+    /// Entities whose online row was as new or newer and was kept.
+    pub kept: u64,
+}
+
+const FLIP: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('DAEDA_LEASE_LOST the lease is no longer held by this run')
+end
+redis.call('HSET', KEYS[3], unpack(ARGV, 3))
+local old = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[2])
+return old
+"#;
+
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Writes a row unless the stored one is as new or newer (event time at byte 2
+/// of both, see `codec`). 1 = inserted, 2 = replaced, 0 = kept.
+const PUT_IF_NEWER: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if struct.unpack('<i8', cur, 2) >= struct.unpack('<i8', ARGV[1], 2) then return 0 end
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 2
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// After an incremental run: the watermark only moves forward, and the row count
+/// grows by the entities that were new.
+const ADVANCE: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('DAEDA_LEASE_LOST the lease is no longer held by this run')
+end
+local wm = tonumber(redis.call('HGET', KEYS[2], 'watermark_micros') or '0')
+if tonumber(ARGV[2]) > wm then redis.call('HSET', KEYS[2], 'watermark_micros', ARGV[2]) end
+redis.call('HINCRBY', KEYS[2], 'row_count', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'bytes', ARGV[4])
+redis.call('HSET', KEYS[2], 'run_id', ARGV[1], 'materialized_at', ARGV[5], 'as_of', ARGV[6])
+return 1
+"#;
+
+/// A pooled handle on the online store. Cheap to clone.
+#[derive(Clone)]
+pub struct OnlineStore {
+    pool: Pool,
+    /// The URL with any password removed, for messages.
+    display_url: String,
+}
+
+impl std::fmt::Debug for OnlineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnlineStore").field("url", &self.display_url).finish()
+    }
+}
+
+pub type Connection = deadpool_redis::Connection;
+
+impl OnlineStore {
+    /// Builds the pool; no connection is made until the first command.
+    pub fn connect(url: &str, settings: &StoreSettings) -> Result<OnlineStore, OnlineError> {
+        let display_url = redact(url);
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout));
+        let manager = Manager::new_with_config(url, conn_config)
+            .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(settings.timeout))
+            .create_timeout(Some(settings.timeout))
+            .recycle_timeout(Some(settings.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
+        Ok(OnlineStore { pool, display_url })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// Pool size and idle connections, for metrics.
+    pub fn pool_status(&self) -> (usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.available)
+    }
+
+    /// A pooled connection.
+    pub async fn conn(&self) -> Result<Connection, OnlineError> {
+        self.pool.get().await.map_err(|e| OnlineError::unavailable(&self.display_url, e))
+    }
+
+    fn err(&self, e: redis::RedisError) -> OnlineError {
+        OnlineError::from_redis(&self.display_url, e)
+    }
+
+    pub async fn ping(&self) -> Result<(), OnlineError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn memory(&self) -> Result<MemoryInfo, OnlineError> {
+        let mut c = self.conn().await?;
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await.map_err(|e| self.err(e))?;
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+        };
+        Ok(MemoryInfo {
+            used: field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0),
+            maxmemory: field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0),
+            policy: field("maxmemory_policy").unwrap_or("unknown").to_string(),
+        })
+    }
+
+    // ---- the lease ------------------------------------------------------
+
+    /// Takes the service's lease for `ttl`, or fails with the holder's run id.
+    pub async fn acquire_lease(&self, service: &str, run_id: &str, ttl: Duration) -> Result<(), OnlineError> {
+        let mut c = self.conn().await?;
+        let key = keys::lease(service);
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(run_id)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        if ok.is_some() {
+            return Ok(());
+        }
+        let holder: Option<String> = c.get(&key).await.map_err(|e| self.err(e))?;
+        Err(OnlineError::LeaseHeld { service: service.to_string(), holder: holder.unwrap_or_else(|| "?".into()) })
+    }
+
+    /// Extends the lease; false when this run no longer holds it.
+    pub async fn renew_lease(&self, service: &str, run_id: &str, ttl: Duration) -> Result<bool, OnlineError> {
+        let mut c = self.conn().await?;
+        let n: i64 = Script::new(RENEW)
+            .key(keys::lease(service))
+            .arg(run_id)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    pub async fn release_lease(&self, service: &str, run_id: &str) -> Result<(), OnlineError> {
+        let mut c = self.conn().await?;
+        let _: i64 = Script::new(RELEASE)
+            .key(keys::lease(service))
+            .arg(run_id)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn lease_holder(&self, service: &str) -> Result<Option<String>, OnlineError> {
+        let mut c = self.conn().await?;
+        c.get(keys::lease(service)).await.map_err(|e| self.err(e))
+    }
+
+    // ---- generations ----------------------------------------------------
+
+    /// Numbers and registers a new generation; its rows may be written next.
+    pub async fn new_generation(&self, service: &str) -> Result<String, OnlineError> {
+        let mut c = self.conn().await?;
+        let n: u64 = c.incr(keys::genseq(service), 1).await.map_err(|e| self.err(e))?;
+        let generation = n.to_string();
+        let _: () = c.sadd(keys::generations(service), &generation).await.map_err(|e| self.err(e))?;
+        Ok(generation)
+    }
+
+    pub async fn current_generation(&self, service: &str) -> Result<Option<String>, OnlineError> {
+        let mut c = self.conn().await?;
+        c.get(keys::current(service)).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn generation_meta(&self, service: &str, generation: &str) -> Result<Option<GenerationMeta>, OnlineError> {
+        let mut c = self.conn().await?;
+        let key = keys::generation_meta(service, generation);
+        let m: HashMap<String, String> = c.hgetall(&key).await.map_err(|e| self.err(e))?;
+        if m.is_empty() {
+            return Ok(None);
+        }
+        GenerationMeta::from_fields(m).map(Some).map_err(|reason| OnlineError::CorruptMeta { key, reason })
+    }
+
+    /// The live generation's metadata, if the service has one.
+    pub async fn current(&self, service: &str) -> Result<Option<GenerationMeta>, OnlineError> {
+        match self.current_generation(service).await? {
+            None => Ok(None),
+            Some(g) => self.generation_meta(service, &g).await,
+        }
+    }
+
+    /// Every generation of the service that may still hold rows.
+    pub async fn generations(&self, service: &str) -> Result<Vec<String>, OnlineError> {
+        let mut c = self.conn().await?;
+        let mut v: Vec<String> = c.smembers(keys::generations(service)).await.map_err(|e| self.err(e))?;
+        v.sort_by_key(|g| g.parse::<u64>().unwrap_or(u64::MAX));
+        Ok(v)
+    }
+
+    /// Services that have anything online, found with SCAN.
+    pub async fn services_online(&self) -> Result<Vec<String>, OnlineError> {
+        let mut c = self.conn().await?;
+        let found: Vec<String> = self.scan_all(&mut c, keys::ALL_GENERATION_SETS).await?;
+        let mut names: Vec<String> =
+            found.iter().filter_map(|k| keys::service_of_generation_set(k)).map(str::to_string).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn scan_all(&self, c: &mut Connection, pattern: &str) -> Result<Vec<String>, OnlineError> {
+        let mut cursor = 0u64;
+        let mut out = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(c)
+                .await
+                .map_err(|e| self.err(e))?;
+            out.extend(batch);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Makes `meta.generation` the live one, atomically, if `run_id` still holds
+    /// the lease. Returns the generation it replaced.
+    pub async fn flip(&self, meta: &GenerationMeta) -> Result<Option<String>, OnlineError> {
+        let mut c = self.conn().await?;
+        let s = &meta.service;
+        let script = Script::new(FLIP);
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::lease(s))
+            .key(keys::current(s))
+            .key(keys::generation_meta(s, &meta.generation))
+            .key(keys::generations(s))
+            .arg(&meta.run_id)
+            .arg(&meta.generation);
+        for (k, v) in meta.to_fields() {
+            inv.arg(k).arg(v);
+        }
+        inv.invoke_async(&mut c).await.map_err(|e| self.lease_or(e, s))
+    }
+
+    fn lease_or(&self, e: redis::RedisError, service: &str) -> OnlineError {
+        if e.to_string().contains("DAEDA_LEASE_LOST") {
+            OnlineError::LeaseLost { service: service.to_string() }
+        } else {
+            self.err(e)
+        }
+    }
+
+    /// Records an incremental run on the live generation (see `ADVANCE`).
+    pub async fn advance(
+        &self,
+        meta: &GenerationMeta,
+        watermark_micros: i64,
+        added_rows: u64,
+        added_bytes: u64,
+    ) -> Result<(), OnlineError> {
+        let mut c = self.conn().await?;
+        let s = &meta.service;
+        let _: i64 = Script::new(ADVANCE)
+            .key(keys::lease(s))
+            .key(keys::generation_meta(s, &meta.generation))
+            .arg(&meta.run_id)
+            .arg(watermark_micros)
+            .arg(added_rows)
+            .arg(added_bytes)
+            .arg(&meta.materialized_at)
+            .arg(&meta.as_of)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.lease_or(e, s))?;
+        Ok(())
+    }
+
+    /// Removes every key of a generation (rows, metadata, registration) without
+    /// blocking Redis. Returns the number of row keys removed.
+    pub async fn retire(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
+        let mut c = self.conn().await?;
+        let pattern = keys::row_pattern(service, generation);
+        let mut cursor = 0u64;
+        let mut removed = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(2000)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.err(e))?;
+            if !batch.is_empty() {
+                let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut c).await.map_err(|e| self.err(e))?;
+                removed += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: () = redis::pipe()
+            .cmd("UNLINK")
+            .arg(keys::generation_meta(service, generation))
+            .ignore()
+            .cmd("SREM")
+            .arg(keys::generations(service))
+            .arg(generation)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
+    /// Removes what is left of a service that left the catalog: every generation,
+    /// then its pointer, counter and registration.
+    pub async fn drop_service(&self, service: &str) -> Result<u64, OnlineError> {
+        let mut removed = 0;
+        for g in self.generations(service).await? {
+            removed += self.retire(service, &g).await?;
+        }
+        let mut c = self.conn().await?;
+        let _: () = redis::cmd("UNLINK")
+            .arg(keys::current(service))
+            .arg(keys::genseq(service))
+            .arg(keys::generations(service))
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
+    // ---- rows -----------------------------------------------------------
+
+    /// Writes rows in one pipeline on `conn`.
+    pub async fn put_rows(&self, conn: &mut Connection, rows: &[(String, Vec<u8>)]) -> Result<(), OnlineError> {
+        let mut p = redis::pipe();
+        for (k, v) in rows {
+            p.cmd("SET").arg(k).arg(v).ignore();
+        }
+        p.query_async::<()>(conn).await.map_err(|e| self.err(e))
+    }
+
+    /// Writes each row unless the online one is as new or newer, in one pipeline.
+    pub async fn put_rows_if_newer(
+        &self,
+        conn: &mut Connection,
+        rows: &[(String, Vec<u8>)],
+    ) -> Result<ConditionalWrites, OnlineError> {
+        let script = Script::new(PUT_IF_NEWER);
+        // EVALSHA in a pipeline cannot fall back to EVAL, so make sure the script is loaded.
+        let _: String = script.prepare_invoke().load_async(conn).await.map_err(|e| self.err(e))?;
+        let mut p = redis::pipe();
+        for (k, v) in rows {
+            p.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(k).arg(v);
+        }
+        let results: Vec<i64> = p.query_async(conn).await.map_err(|e| self.err(e))?;
+        let mut w = ConditionalWrites::default();
+        for r in results {
+            match r {
+                1 => w.inserted += 1,
+                2 => w.replaced += 1,
+                _ => w.kept += 1,
+            }
+        }
+        Ok(w)
+    }
+
+    /// The rows under `keys`, in order, in one round trip.
+    pub async fn get_rows(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        redis::cmd("MGET").arg(keys).query_async(&mut c).await.map_err(|e| self.err(e))
+    }
+
+    /// Row keys of a generation, for sampling and "extra online" checks.
+    pub async fn scan_rows(&self, service: &str, generation: &str) -> Result<Vec<String>, OnlineError> {
+        let mut c = self.conn().await?;
+        self.scan_all(&mut c, &keys::row_pattern(service, generation)).await
+    }
+}
+
+/// `redis://user:secret@host/0` -> `redis://user:***@host/0`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_string(),
+    };
+    let user = auth.split_once(':').map(|(u, _)| u).unwrap_or("");
+    format!("{scheme}://{user}:***@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(super::redact("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(super::redact("rediss://u:p@h"), "rediss://u:***@h");
+        assert_eq!(super::redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

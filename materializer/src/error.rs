@@ -1,0 +1,51 @@
+use daeda_online::OnlineError;
+
+/// Why a materialization failed. Every variant leaves the live generation as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    /// The service's `serving.allowed` is false: it is never materialized online.
+    #[error("service `{0}` is not approved for serving (serving.allowed: false); it is never materialized online")]
+    NotAllowed(String),
+    /// The source is missing or unreadable.
+    #[error("{0}")]
+    Source(String),
+    /// DuckDB refused a query (bad file, cast failure such as an array of the wrong length).
+    #[error("DuckDB: {0}")]
+    DuckDb(#[from] duckdb::Error),
+    /// The source's schema does not match the declared columns.
+    #[error("schema drift in `{service}`: {mismatches} declared column(s) do not match the source:\n{diff}")]
+    SchemaDrift { service: String, mismatches: usize, diff: String },
+    /// A NULL in a column declared `nullable: false`.
+    #[error("`{service}`: column `{column}` is declared nullable: false but is NULL for entity ({entity})")]
+    NullValue { service: String, column: String, entity: String },
+    /// A value the row format cannot hold faithfully.
+    #[error("`{service}`: column `{column}` of entity ({entity}): {reason}")]
+    BadValue { service: String, column: String, entity: String, reason: String },
+    /// Redis failed or is unreachable.
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    /// Redis has no room for a second generation beside the live one.
+    #[error(
+        "Redis has no room for a new generation of `{service}`: it needs about {need} bytes beside the live one, \
+         {used} of maxmemory {max} are used; raise maxmemory or free memory (the live generation is untouched)"
+    )]
+    NoRoom { service: String, need: u64, used: u64, max: u64 },
+    /// An incremental run needs a live generation to update.
+    #[error("`{0}` has no live generation to update; run a full materialization first (--mode full)")]
+    NoLiveGeneration(String),
+    /// The definition changed since the live generation was written.
+    #[error(
+        "the live generation of `{service}` was written with schema fingerprint {online}, the definition now has \
+         {defined}; an incremental run cannot mix them, run a full materialization (--mode full)"
+    )]
+    FingerprintChanged { service: String, online: String, defined: String },
+    /// Fewer rows reached Redis than were read.
+    #[error("`{service}`: {written} of {expected} rows were written; the generation was not made live")]
+    Incomplete { service: String, written: u64, expected: u64 },
+    /// The MetadataStore failed.
+    #[error(transparent)]
+    Records(#[from] daeda_metadata_store::StoreError),
+    /// A worker thread died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,149 @@
+//! The offline side of a service: its source's schema checked against the
+//! definition, and the one query that defines "the online row": the latest row
+//! per entity with `timestamp <= as_of`. The skew checker reuses this query, so
+//! what it recomputes is what the materializer wrote.
+
+use chrono::{DateTime, Utc};
+use daeda_catalog::{ColumnType, ScalarType, ServiceDef};
+use duckdb::Connection;
+
+use crate::source::ident;
+use crate::MaterializeError;
+
+/// Compares the source's columns with the declared ones. Only declared columns
+/// matter: extra source columns are ignored and order is free. A list is accepted
+/// for a declared fixed-size array; each row's length is checked when read.
+pub fn check_schema(conn: &Connection, def: &ServiceDef, relation: &str) -> Result<(), MaterializeError> {
+    let mut stmt = conn.prepare(&format!("DESCRIBE SELECT * FROM {relation}"))?;
+    let found: Vec<(String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut diff = Vec::new();
+    let mut bad = 0;
+    for col in &def.columns {
+        let line = match found.iter().find(|(n, _)| n.eq_ignore_ascii_case(&col.name)) {
+            None => Some(format!("  - {}: declared {}, missing from the source", col.name, col.ty)),
+            Some((_, src_ty)) if !compatible(col.ty, src_ty) => {
+                Some(format!("  ! {}: declared {}, source has {src_ty}", col.name, col.ty))
+            }
+            Some(_) => None,
+        };
+        match line {
+            Some(l) => {
+                bad += 1;
+                diff.push(l);
+            }
+            None => diff.push(format!("  = {}: {}", col.name, col.ty)),
+        }
+    }
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(MaterializeError::SchemaDrift {
+        service: def.name.clone(),
+        mismatches: bad,
+        diff: diff.join("\n"),
+    })
+}
+
+fn compatible(declared: ColumnType, source: &str) -> bool {
+    let upper = source.to_ascii_uppercase();
+    // Parquet from pandas/Spark often carries coarser or finer timestamps; they
+    // are read as microseconds, the declared precision.
+    if declared == ColumnType::Scalar(ScalarType::Timestamp)
+        && matches!(upper.as_str(), "TIMESTAMP_S" | "TIMESTAMP_MS" | "TIMESTAMP_NS")
+    {
+        return true;
+    }
+    match (declared, ColumnType::parse(source, None)) {
+        (d, Ok(s)) if d == s => true,
+        (ColumnType::FixedArray { elem, .. }, Ok(ColumnType::List { elem: e })) => elem == e,
+        _ => false,
+    }
+}
+
+/// A SQL literal of `as_of` of the timestamp column's type.
+fn ts_literal(def: &ServiceDef, at: DateTime<Utc>) -> String {
+    let text = at.format("%Y-%m-%d %H:%M:%S%.6f");
+    match def.timestamp_type() {
+        ScalarType::TimestampTz => format!("TIMESTAMPTZ '{text}+00'"),
+        _ => format!("TIMESTAMP '{text}'"),
+    }
+}
+
+/// Rows that can be served: join keys and timestamp present, not after `as_of`.
+fn servable(def: &ServiceDef, as_of: DateTime<Utc>) -> String {
+    let mut conds: Vec<String> = def.join_keys.iter().map(|k| format!("{} IS NOT NULL", ident(k))).collect();
+    conds.push(format!("{} IS NOT NULL", ident(&def.timestamp)));
+    conds.push(format!("{} <= {}", ident(&def.timestamp), ts_literal(def, as_of)));
+    conds.join(" AND ")
+}
+
+/// The latest row per entity as of `as_of`, every declared column cast to its
+/// declared type (a list of the wrong length fails the cast, and so the run).
+/// With `newer_than`, only entities whose latest row is newer than that
+/// watermark (incremental runs).
+pub fn latest_rows_sql(def: &ServiceDef, relation: &str, as_of: DateTime<Utc>, newer_than: Option<DateTime<Utc>>) -> String {
+    let projection = def
+        .columns
+        .iter()
+        .map(|c| format!("CAST({0} AS {1}) AS {0}", ident(&c.name), c.ty))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keys = def.join_keys.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let ts = ident(&def.timestamp);
+    let mut sql = format!(
+        "SELECT * FROM (SELECT {projection} FROM {relation} WHERE {}) \
+         QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC) = 1",
+        servable(def, as_of)
+    );
+    if let Some(wm) = newer_than {
+        sql = format!("SELECT * FROM ({sql}) WHERE {ts} > {}", ts_literal(def, wm));
+    }
+    sql
+}
+
+/// What the source held as of the run, for the run record.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceStats {
+    /// Rows with event time <= as_of, or with no event time.
+    pub rows: u64,
+    /// Rows skipped because a join key or the timestamp was NULL.
+    pub skipped_null_keys: u64,
+    /// Fraction of those rows with a NULL, per join key.
+    pub join_key_null_rates: serde_json::Map<String, serde_json::Value>,
+    pub event_ts_min_micros: Option<i64>,
+    pub event_ts_max_micros: Option<i64>,
+}
+
+pub fn stats(conn: &Connection, def: &ServiceDef, relation: &str, as_of: DateTime<Utc>) -> Result<SourceStats, MaterializeError> {
+    let ts = ident(&def.timestamp);
+    let mut cols = vec![
+        "count(*)".to_string(),
+        format!("count(*) FILTER (WHERE NOT ({}))", servable(def, as_of)),
+        format!("min(epoch_us({ts})) FILTER (WHERE {})", servable(def, as_of)),
+        format!("max(epoch_us({ts})) FILTER (WHERE {})", servable(def, as_of)),
+    ];
+    cols.extend(def.join_keys.iter().map(|k| format!("count(*) FILTER (WHERE {} IS NULL)", ident(k))));
+    let sql = format!(
+        "SELECT {} FROM {relation} WHERE {ts} IS NULL OR {ts} <= {}",
+        cols.join(", "),
+        ts_literal(def, as_of)
+    );
+    conn.query_row(&sql, [], |r| {
+        let rows: i64 = r.get(0)?;
+        let mut rates = serde_json::Map::new();
+        for (i, k) in def.join_keys.iter().enumerate() {
+            let nulls: i64 = r.get(4 + i)?;
+            let rate = if rows == 0 { 0.0 } else { nulls as f64 / rows as f64 };
+            rates.insert(k.clone(), serde_json::json!(rate));
+        }
+        Ok(SourceStats {
+            rows: rows as u64,
+            skipped_null_keys: r.get::<_, i64>(1)? as u64,
+            join_key_null_rates: rates,
+            event_ts_min_micros: r.get(2)?,
+            event_ts_max_micros: r.get(3)?,
+        })
+    })
+    .map_err(Into::into)
+}

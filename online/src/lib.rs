@@ -8,6 +8,7 @@ mod error;
 pub mod keys;
 mod meta;
 mod store;
+pub mod lookup;
 
 pub use error::OnlineError;
 pub use meta::GenerationMeta;

@@ -1,1 +1,103 @@
-fn main(){}
+//! `daeda`: the command line over the catalog, materializer, online store and
+//! MetadataStore libraries. It parses flags, calls the libraries and reports;
+//! [`exit_code`] is the one place that turns errors into exit codes.
+
+mod commands;
+mod config;
+mod demo_data;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// A usage mistake the user can fix by changing the command (exit 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+#[derive(Debug, Parser)]
+#[command(name = "daeda", version, about = "Online feature serving from offline outputs: catalog, materializer, gateway, skew checker")]
+struct Cli {
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load and check every feature service definition.
+    Validate,
+    /// List the feature services of the catalog.
+    Services(commands::services::Args),
+    /// Materialize services' latest rows into Redis.
+    Materialize(commands::materialize::Args),
+    /// Look at and maintain the online store directly.
+    #[command(subcommand)]
+    Online(commands::online::Command),
+    /// Show MetadataStore records of runs.
+    #[command(subcommand)]
+    Runs(commands::runs::Command),
+    /// Generate the example services' offline data (Parquet, DuckDB, DuckLake).
+    #[command(subcommand)]
+    Demo(demo_data::Command),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DAEDA_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let o = &cli.overrides;
+    match cli.command {
+        Command::Validate => commands::services::validate(o),
+        Command::Services(a) => commands::services::list(o, &a),
+        Command::Materialize(a) => commands::materialize::run(o, &a),
+        Command::Online(c) => commands::online::run(o, c),
+        Command::Runs(c) => commands::runs::run(o, c),
+        Command::Demo(c) => demo_data::run(c),
+    }
+}
+
+/// 2 for what the user must fix in the command or the definitions; 1 for a job
+/// that failed.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.is::<UsageError>() || cause.is::<daeda_catalog::CatalogError>() {
+            return 2;
+        }
+        if let Some(daeda_materializer::MaterializeError::NotAllowed(_)) = cause.downcast_ref() {
+            return 2;
+        }
+    }
+    1
+}

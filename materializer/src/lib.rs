@@ -20,6 +20,6 @@ pub mod offline;
 mod run;
 pub mod source;
 
-pub use duck::{session, EXTENSION_DIR_ENV};
+pub use duck::{load_ducklake, session, EXTENSION_DIR_ENV};
 pub use error::MaterializeError;
 pub use run::{Materializer, Mode, Progress, RunRequest, RunSummary, Settings};

@@ -1,0 +1,166 @@
+//! `daeda materialize --online`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use daeda_materializer::{Materializer, Mode, RunRequest, Settings};
+use daeda_metadata_store::MetadataStore;
+
+use crate::config::{Config, Overrides};
+use crate::progress::Bar;
+use crate::UsageError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Materialize into the online store (Redis); the only target today.
+    #[arg(long)]
+    online: bool,
+    /// Services to run (repeat or comma-separate).
+    #[arg(long = "service", short = 's')]
+    services: Vec<String>,
+    /// Every service whose serving is allowed.
+    #[arg(long, conflicts_with = "services")]
+    all: bool,
+    /// Event-time bound, RFC 3339 or YYYY-MM-DD (midnight UTC) [default: now]
+    #[arg(long)]
+    as_of: Option<String>,
+    #[arg(long, value_enum, default_value = "full")]
+    mode: ModeArg,
+    /// Read, check and encode; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print a JSON summary instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Full,
+    Incremental,
+}
+
+/// RFC 3339, or a date meaning midnight UTC.
+pub fn parse_as_of(s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err(UsageError(format!("--as-of `{s}` is not RFC 3339 (2026-06-30T00:00:00Z) or a date (2026-06-30)")).into())
+}
+
+fn git_sha(dir: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
+    if !a.online {
+        return Err(UsageError("say where to materialize: --online (Redis) is the supported target".into()).into());
+    }
+    let cfg = Config::load(o)?;
+    let catalog = super::catalog(&cfg)?;
+    let as_of = a.as_of.as_deref().map(parse_as_of).transpose()?.unwrap_or_else(Utc::now);
+    let mut skipped = Vec::new();
+    let services = if a.all {
+        catalog
+            .services()
+            .filter(|s| {
+                if !s.serving.allowed {
+                    skipped.push(s.name.clone());
+                }
+                s.serving.allowed
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    } else {
+        let names = super::split_list(&a.services);
+        if names.is_empty() {
+            bail!(UsageError("name services with --service NAME (repeatable, or a,b) or use --all".into()));
+        }
+        let mut v = Vec::new();
+        for n in names {
+            let def = super::service(&catalog, &n)?;
+            if !def.serving.allowed {
+                return Err(daeda_materializer::MaterializeError::NotAllowed(n).into());
+            }
+            v.push(def);
+        }
+        v
+    };
+
+    let records = MetadataStore::open(&cfg.run_root)?;
+    let materializer = Materializer::new(super::store(&cfg)?, Settings::default());
+    let req = RunRequest {
+        mode: match a.mode {
+            ModeArg::Full => Mode::Full,
+            ModeArg::Incremental => Mode::Incremental,
+        },
+        as_of,
+        dry_run: a.dry_run,
+        git_sha: git_sha(&cfg.catalog),
+    };
+    let rt = super::runtime()?;
+    let mut summaries = Vec::new();
+    let mut failures = Vec::new();
+    for def in services {
+        let bar = Arc::new(Bar::rows(&def.name, a.json));
+        let result = rt.block_on(materializer.run(def.clone(), &req, &records, bar.clone()));
+        bar.finish();
+        match result {
+            Ok(s) => {
+                if !a.json {
+                    for w in &s.warnings {
+                        eprintln!("warning: {}: {w}", s.service);
+                    }
+                    println!("{}", line(&s));
+                }
+                summaries.push(s);
+            }
+            Err(e) => {
+                if !a.json {
+                    eprintln!("error: {}: {e}", def.name);
+                }
+                failures.push(serde_json::json!({"service": def.name, "error": e.to_string()}));
+            }
+        }
+    }
+    for s in &skipped {
+        if !a.json {
+            eprintln!("skipped: {s}: serving.allowed is false");
+        }
+    }
+    if a.json {
+        super::print_json(&serde_json::json!({
+            "as_of": as_of.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "runs": summaries,
+            "failed": failures,
+            "skipped_not_allowed": skipped,
+        }))?;
+    }
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn line(s: &daeda_materializer::RunSummary) -> String {
+    let what = match (s.dry_run, s.mode) {
+        (true, _) => "dry run, nothing written".to_string(),
+        (false, Mode::Full) => format!(
+            "generation {} is live{}",
+            s.generation.as_deref().unwrap_or("?"),
+            s.previous_generation.as_deref().map(|p| format!(" (replaced {p})")).unwrap_or_default()
+        ),
+        (false, Mode::Incremental) => format!(
+            "generation {} updated ({} kept as newer online)",
+            s.generation.as_deref().unwrap_or("?"),
+            s.rows_kept
+        ),
+    };
+    format!(
+        "{}: {} entities from {} source rows ({} skipped for NULL keys), {} rows / {} bytes written in {:.2}s ({:.0} rows/s); {what}; run {}",
+        s.service, s.entities, s.rows_read, s.skipped_null_keys, s.rows_written, s.bytes_written, s.seconds, s.rows_per_sec, s.run_id
+    )
+}

@@ -32,8 +32,9 @@ pub struct Catalog {
 impl Catalog {
     /// Loads and validates every `*.yaml` / `*.yml` file directly in `dir`.
     pub fn load(dir: impl AsRef<Path>) -> Result<Catalog, CatalogError> {
-        let dir = dir.as_ref();
-        let io = |e| CatalogError::Io { path: dir.to_path_buf(), source: e };
+        let io = |e| CatalogError::Io { path: dir.as_ref().to_path_buf(), source: e };
+        // Absolute, so source paths and snapshots name real locations.
+        let dir = &std::fs::canonicalize(dir.as_ref()).map_err(io)?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -54,6 +54,8 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                 include_stale,
             };
             let body = rt.block_on(async {
+                // A malformed request is refused before Redis is asked anything.
+                lookup::entity_keys(&def, &req.entities, cfg.max_batch)?;
                 let meta = store
                     .current(&def.name)
                     .await?

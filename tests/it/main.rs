@@ -1,0 +1,5 @@
+//! daeda's integration tests: the real binary against a real redis-server and
+//! real Parquet / DuckDB / DuckLake files.
+
+mod materialize;
+mod support;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The main job end to end on an embedded default: example data for the Parquet,
+# DuckDB and DuckLake services, materialized into Redis, read back online.
+# Uses $DAEDA_REDIS_URL when set; otherwise starts a local redis-server for the
+# demo (on a free port, stopped at the end).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/bootstrap.sh
+source scripts/env.sh
+cargo build --locked --quiet
+daeda() { "$CARGO_TARGET_DIR/debug/daeda" "$@"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+workdir="$(mktemp -d)"
+redis_pid=""
+cleanup() {
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+if [ -z "${DAEDA_REDIS_URL:-}" ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" \
+    --maxmemory-policy noeviction >"$workdir/redis.log" 2>&1 &
+  redis_pid=$!
+  export DAEDA_REDIS_URL="redis://127.0.0.1:$port/0"
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "demo: started redis-server on port $port"
+fi
+export DAEDA_CATALOG=feature_services DAEDA_RUN_ROOT="${DAEDA_RUN_ROOT:-.daeda}"
+
+step "generate example offline data (Parquet, DuckDB, DuckLake) into data/"
+daeda demo generate --out data --users "${DEMO_USERS:-20000}"
+
+step "validate and list the catalog"
+daeda validate
+daeda services
+
+step "materialize every approved service into Redis"
+daeda materialize --online --all
+
+step "materialize again: a new generation flips in, the old one is retired"
+daeda materialize --online --service user_features
+
+step "read features back from Redis"
+daeda online get --service user_features --entities '{"user_id": [1, 2, 999999999]}' --features ctr_7d,country,ltv
+daeda online get --service user_item_reranker --entities '{"user_id": [0], "item_id": [0]}'
+
+step "the MetadataStore's record of the runs"
+daeda runs list --limit 5

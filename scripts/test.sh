@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs what the tests
+# need (scripts/bootstrap.sh), then `cargo test` over the workspace. Tests start
+# their own redis-server on free ports; nothing else needs to be running.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/bootstrap.sh
+source scripts/env.sh
+cargo test --workspace --locked "$@"

@@ -82,6 +82,13 @@ fn servable(def: &ServiceDef, as_of: DateTime<Utc>) -> String {
 /// declared type (a list of the wrong length fails the cast, and so the run).
 /// With `newer_than`, only entities whose latest row is newer than that
 /// watermark (incremental runs).
+///
+/// Shaped for streaming rather than as one window over the whole table: the
+/// latest event time per entity is found on the narrow (keys, timestamp)
+/// columns, and the full rows are a semi join against it, so DuckDB holds
+/// state per entity, not per row. Entities whose latest event time is shared by
+/// several rows are resolved apart, deterministically, by a hash of the row's
+/// values, so a rerun (and the skew checker) picks the same row.
 pub fn latest_rows_sql(def: &ServiceDef, relation: &str, as_of: DateTime<Utc>, newer_than: Option<DateTime<Utc>>) -> String {
     let projection = def
         .columns
@@ -91,15 +98,23 @@ pub fn latest_rows_sql(def: &ServiceDef, relation: &str, as_of: DateTime<Utc>, n
         .join(", ");
     let keys = def.join_keys.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
     let ts = ident(&def.timestamp);
-    let mut sql = format!(
-        "SELECT * FROM (SELECT {projection} FROM {relation} WHERE {}) \
-         QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC) = 1",
-        servable(def, as_of)
-    );
-    if let Some(wm) = newer_than {
-        sql = format!("SELECT * FROM ({sql}) WHERE {ts} > {}", ts_literal(def, wm));
+    let mut tiebreak = def.value_columns().map(|c| ident(&c.name)).collect::<Vec<_>>();
+    if tiebreak.is_empty() {
+        tiebreak.push(ts.clone());
     }
-    sql
+    let newer = newer_than.map(|wm| format!(" HAVING max({ts}) > {}", ts_literal(def, wm))).unwrap_or_default();
+    format!(
+        "WITH src AS NOT MATERIALIZED (SELECT {projection} FROM {relation} WHERE {servable}), \
+         latest AS (SELECT {keys}, max({ts}) AS {ts} FROM src GROUP BY {keys}{newer}), \
+         candidates AS NOT MATERIALIZED (SELECT * FROM src SEMI JOIN latest USING ({keys}, {ts})), \
+         tied AS (SELECT {keys} FROM candidates GROUP BY {keys} HAVING count(*) > 1) \
+         SELECT * FROM candidates ANTI JOIN tied USING ({keys}) \
+         UNION ALL \
+         SELECT * FROM (SELECT * FROM candidates SEMI JOIN tied USING ({keys})) \
+         QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY hash({})) = 1",
+        tiebreak.join(", "),
+        servable = servable(def, as_of),
+    )
 }
 
 /// What the source held as of the run, for the run record.

@@ -403,3 +403,25 @@ fn the_online_compare_keeps_the_newer_row_when_writers_race() {
     });
     assert_eq!(daeda_online::codec::event_ts(&env.redis.get("daeda:row:t:1:1").unwrap()).unwrap(), 300);
 }
+
+#[test]
+fn rows_tied_on_the_latest_event_time_resolve_the_same_way_every_run() {
+    let env = TestEnv::new(300);
+    let src = env.data().join("user_features/*/*.parquet");
+    let dup = env.data().join("user_features/ds=2026-06-27/tie.parquet");
+    env.duckdb()
+        .execute_batch(&format!(
+            "COPY (SELECT * REPLACE (ctr_7d + 1 AS ctr_7d) FROM read_parquet('{}') WHERE user_id IN (3, 4) AND ds = '2026-06-27')
+             TO '{}' (FORMAT parquet)",
+            src.display(),
+            dup.display()
+        ))
+        .unwrap();
+    let first = env.materialize(&["--service", "user_features"]);
+    assert_eq!(first["runs"][0]["entities"], 300, "one row per entity, ties included");
+    let a = get(&env, "user_features", r#"{"user_id": [3, 4]}"#)["columns"]["ctr_7d"].clone();
+    for _ in 0..2 {
+        env.materialize(&["--service", "user_features"]);
+        assert_eq!(get(&env, "user_features", r#"{"user_id": [3, 4]}"#)["columns"]["ctr_7d"], a);
+    }
+}

@@ -6,9 +6,10 @@
 //! - entities/s of `daeda materialize --online` end to end (DuckDB read, latest
 //!   per entity, encode, pipelined writes, flip);
 //! - the raw mass-insertion rate of the same encoded keys and values into the
-//!   same Redis: pipelined SETs from Rust with the materializer's concurrency,
-//!   and `redis-cli --pipe` (Redis's own mass-insertion tool); the faster is the
-//!   ceiling, and the ratio end-to-end / ceiling is the figure to watch;
+//!   same Redis: pipelined SETs and batched MSETs from Rust with the
+//!   materializer's concurrency, and `redis-cli --pipe` (Redis's own
+//!   mass-insertion tool); the fastest is the ceiling, and the ratio
+//!   end-to-end / ceiling is the figure to watch;
 //! - Redis bytes per entity (`used_memory` delta / entities) and encoded value bytes;
 //! - the materializer's peak RSS at two table sizes (it should not grow with them).
 
@@ -133,14 +134,23 @@ fn dump(redis: &Redis) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-/// Pipelined SETs from `writers` threads, 2,048 per pipeline (the materializer's shape).
-fn raw_insert(redis: &Redis, rows: &[(Vec<u8>, Vec<u8>)], writers: usize) -> f64 {
+/// Pipelined SETs (or one MSET per batch) from `writers` threads, 2,048 rows
+/// per batch: the materializer's shape without DuckDB or encoding.
+fn raw_insert(redis: &Redis, rows: &[(Vec<u8>, Vec<u8>)], writers: usize, mset: bool) -> f64 {
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for part in rows.chunks(rows.len().div_ceil(writers)) {
             s.spawn(move || {
                 let mut c = redis.conn().unwrap();
                 for batch in part.chunks(2048) {
+                    if mset {
+                        let mut cmd = redis::cmd("MSET");
+                        for (k, v) in batch {
+                            cmd.arg(k).arg(v);
+                        }
+                        let _: () = cmd.query(&mut c).unwrap();
+                        continue;
+                    }
                     let mut p = redis::pipe();
                     for (k, v) in batch {
                         p.cmd("SET").arg(k).arg(v).ignore();
@@ -203,10 +213,12 @@ fn main() {
     let rows = dump(&redis);
     assert_eq!(rows.len() as u64, entities);
     redis.flush();
-    let raw_secs = raw_insert(&redis, &rows, 4);
+    let raw_secs = raw_insert(&redis, &rows, 4, false);
+    redis.flush();
+    let mset_secs = raw_insert(&redis, &rows, 4, true);
     redis.flush();
     let cli_secs = redis_cli_pipe(&redis, &rows, tmp.path());
-    let ceiling_secs = cli_secs.map_or(raw_secs, |c| c.min(raw_secs));
+    let ceiling_secs = cli_secs.map_or(raw_secs, |c| c.min(raw_secs)).min(mset_secs);
 
     let e2e = entities as f64 / secs;
     let ceiling = entities as f64 / ceiling_secs;
@@ -217,6 +229,7 @@ fn main() {
         "end_to_end_entities_per_sec": e2e,
         "materializer_internal_seconds": run["seconds"],
         "raw_pipelined_set_entities_per_sec": entities as f64 / raw_secs,
+        "raw_mset_entities_per_sec": entities as f64 / mset_secs,
         "redis_cli_pipe_entities_per_sec": cli_secs.map(|s| entities as f64 / s),
         "ceiling_entities_per_sec": ceiling,
         "ratio_end_to_end_vs_ceiling": e2e / ceiling,

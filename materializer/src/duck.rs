@@ -8,6 +8,9 @@ use crate::MaterializeError;
 /// `<dir>/v1.5.5/linux_amd64/*.duckdb_extension`), set by `scripts/env.sh`.
 pub const EXTENSION_DIR_ENV: &str = "DAEDA_DUCKDB_EXTENSION_DIR";
 
+/// Environment variable capping DuckDB's worker threads (default: all cores).
+pub const THREADS_ENV: &str = "DAEDA_DUCKDB_THREADS";
+
 /// A fresh in-memory session. Times are UTC whatever the machine's zone.
 pub fn session() -> Result<Connection, MaterializeError> {
     let conn = Connection::open_in_memory()?;
@@ -15,6 +18,10 @@ pub fn session() -> Result<Connection, MaterializeError> {
         conn.execute_batch(&format!("SET extension_directory = {}", crate::source::literal(&dir)))?;
     }
     conn.execute_batch("SET TimeZone = 'UTC'")?;
+    // DuckDB takes every core by default; beside a local Redis, fewer can be faster.
+    if let Some(n) = std::env::var(THREADS_ENV).ok().and_then(|v| v.parse::<u32>().ok()).filter(|n| *n > 0) {
+        conn.execute_batch(&format!("SET threads = {n}"))?;
+    }
     Ok(conn)
 }
 

@@ -6,6 +6,7 @@
 use daeda_catalog::{ColumnType, ElemType, ScalarType, ServiceDef};
 use daeda_online::codec::{Elem, RowSchema, RowWriter};
 use daeda_online::keys::{self, KeyPart};
+use daeda_online::RowBatch;
 use duckdb::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, FixedSizeListArray, ListArray, PrimitiveArray,
 };
@@ -17,10 +18,10 @@ use duckdb::arrow::record_batch::RecordBatch;
 
 use crate::MaterializeError;
 
-/// Rows ready for Redis: `(key, value)` pairs plus what the run counts.
+/// Rows ready for Redis plus what the run counts.
 #[derive(Debug, Default)]
 pub struct EncodedBatch {
-    pub rows: Vec<(String, Vec<u8>)>,
+    pub rows: RowBatch,
     /// Sum of encoded value sizes.
     pub bytes: u64,
     /// Greatest event time in the batch (microseconds).
@@ -81,8 +82,9 @@ impl<'a> Encoder<'a> {
         let names: Vec<&str> = def.value_columns().map(|c| c.name.as_str()).collect();
 
         let n = batch.num_rows();
-        let mut out = EncodedBatch { rows: Vec::with_capacity(n), ..Default::default() };
+        let mut out = EncodedBatch { rows: RowBatch::with_capacity(n, n * 64), ..Default::default() };
         let mut parts: Vec<KeyPart<'_>> = Vec::with_capacity(key_cols.len());
+        let mut key = String::with_capacity(self.key_prefix.len() + 32);
         for row in 0..n {
             parts.clear();
             for kc in &key_cols {
@@ -92,13 +94,12 @@ impl<'a> Encoder<'a> {
                     KeyCol::Str(a) => KeyPart::Str(a.value(row)),
                 });
             }
-            let mut key = String::with_capacity(self.key_prefix.len() + 16);
+            key.clear();
             key.push_str(&self.key_prefix);
             keys::push_entity(&mut key, &parts);
 
             let event_ts = ts.value(row);
-            let mut value = Vec::with_capacity(64);
-            let mut w = RowWriter::begin(&mut value, &self.schema, event_ts);
+            let mut w = RowWriter::begin(out.rows.start(key.as_bytes()), &self.schema, event_ts);
             for (i, col) in val_cols.iter().enumerate() {
                 if is_null(col, row) {
                     if !nullable[i] {
@@ -119,8 +120,8 @@ impl<'a> Encoder<'a> {
                 })?;
             }
             out.bytes += w.finish() as u64;
+            out.rows.seal();
             out.max_event_ts = Some(out.max_event_ts.map_or(event_ts, |m| m.max(event_ts)));
-            out.rows.push((key, value));
         }
         Ok(out)
     }

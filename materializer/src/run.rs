@@ -198,7 +198,7 @@ impl Materializer {
     async fn clean_up_failed(&self, service: &str, run_id: &str, partial: Option<&str>) {
         if let Some(g) = partial {
             if let Err(e) = self.store.retire(service, g).await {
-                tracing::warn!(service, generation = g, error = %e, "could not remove the unfinished generation; the next full run will");
+                tracing::info!(service, generation = g, error = %e, "could not remove the unfinished generation; the next full run will");
             }
         }
         if let Err(e) = self.store.release_lease(service, run_id).await {
@@ -522,10 +522,13 @@ fn produce(
     generation: &str,
     tx: mpsc::Sender<EncodedBatch>,
 ) -> Result<Produced, MaterializeError> {
+    let t0 = std::time::Instant::now();
     let conn = crate::duck::session()?;
     let opened = source::open(&conn, &def.source)?;
     offline::check_schema(&conn, def, &opened.relation)?;
+    tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), "source opened and checked");
     let stats = offline::stats(&conn, def, &opened.relation, as_of)?;
+    tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), rows = stats.rows, "source stats");
     let sql = offline::latest_rows_sql(def, &opened.relation, as_of, newer_than);
     let encoder = Encoder::new(def, generation);
     let mut stmt = conn.prepare(&sql)?;
@@ -549,5 +552,6 @@ fn produce(
             break;
         }
     }
+    tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), entities, "latest rows streamed and encoded");
     Ok(Produced { opened, stats, entities, bytes, max_event_ts: max_ts })
 }

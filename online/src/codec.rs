@@ -199,7 +199,10 @@ impl<'a> RowWriter<'a> {
         if with_len {
             put_varint(self.buf, values.len() as u64);
         }
-        self.buf.reserve(values.len() * T::WIDTH);
+        // Little-endian machines store the slice as it is: one memcpy.
+        #[cfg(target_endian = "little")]
+        self.buf.extend_from_slice(bytemuck::cast_slice(values));
+        #[cfg(not(target_endian = "little"))]
         for v in values {
             v.put(self.buf);
         }
@@ -214,15 +217,13 @@ impl<'a> RowWriter<'a> {
 }
 
 /// A numeric array element.
-pub trait Elem: Copy {
-    const WIDTH: usize;
+pub trait Elem: bytemuck::Pod {
     fn put(self, buf: &mut Vec<u8>);
 }
 
 macro_rules! elem {
     ($($t:ty),*) => {$(
         impl Elem for $t {
-            const WIDTH: usize = std::mem::size_of::<$t>();
             fn put(self, buf: &mut Vec<u8>) {
                 buf.extend_from_slice(&self.to_le_bytes());
             }
@@ -336,11 +337,20 @@ impl<'a> Reader<'a> {
     fn elems(&mut self, elem: ElemType, n: usize) -> Result<Array, DecodeError> {
         let bytes = self.take(n.checked_mul(elem.width()).ok_or(DecodeError::Truncated)?)?;
         Ok(match elem {
-            ElemType::Integer => Array::Int(bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
-            ElemType::BigInt => Array::BigInt(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
-            ElemType::Float => Array::Float(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-            ElemType::Double => Array::Double(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
+            ElemType::Integer => Array::Int(unpack(bytes, i32::from_le_bytes)),
+            ElemType::BigInt => Array::BigInt(unpack(bytes, i64::from_le_bytes)),
+            ElemType::Float => Array::Float(unpack(bytes, f32::from_le_bytes)),
+            ElemType::Double => Array::Double(unpack(bytes, f64::from_le_bytes)),
         })
+    }
+}
+
+/// Packed little-endian elements to a Vec (bytes may be unaligned).
+fn unpack<T: Elem, const N: usize>(bytes: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> {
+    if cfg!(target_endian = "little") {
+        bytemuck::pod_collect_to_vec(bytes)
+    } else {
+        bytes.chunks_exact(N).map(|c| from_le(c.try_into().expect("N bytes"))).collect()
     }
 }
 

@@ -3,6 +3,7 @@
 //! ([`OnlineStore`]). Shared by the materializer (writes), the gateway and
 //! `daeda online get` (reads) and the skew checker (reads), and free of DuckDB.
 
+mod batch;
 pub mod codec;
 mod error;
 pub mod keys;
@@ -10,6 +11,7 @@ mod meta;
 mod store;
 pub mod lookup;
 
+pub use batch::RowBatch;
 pub use error::OnlineError;
 pub use meta::GenerationMeta;
 pub use store::{redact, ConditionalWrites, Connection, MemoryInfo, OnlineStore, StoreSettings};

@@ -393,12 +393,16 @@ fn the_online_compare_keeps_the_newer_row_when_writers_race() {
     };
     rt.block_on(async {
         let mut c = store.conn().await.unwrap();
-        let k = "daeda:row:t:1:1".to_string();
-        let w = store.put_rows_if_newer(&mut c, &[(k.clone(), row(200, 2))]).await.unwrap();
+        let one = |ts, x| {
+            let mut b = daeda_online::RowBatch::default();
+            b.push(b"daeda:row:t:1:1", &row(ts, x));
+            b
+        };
+        let w = store.put_rows_if_newer(&mut c, &one(200, 2)).await.unwrap();
         assert_eq!(w.inserted, 1);
-        let w = store.put_rows_if_newer(&mut c, &[(k.clone(), row(100, 1))]).await.unwrap();
+        let w = store.put_rows_if_newer(&mut c, &one(100, 1)).await.unwrap();
         assert_eq!(w.kept, 1);
-        let w = store.put_rows_if_newer(&mut c, &[(k.clone(), row(300, 3))]).await.unwrap();
+        let w = store.put_rows_if_newer(&mut c, &one(300, 3)).await.unwrap();
         assert_eq!(w.replaced, 1);
     });
     assert_eq!(daeda_online::codec::event_ts(&env.redis.get("daeda:row:t:1:1").unwrap()).unwrap(), 300);

@@ -11,6 +11,9 @@ pub const EXTENSION_DIR_ENV: &str = "DAEDA_DUCKDB_EXTENSION_DIR";
 /// Environment variable capping DuckDB's worker threads (default: all cores).
 pub const THREADS_ENV: &str = "DAEDA_DUCKDB_THREADS";
 
+/// Environment variable bounding DuckDB's memory, e.g. `512MB` (default: 80% of RAM).
+pub const MEMORY_LIMIT_ENV: &str = "DAEDA_DUCKDB_MEMORY_LIMIT";
+
 /// A fresh in-memory session. Times are UTC whatever the machine's zone.
 pub fn session() -> Result<Connection, MaterializeError> {
     let conn = Connection::open_in_memory()?;
@@ -21,6 +24,11 @@ pub fn session() -> Result<Connection, MaterializeError> {
     // DuckDB takes every core by default; beside a local Redis, fewer can be faster.
     if let Some(n) = std::env::var(THREADS_ENV).ok().and_then(|v| v.parse::<u32>().ok()).filter(|n| *n > 0) {
         conn.execute_batch(&format!("SET threads = {n}"))?;
+    }
+    // DuckDB keeps per-entity state for the latest-row query; past this limit it
+    // spills to a temporary directory instead of growing.
+    if let Some(limit) = std::env::var(MEMORY_LIMIT_ENV).ok().filter(|v| !v.trim().is_empty()) {
+        conn.execute_batch(&format!("SET memory_limit = {}", crate::source::literal(&limit)))?;
     }
     Ok(conn)
 }

@@ -8,6 +8,7 @@ pub mod codec;
 mod error;
 pub mod keys;
 mod meta;
+mod pool;
 mod store;
 pub mod lookup;
 

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::{AsyncCommands, AsyncConnectionConfig, Script};
-use deadpool_redis::{Manager, Pool, Runtime};
+use deadpool::Runtime;
+
+use crate::pool::{Pool, RedisManager};
 
 use crate::keys;
 use crate::meta::GenerationMeta;
@@ -119,7 +121,7 @@ impl std::fmt::Debug for OnlineStore {
     }
 }
 
-pub type Connection = deadpool_redis::Connection;
+pub use crate::pool::Connection;
 
 impl OnlineStore {
     /// Builds the pool; no connection is made until the first command.
@@ -128,8 +130,9 @@ impl OnlineStore {
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout));
-        let manager = Manager::new_with_config(url, conn_config)
+        let client = redis::Client::open(url)
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
+        let manager = RedisManager::new(client, conn_config);
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .wait_timeout(Some(settings.timeout))
@@ -162,13 +165,13 @@ impl OnlineStore {
 
     pub async fn ping(&self) -> Result<(), OnlineError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.map_err(|e| self.err(e))?;
+        redis::cmd("PING").query_async::<String>(&mut *c).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub async fn memory(&self) -> Result<MemoryInfo, OnlineError> {
         let mut c = self.conn().await?;
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await.map_err(|e| self.err(e))?;
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut *c).await.map_err(|e| self.err(e))?;
         let field = |name: &str| {
             info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
         };
@@ -191,7 +194,7 @@ impl OnlineStore {
             .arg("NX")
             .arg("PX")
             .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
+            .query_async(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
         if ok.is_some() {
@@ -208,7 +211,7 @@ impl OnlineStore {
             .key(keys::lease(service))
             .arg(run_id)
             .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut c)
+            .invoke_async(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
         Ok(n == 1)
@@ -219,7 +222,7 @@ impl OnlineStore {
         let _: i64 = Script::new(RELEASE)
             .key(keys::lease(service))
             .arg(run_id)
-            .invoke_async(&mut c)
+            .invoke_async(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -293,7 +296,7 @@ impl OnlineStore {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(c)
+                .query_async(&mut **c)
                 .await
                 .map_err(|e| self.err(e))?;
             out.extend(batch);
@@ -320,7 +323,7 @@ impl OnlineStore {
         for (k, v) in meta.to_fields() {
             inv.arg(k).arg(v);
         }
-        inv.invoke_async(&mut c).await.map_err(|e| self.lease_or(e, s))
+        inv.invoke_async(&mut *c).await.map_err(|e| self.lease_or(e, s))
     }
 
     fn lease_or(&self, e: redis::RedisError, service: &str) -> OnlineError {
@@ -350,7 +353,7 @@ impl OnlineStore {
             .arg(added_bytes)
             .arg(&meta.materialized_at)
             .arg(&meta.as_of)
-            .invoke_async(&mut c)
+            .invoke_async(&mut *c)
             .await
             .map_err(|e| self.lease_or(e, s))?;
         Ok(())
@@ -370,11 +373,11 @@ impl OnlineStore {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(2000)
-                .query_async(&mut c)
+                .query_async(&mut *c)
                 .await
                 .map_err(|e| self.err(e))?;
             if !batch.is_empty() {
-                let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut c).await.map_err(|e| self.err(e))?;
+                let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut *c).await.map_err(|e| self.err(e))?;
                 removed += n;
             }
             if next == 0 {
@@ -390,7 +393,7 @@ impl OnlineStore {
             .arg(keys::generations(service))
             .arg(generation)
             .ignore()
-            .query_async(&mut c)
+            .query_async(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
         Ok(removed)
@@ -408,7 +411,7 @@ impl OnlineStore {
             .arg(keys::current(service))
             .arg(keys::genseq(service))
             .arg(keys::generations(service))
-            .query_async(&mut c)
+            .query_async(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
         Ok(removed)
@@ -426,7 +429,7 @@ impl OnlineStore {
         for (k, v) in rows.iter() {
             cmd.arg(k).arg(v);
         }
-        cmd.query_async::<()>(conn).await.map_err(|e| self.err(e))
+        cmd.query_async::<()>(&mut **conn).await.map_err(|e| self.err(e))
     }
 
     /// Writes each row unless the online one is as new or newer, in one pipeline.
@@ -437,12 +440,12 @@ impl OnlineStore {
     ) -> Result<ConditionalWrites, OnlineError> {
         let script = Script::new(PUT_IF_NEWER);
         // EVALSHA in a pipeline cannot fall back to EVAL, so make sure the script is loaded.
-        let _: String = script.prepare_invoke().load_async(conn).await.map_err(|e| self.err(e))?;
+        let _: String = script.prepare_invoke().load_async(&mut **conn).await.map_err(|e| self.err(e))?;
         let mut p = redis::pipe();
         for (k, v) in rows.iter() {
             p.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(k).arg(v);
         }
-        let results: Vec<i64> = p.query_async(conn).await.map_err(|e| self.err(e))?;
+        let results: Vec<i64> = p.query_async(&mut **conn).await.map_err(|e| self.err(e))?;
         let mut w = ConditionalWrites::default();
         for r in results {
             match r {
@@ -460,7 +463,7 @@ impl OnlineStore {
             return Ok(Vec::new());
         }
         let mut c = self.conn().await?;
-        redis::cmd("MGET").arg(keys).query_async(&mut c).await.map_err(|e| self.err(e))
+        redis::cmd("MGET").arg(keys).query_async(&mut *c).await.map_err(|e| self.err(e))
     }
 
     /// Row keys of a generation, for sampling and "extra online" checks.

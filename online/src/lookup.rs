@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use daeda_catalog::{ColumnType, ScalarType, ServiceDef};
 use serde_json::{Map, Value as Json};
 
-use crate::codec::{self, Array, RowSchema, Value};
+use crate::codec::{self, Array, DecodedRow, RowSchema, Value};
 use crate::keys::{self, KeyPart};
 use crate::{GenerationMeta, OnlineError, OnlineStore};
 
@@ -151,7 +151,81 @@ pub fn check_generation(def: &ServiceDef, meta: &GenerationMeta) -> Result<(), L
     Ok(())
 }
 
-/// Looks up a batch against the generation `meta` and renders the JSON body.
+/// What an entity's lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityStatus {
+    Ok,
+    Missing,
+    /// Older than the service's ttl.
+    Stale,
+}
+
+impl EntityStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityStatus::Ok => "ok",
+            EntityStatus::Missing => "missing",
+            EntityStatus::Stale => "stale",
+        }
+    }
+}
+
+/// A batch as read from one generation, before it is rendered.
+#[derive(Debug)]
+pub struct Fetched {
+    pub schema: RowSchema,
+    /// The answered value columns, as indexes into `schema`.
+    pub wanted: Vec<usize>,
+    /// Per entity: the decoded row, or None when missing. Stale rows are here
+    /// too; renderers blank them unless the request asks `include_stale`.
+    pub rows: Vec<Option<DecodedRow>>,
+    pub status: Vec<EntityStatus>,
+}
+
+impl Fetched {
+    pub fn count(&self, s: EntityStatus) -> u64 {
+        self.status.iter().filter(|x| **x == s).count() as u64
+    }
+}
+
+/// Looks up a batch against the generation `meta`: one MGET, rows decoded.
+pub async fn fetch(
+    store: &OnlineStore,
+    def: &ServiceDef,
+    meta: &GenerationMeta,
+    req: &LookupRequest,
+    max_batch: usize,
+) -> Result<Fetched, LookupError> {
+    let schema = RowSchema::of(def);
+    let wanted = selected(def, &schema, req.features.as_deref())?;
+    let entities = entity_keys(def, &req.entities, max_batch)?;
+    check_generation(def, meta)?;
+    let prefix = keys::row_prefix(&def.name, &meta.generation);
+    let redis_keys: Vec<String> = entities.iter().map(|e| format!("{prefix}{e}")).collect();
+    let raw = store.get_rows(&redis_keys).await?;
+    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64;
+    let stale_before = def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64);
+    let mut rows = Vec::with_capacity(raw.len());
+    let mut status = Vec::with_capacity(raw.len());
+    for (i, bytes) in raw.iter().enumerate() {
+        let Some(bytes) = bytes else {
+            rows.push(None);
+            status.push(EntityStatus::Missing);
+            continue;
+        };
+        let row = codec::decode(bytes, &schema).map_err(|reason| LookupError::Corrupt {
+            entity: i,
+            generation: meta.generation.clone(),
+            reason,
+        })?;
+        let stale = stale_before.is_some_and(|t| row.event_ts_micros < t);
+        status.push(if stale { EntityStatus::Stale } else { EntityStatus::Ok });
+        rows.push(Some(row));
+    }
+    Ok(Fetched { schema, wanted, rows, status })
+}
+
+/// Looks up a batch and renders the JSON body (what `daeda online get` prints).
 pub async fn lookup(
     store: &OnlineStore,
     def: &ServiceDef,
@@ -159,65 +233,39 @@ pub async fn lookup(
     req: &LookupRequest,
     max_batch: usize,
 ) -> Result<Json, LookupError> {
-    check_generation(def, meta)?;
-    let schema = RowSchema::of(def);
-    let wanted = selected(def, &schema, req.features.as_deref())?;
-    let entities = entity_keys(def, &req.entities, max_batch)?;
-    let prefix = keys::row_prefix(&def.name, &meta.generation);
-    let redis_keys: Vec<String> = entities.iter().map(|e| format!("{prefix}{e}")).collect();
-    let rows = store.get_rows(&redis_keys).await?;
-    render(def, &schema, &wanted, meta, req, &rows)
+    let fetched = fetch(store, def, meta, req, max_batch).await?;
+    Ok(to_json(def, meta, req, &fetched))
 }
 
-/// Builds the response body from the fetched rows.
-pub fn render(
-    def: &ServiceDef,
-    schema: &RowSchema,
-    wanted: &[usize],
-    meta: &GenerationMeta,
-    req: &LookupRequest,
-    rows: &[Option<Vec<u8>>],
-) -> Result<Json, LookupError> {
-    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64;
-    let stale_before = def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64);
-    let mut columns: Vec<Vec<Json>> = vec![Vec::with_capacity(rows.len()); wanted.len()];
-    let mut status = Vec::with_capacity(rows.len());
-    let mut event_ts = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        let Some(bytes) = row else {
-            status.push(Json::from("missing"));
-            event_ts.push(Json::Null);
-            columns.iter_mut().for_each(|c| c.push(Json::Null));
-            continue;
-        };
-        let decoded = codec::decode(bytes, schema).map_err(|reason| LookupError::Corrupt {
-            entity: i,
-            generation: meta.generation.clone(),
-            reason,
-        })?;
-        let stale = stale_before.is_some_and(|t| decoded.event_ts_micros < t);
-        status.push(Json::from(if stale { "stale" } else { "ok" }));
-        event_ts.push(timestamp_json(decoded.event_ts_micros));
-        let hide = stale && !req.include_stale;
-        for (out, &idx) in columns.iter_mut().zip(wanted) {
-            out.push(if hide { Json::Null } else { value_json(&decoded.values[idx], schema.types[idx]) });
+/// The JSON body of SPEC §5: join keys echoed, the wanted features, status, event_ts.
+pub fn to_json(def: &ServiceDef, meta: &GenerationMeta, req: &LookupRequest, f: &Fetched) -> Json {
+    let mut columns: Vec<Vec<Json>> = vec![Vec::with_capacity(f.rows.len()); f.wanted.len()];
+    let mut event_ts = Vec::with_capacity(f.rows.len());
+    for (row, status) in f.rows.iter().zip(&f.status) {
+        event_ts.push(row.as_ref().map_or(Json::Null, |r| timestamp_json(r.event_ts_micros)));
+        let hide = *status == EntityStatus::Stale && !req.include_stale;
+        for (out, &idx) in columns.iter_mut().zip(&f.wanted) {
+            out.push(match row {
+                Some(r) if !hide => value_json(&r.values[idx], f.schema.types[idx]),
+                _ => Json::Null,
+            });
         }
     }
     let mut cols = Map::new();
     for k in &def.join_keys {
         cols.insert(k.clone(), req.entities.get(k).cloned().unwrap_or(Json::Null));
     }
-    for (values, &idx) in columns.into_iter().zip(wanted) {
-        cols.insert(schema.names[idx].clone(), Json::Array(values));
+    for (values, &idx) in columns.into_iter().zip(&f.wanted) {
+        cols.insert(f.schema.names[idx].clone(), Json::Array(values));
     }
     let mut body = Map::new();
     body.insert("service".into(), def.name.clone().into());
     body.insert("version".into(), meta.version.clone().into());
     body.insert("generation".into(), meta.generation.clone().into());
     body.insert("columns".into(), Json::Object(cols));
-    body.insert("status".into(), Json::Array(status));
+    body.insert("status".into(), Json::Array(f.status.iter().map(|s| Json::from(s.as_str())).collect()));
     body.insert("event_ts".into(), Json::Array(event_ts));
-    Ok(Json::Object(body))
+    Json::Object(body)
 }
 
 /// RFC 3339 UTC with microseconds, as every timestamp in daeda's JSON.

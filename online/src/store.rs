@@ -249,6 +249,19 @@ impl OnlineStore {
         c.get(keys::current(service)).await.map_err(|e| self.err(e))
     }
 
+    /// The live generation of several services, in one round trip.
+    pub async fn current_generations(&self, services: &[String]) -> Result<Vec<Option<String>>, OnlineError> {
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        let mut p = redis::pipe();
+        for s in services {
+            p.cmd("GET").arg(keys::current(s));
+        }
+        p.query_async(&mut *c).await.map_err(|e| self.err(e))
+    }
+
     pub async fn generation_meta(&self, service: &str, generation: &str) -> Result<Option<GenerationMeta>, OnlineError> {
         let mut c = self.conn().await?;
         let key = keys::generation_meta(service, generation);

@@ -1,0 +1,192 @@
+//! The Arrow IPC stream form of a lookup (`Accept: application/vnd.apache.arrow.stream`):
+//! the join keys, the features with their exact types (BIGINT stays Int64 past
+//! 2^53, DECIMAL stays Decimal128), `_status` and `_event_ts`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeListBuilder, Float32Builder, Float64Builder,
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use daeda_catalog::{ColumnType, ElemType, ScalarType, ServiceDef};
+use daeda_online::codec::{Array, Value};
+use daeda_online::lookup::{EntityStatus, Fetched, LookupRequest};
+
+use crate::ApiError;
+
+pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
+
+fn elem_type(e: ElemType) -> DataType {
+    match e {
+        ElemType::Integer => DataType::Int32,
+        ElemType::BigInt => DataType::Int64,
+        ElemType::Float => DataType::Float32,
+        ElemType::Double => DataType::Float64,
+    }
+}
+
+/// Appends the values of one column to a fresh array.
+fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> ArrayRef {
+    macro_rules! scalar {
+        ($builder:expr, $pat:pat => $v:expr) => {{
+            let mut b = $builder;
+            for v in values {
+                match v {
+                    Some($pat) => b.append_value($v),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    macro_rules! elems {
+        ($builder:expr, $variant:ident) => {{
+            let mut b = $builder;
+            for v in values {
+                match v {
+                    Some(Value::Array(Array::$variant(xs))) => {
+                        b.values().append_slice(xs);
+                        b.append(true);
+                    }
+                    _ => null_entry(&mut b),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    match ty {
+        ColumnType::Scalar(s) => match s {
+            ScalarType::Boolean => scalar!(BooleanBuilder::new(), Value::Bool(x) => *x),
+            ScalarType::Integer => scalar!(Int32Builder::new(), Value::Int(x) => *x),
+            ScalarType::BigInt => scalar!(Int64Builder::new(), Value::BigInt(x) => *x),
+            ScalarType::Float => scalar!(Float32Builder::new(), Value::Float(x) => *x),
+            ScalarType::Double => scalar!(Float64Builder::new(), Value::Double(x) => *x),
+            ScalarType::Decimal { precision, scale } => {
+                let b = Decimal128Builder::new().with_precision_and_scale(precision, scale as i8).expect("valid decimal");
+                scalar!(b, Value::Decimal { unscaled, .. } => *unscaled)
+            }
+            ScalarType::Varchar => scalar!(StringBuilder::new(), Value::Str(x) => x),
+            ScalarType::Date => scalar!(Date32Builder::new(), Value::Date(x) => *x),
+            ScalarType::Timestamp => scalar!(TimestampMicrosecondBuilder::new(), Value::Timestamp(x) => *x),
+            ScalarType::TimestampTz => {
+                scalar!(TimestampMicrosecondBuilder::new().with_timezone("UTC"), Value::Timestamp(x) => *x)
+            }
+        },
+        ColumnType::FixedArray { elem, len } => {
+            let n = len as i32;
+            match elem {
+                ElemType::Integer => elems!(FixedSizeListBuilder::new(Int32Builder::new(), n), Int),
+                ElemType::BigInt => elems!(FixedSizeListBuilder::new(Int64Builder::new(), n), BigInt),
+                ElemType::Float => elems!(FixedSizeListBuilder::new(Float32Builder::new(), n), Float),
+                ElemType::Double => elems!(FixedSizeListBuilder::new(Float64Builder::new(), n), Double),
+            }
+        }
+        ColumnType::List { elem } => match elem {
+            ElemType::Integer => elems!(ListBuilder::new(Int32Builder::new()), Int),
+            ElemType::BigInt => elems!(ListBuilder::new(Int64Builder::new()), BigInt),
+            ElemType::Float => elems!(ListBuilder::new(Float32Builder::new()), Float),
+            ElemType::Double => elems!(ListBuilder::new(Float64Builder::new()), Double),
+        },
+    }
+}
+
+/// A NULL list entry; a fixed-size list still needs its N (ignored) child slots.
+trait NullEntry {
+    fn null_entry(&mut self);
+}
+
+fn null_entry(b: &mut impl NullEntry) {
+    b.null_entry();
+}
+
+macro_rules! null_entries {
+    ($($child:ty),*) => {$(
+        impl NullEntry for FixedSizeListBuilder<$child> {
+            fn null_entry(&mut self) {
+                for _ in 0..self.value_length() {
+                    self.values().append_null();
+                }
+                self.append(false);
+            }
+        }
+        impl NullEntry for ListBuilder<$child> {
+            fn null_entry(&mut self) {
+                self.append(false);
+            }
+        }
+    )*};
+}
+null_entries!(Int32Builder, Int64Builder, Float32Builder, Float64Builder);
+
+fn data_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Scalar(s) => match s {
+            ScalarType::Boolean => DataType::Boolean,
+            ScalarType::Integer => DataType::Int32,
+            ScalarType::BigInt => DataType::Int64,
+            ScalarType::Float => DataType::Float32,
+            ScalarType::Double => DataType::Float64,
+            ScalarType::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
+            ScalarType::Varchar => DataType::Utf8,
+            ScalarType::Date => DataType::Date32,
+            ScalarType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ScalarType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        },
+        ColumnType::FixedArray { elem, len } => {
+            DataType::FixedSizeList(Arc::new(Field::new("item", elem_type(elem), true)), len as i32)
+        }
+        ColumnType::List { elem } => DataType::List(Arc::new(Field::new("item", elem_type(elem), true))),
+    }
+}
+
+/// Encodes a fetched batch as one Arrow IPC stream.
+pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<u8>, ApiError> {
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    let n = f.rows.len();
+    for key in def.key_columns() {
+        let given = req.entities.get(&key.name).and_then(|v| v.as_array()).map(Vec::as_slice).unwrap_or(&[]);
+        let values: Vec<Value> = given
+            .iter()
+            .map(|v| match key.ty {
+                ColumnType::Scalar(ScalarType::Varchar) => v.as_str().map(|s| Value::Str(s.into())),
+                ColumnType::Scalar(ScalarType::Integer) => v.as_i64().map(|x| Value::Int(x as i32)),
+                _ => v.as_i64().map(Value::BigInt),
+            })
+            .map(|v| v.unwrap_or(Value::Null))
+            .collect();
+        fields.push(Field::new(&key.name, data_type(key.ty), false));
+        arrays.push(column(key.ty, &mut values.iter().map(Some)));
+    }
+    for &idx in &f.wanted {
+        let ty = f.schema.types[idx];
+        fields.push(Field::new(&f.schema.names[idx], data_type(ty), true));
+        let mut values = f.rows.iter().zip(&f.status).map(|(row, status)| match row {
+            Some(r) if *status != EntityStatus::Stale || req.include_stale => Some(&r.values[idx]),
+            _ => None,
+        });
+        arrays.push(column(ty, &mut values));
+    }
+    let mut status = StringBuilder::new();
+    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    for (row, s) in f.rows.iter().zip(&f.status) {
+        status.append_value(s.as_str());
+        ts.append_option(row.as_ref().map(|r| r.event_ts_micros));
+    }
+    fields.push(Field::new("_status", DataType::Utf8, false));
+    arrays.push(Arc::new(status.finish()));
+    fields.push(Field::new("_event_ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true));
+    arrays.push(Arc::new(ts.finish()));
+    debug_assert!(arrays.iter().all(|a| a.len() == n));
+
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
+    let mut out = Vec::with_capacity(1024 + n * 64);
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
+    w.write(&batch).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
+    w.finish().map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
+    drop(w);
+    Ok(out)
+}

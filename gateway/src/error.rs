@@ -1,0 +1,139 @@
+//! [`ApiError`]: the only way a handler fails. Each variant is one status and
+//! one `{"error": {"code", "message"}}` body of SPEC §5.
+
+use daeda_online::lookup::LookupError;
+use daeda_online::OnlineError;
+use hyper::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (JSON, key types, batch shape).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 400: more entities than `max_batch`.
+    #[error("{0}")]
+    BatchTooLarge(String),
+    /// 401: no valid bearer token. The message says what to fix without
+    /// telling an attacker which check failed beyond that.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: the token does not cover the service or plane, or the service is
+    /// not approved for serving.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: unknown route, service or feature, or nothing materialized yet.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists with another method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409: the live generation was written for another schema.
+    #[error("{0}")]
+    SchemaMismatch(String),
+    /// 413: the body is over the limit.
+    #[error("request body is over the limit of {0} bytes")]
+    TooLarge(usize),
+    /// 415: a body that is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 500: an online row does not decode.
+    #[error("{0}")]
+    Internal(String),
+    /// 503: Redis is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 504: the request ran past its deadline.
+    #[error("the request took longer than {0} ms")]
+    Timeout(u64),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::BatchTooLarge(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BatchTooLarge(_) => "batch_too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::SchemaMismatch(_) => "schema_mismatch",
+            ApiError::TooLarge(_) => "body_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Internal(_) => "internal",
+            ApiError::Unavailable(_) => "redis_unavailable",
+            ApiError::Timeout(_) => "timeout",
+        }
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}}).to_string()
+    }
+}
+
+impl From<OnlineError> for ApiError {
+    fn from(e: OnlineError) -> ApiError {
+        match e {
+            e @ OnlineError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> ApiError {
+        match e {
+            LookupError::BadRequest(m) => ApiError::BadRequest(m),
+            e @ LookupError::TooMany { .. } => ApiError::BatchTooLarge(e.to_string()),
+            e @ (LookupError::UnknownFeature { .. } | LookupError::NoLiveGeneration(_)) => ApiError::NotFound(e.to_string()),
+            e @ LookupError::FingerprintMismatch { .. } => ApiError::SchemaMismatch(e.to_string()),
+            e @ LookupError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+            LookupError::Online(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_status_and_json_shape() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (ApiError::BatchTooLarge("x".into()), 400, "batch_too_large"),
+            (ApiError::Unauthorized("x"), 401, "unauthorized"),
+            (ApiError::Forbidden("x".into()), 403, "forbidden"),
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::MethodNotAllowed("x".into()), 405, "method_not_allowed"),
+            (ApiError::SchemaMismatch("x".into()), 409, "schema_mismatch"),
+            (ApiError::TooLarge(10), 413, "body_too_large"),
+            (ApiError::UnsupportedMediaType("x".into()), 415, "unsupported_media_type"),
+            (ApiError::Internal("x".into()), 500, "internal"),
+            (ApiError::Unavailable("x".into()), 503, "redis_unavailable"),
+            (ApiError::Timeout(5), 504, "timeout"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status);
+            let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+            assert!(body["error"]["message"].is_string());
+            assert_eq!(body.as_object().unwrap().len(), 1);
+        }
+    }
+}

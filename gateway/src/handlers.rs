@@ -1,0 +1,204 @@
+//! Routes. Every failure is an [`ApiError`]; every service access goes through
+//! [`auth::authorize`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use daeda_catalog::ServiceDef;
+use daeda_online::lookup::{self, EntityStatus, LookupRequest};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::auth::{self, Plane, Principal};
+use crate::{arrow, ApiError, State};
+
+pub type Body = Full<Bytes>;
+
+/// Serves one request: dispatch under the deadline, errors to their JSON, metrics.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let route = route_name(req.method(), req.uri().path());
+    let deadline = state.cfg.request_timeout;
+    let result = match tokio::time::timeout(deadline, dispatch(&state, req)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::Timeout(deadline.as_millis() as u64)),
+    };
+    let resp = result.unwrap_or_else(|e| {
+        if e.status().is_server_error() {
+            tracing::warn!(route, status = e.status().as_u16(), error = %e, "request failed");
+        }
+        if matches!(e, ApiError::Unavailable(_)) {
+            state.metrics.redis_error();
+        }
+        respond(e.status(), "application/json", e.body().into())
+    });
+    tracing::debug!(route, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
+    state.metrics.observe(route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// Metric label of a request: the route template, never the raw path.
+fn route_name(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (_, "/healthz") => "/healthz",
+        (_, "/readyz") => "/readyz",
+        (_, "/metrics") => "/metrics",
+        (_, "/v1/services") => "/v1/services",
+        (_, p) if p.starts_with("/v1/features/") => "/v1/features/{service}",
+        _ => "other",
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_ok(v: &serde_json::Value) -> Response<Body> {
+    respond(StatusCode::OK, "application/json", Bytes::from(serde_json::to_vec(v).expect("JSON values serialize")))
+}
+
+async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let only = |m: Method| -> Result<(), ApiError> {
+        if method == m {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed(format!("{path} takes {m}")))
+        }
+    };
+    match path.as_str() {
+        "/healthz" => {
+            only(Method::GET)?;
+            Ok(json_ok(&json!({"status": "ok"})))
+        }
+        "/readyz" => {
+            only(Method::GET)?;
+            readyz(state).await
+        }
+        "/metrics" => {
+            only(Method::GET)?;
+            let text = state.metrics.render(state.store.pool_status());
+            Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))
+        }
+        "/v1/services" => {
+            only(Method::GET)?;
+            let who = principal(state, &req)?;
+            Ok(json_ok(&services(state, &who)))
+        }
+        p if p.starts_with("/v1/features/") => {
+            only(Method::POST)?;
+            let service = p.trim_start_matches("/v1/features/").to_string();
+            features(state, req, &service).await
+        }
+        _ => Err(ApiError::NotFound(format!("no route {path}"))),
+    }
+}
+
+fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiError> {
+    let header = req.headers().get(AUTHORIZATION).map(|h| h.to_str().unwrap_or(""));
+    state.verifier.verify(header)
+}
+
+async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(json_ok(&json!({"status": "ready", "redis": "ok", "services": state.catalog.services().count()}))),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+/// The services this token may read, with their schema and live generation.
+fn services(state: &State, who: &Principal) -> serde_json::Value {
+    let list: Vec<_> = state
+        .catalog
+        .services()
+        .filter(|s| auth::authorize(who, s, Plane::Online).is_ok() || auth::authorize(who, s, Plane::Sql).is_ok())
+        .map(|s| {
+            let live = state.generations.get(&s.name);
+            json!({
+                "name": s.name,
+                "version": s.version,
+                "owner": s.owner,
+                "tags": s.tags,
+                "description": s.description,
+                "join_keys": s.join_keys,
+                "timestamp": s.timestamp,
+                "columns": s.columns.iter().map(|c| json!({"name": c.name, "type": c.ty.to_string(), "nullable": c.nullable})).collect::<Vec<_>>(),
+                "ttl_seconds": s.serving.ttl.map(|t| t.as_secs()),
+                "fingerprint": s.fingerprint(),
+                "generation": live.as_ref().map(|m| m.generation.clone()),
+                "row_count": live.as_ref().map(|m| m.row_count),
+                "materialized_at": live.as_ref().map(|m| m.materialized_at.clone()),
+            })
+        })
+        .collect();
+    json!({"services": list})
+}
+
+async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let limit = state.cfg.max_body_bytes;
+    if let Some(len) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+    }
+    if let Some(ct) = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        if !ct.starts_with("application/json") {
+            return Err(ApiError::UnsupportedMediaType(format!("send the body as application/json, not {ct}")));
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::TooLarge(limit)),
+        Err(e) => Err(ApiError::BadRequest(format!("could not read the body: {e}"))),
+    }
+}
+
+async fn features(state: &State, req: Request<Incoming>, service: &str) -> Result<Response<Body>, ApiError> {
+    let who = principal(state, &req)?;
+    let def: &Arc<ServiceDef> = state.catalog.get(service).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    auth::authorize(&who, def, Plane::Online)?;
+    let wants_arrow = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(arrow::CONTENT_TYPE));
+    let body = read_body(state, req).await?;
+    let lookup_req: LookupRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not a lookup request: {e}")))?;
+
+    let mut meta = state
+        .generations
+        .live(service)
+        .await?
+        .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
+    let mut fetched = lookup::fetch(&state.store, def, &meta, &lookup_req, state.cfg.max_batch).await?;
+    // Missing rows may mean the generation we read was just retired: re-read
+    // the pointer, and if it moved, answer from the new generation instead.
+    if fetched.status.contains(&EntityStatus::Missing) {
+        if let Some(now) = state.generations.reload(service).await? {
+            if now.generation != meta.generation {
+                meta = now;
+                fetched = lookup::fetch(&state.store, def, &meta, &lookup_req, state.cfg.max_batch).await?;
+            }
+        }
+    }
+    state.metrics.entities(
+        fetched.count(EntityStatus::Ok),
+        fetched.count(EntityStatus::Missing),
+        fetched.count(EntityStatus::Stale),
+    );
+    if wants_arrow {
+        let bytes = arrow::encode(def, &lookup_req, &fetched)?;
+        return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
+    }
+    let body = lookup::to_json(def, &meta, &lookup_req, &fetched);
+    Ok(json_ok(&body))
+}

@@ -1,0 +1,78 @@
+//! Prometheus text-format metrics: requests and latency by route and status,
+//! Redis errors, pool usage, entities served by status.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const BUCKETS: [f64; 13] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), (u64, Histogram)>>,
+    redis_errors: AtomicU64,
+    entities_ok: AtomicU64,
+    entities_missing: AtomicU64,
+    entities_stale: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe(&self, route: &'static str, status: u16, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut m = self.requests.lock().expect("metrics lock");
+        let (n, h) = m.entry((route, status)).or_default();
+        *n += 1;
+        h.count += 1;
+        h.sum += secs;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+    }
+
+    pub fn redis_error(&self) {
+        self.redis_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn entities(&self, ok: u64, missing: u64, stale: u64) {
+        self.entities_ok.fetch_add(ok, Ordering::Relaxed);
+        self.entities_missing.fetch_add(missing, Ordering::Relaxed);
+        self.entities_stale.fetch_add(stale, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, pool: (usize, usize)) -> String {
+        let mut out = String::new();
+        let m = self.requests.lock().expect("metrics lock");
+        out.push_str("# HELP daeda_requests_total HTTP requests by route and status.\n# TYPE daeda_requests_total counter\n");
+        for ((route, status), (n, _)) in m.iter() {
+            let _ = writeln!(out, "daeda_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP daeda_request_duration_seconds Request latency by route and status.\n# TYPE daeda_request_duration_seconds histogram\n");
+        for ((route, status), (_, h)) in m.iter() {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(out, "daeda_request_duration_seconds_bucket{{route=\"{route}\",status=\"{status}\",le=\"{b}\"}} {}", h.counts[i]);
+            }
+            let _ = writeln!(out, "daeda_request_duration_seconds_bucket{{route=\"{route}\",status=\"{status}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "daeda_request_duration_seconds_sum{{route=\"{route}\",status=\"{status}\"}} {}", h.sum);
+            let _ = writeln!(out, "daeda_request_duration_seconds_count{{route=\"{route}\",status=\"{status}\"}} {}", h.count);
+        }
+        drop(m);
+        let _ = writeln!(out, "# HELP daeda_redis_errors_total Redis commands that failed.\n# TYPE daeda_redis_errors_total counter\ndaeda_redis_errors_total {}", self.redis_errors.load(Ordering::Relaxed));
+        out.push_str("# HELP daeda_entities_served_total Entities answered by status.\n# TYPE daeda_entities_served_total counter\n");
+        for (status, v) in [("ok", &self.entities_ok), ("missing", &self.entities_missing), ("stale", &self.entities_stale)] {
+            let _ = writeln!(out, "daeda_entities_served_total{{status=\"{status}\"}} {}", v.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "# HELP daeda_redis_pool_connections Pooled Redis connections.\n# TYPE daeda_redis_pool_connections gauge\ndaeda_redis_pool_connections{{state=\"open\"}} {}\ndaeda_redis_pool_connections{{state=\"idle\"}} {}", pool.0, pool.1);
+        out
+    }
+}

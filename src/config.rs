@@ -31,10 +31,8 @@ struct JwtFile {
     audience: Option<String>,
 }
 
-/// Settings after every layer is applied. The listener, TLS and JWT settings are
-/// read by `daeda serve`.
+/// Settings after every layer is applied.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // the gateway's settings, parsed and checked here with the rest
 pub struct Config {
     pub listen: String,
     pub redis_url: String,

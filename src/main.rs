@@ -45,6 +45,11 @@ enum Command {
     /// Look at and maintain the online store directly.
     #[command(subcommand)]
     Online(commands::online::Command),
+    /// Serve online lookups over HTTP.
+    Serve(commands::serve::ServeArgs),
+    /// Issue bearer tokens for development and tests.
+    #[command(subcommand)]
+    Token(commands::serve::TokenCommand),
     /// Show MetadataStore records of runs.
     #[command(subcommand)]
     Runs(commands::runs::Command),
@@ -84,6 +89,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Materialize(a) => commands::materialize::run(o, &a),
         Command::Online(c) => commands::online::run(o, c),
         Command::Runs(c) => commands::runs::run(o, c),
+        Command::Serve(a) => commands::serve::serve(o, &a),
+        Command::Token(c) => commands::serve::token(o, c),
         Command::Demo(c) => demo_data::run(c),
     }
 }

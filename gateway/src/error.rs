@@ -33,9 +33,6 @@ pub enum ApiError {
     /// 413: the body is over the limit.
     #[error("request body is over the limit of {0} bytes")]
     TooLarge(usize),
-    /// 415: a body that is not JSON.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
     /// 500: an online row does not decode.
     #[error("{0}")]
     Internal(String),
@@ -57,7 +54,6 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -74,7 +70,6 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::SchemaMismatch(_) => "schema_mismatch",
             ApiError::TooLarge(_) => "body_too_large",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "redis_unavailable",
             ApiError::Timeout(_) => "timeout",
@@ -123,7 +118,6 @@ mod tests {
             (ApiError::MethodNotAllowed("x".into()), 405, "method_not_allowed"),
             (ApiError::SchemaMismatch("x".into()), 409, "schema_mismatch"),
             (ApiError::TooLarge(10), 413, "body_too_large"),
-            (ApiError::UnsupportedMediaType("x".into()), 415, "unsupported_media_type"),
             (ApiError::Internal("x".into()), 500, "internal"),
             (ApiError::Unavailable("x".into()), 503, "redis_unavailable"),
             (ApiError::Timeout(5), 504, "timeout"),

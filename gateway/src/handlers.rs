@@ -149,11 +149,6 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiEr
             return Err(ApiError::TooLarge(limit));
         }
     }
-    if let Some(ct) = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        if !ct.starts_with("application/json") {
-            return Err(ApiError::UnsupportedMediaType(format!("send the body as application/json, not {ct}")));
-        }
-    }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::TooLarge(limit)),

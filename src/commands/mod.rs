@@ -1,6 +1,7 @@
 pub mod materialize;
 pub mod online;
 pub mod runs;
+pub mod serve;
 pub mod services;
 
 use std::sync::Arc;

@@ -1,0 +1,131 @@
+//! `daeda serve` and `daeda token mint`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use daeda_gateway::auth::{self, MintRequest};
+use daeda_gateway::{AuthSettings, Gateway, GatewayConfig, Plane};
+
+use crate::config::{Config, Overrides};
+use crate::UsageError;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env: DAEDA_LISTEN] [default: 127.0.0.1:7070]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Permit a non-loopback address (TLS must be configured too).
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Sign an HS256 token with DAEDA_JWT_SECRET; prints the token alone.
+    Mint {
+        #[arg(long)]
+        sub: String,
+        /// Services the token grants (comma-separated; `*` = every approved service).
+        #[arg(long)]
+        services: String,
+        /// Planes: online, sql.
+        #[arg(long, default_value = "online")]
+        planes: String,
+        /// Lifetime: <int><s|m|h|d|w>.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn auth_settings(cfg: &Config) -> AuthSettings {
+    AuthSettings {
+        secret: cfg.jwt_secret.clone(),
+        public_key: cfg.jwt_public_key.clone(),
+        issuer: cfg.jwt_issuer.clone(),
+        audience: cfg.jwt_audience.clone(),
+    }
+}
+
+pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
+    let cfg = Config::load(o)?;
+    let catalog = super::catalog(&cfg)?;
+    let listen_text = a.listen.clone().unwrap_or_else(|| cfg.listen.clone());
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| UsageError(format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:7070)")))?;
+    let mut gw = GatewayConfig::new(listen, auth_settings(&cfg));
+    gw.allow_remote = a.allow_remote || cfg.allow_remote;
+    gw.max_batch = cfg.max_batch;
+    gw.tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => return Err(UsageError("TLS needs both tls_cert and tls_key".into()).into()),
+    };
+    // A lookup must fail fast when Redis is gone: bound every Redis call.
+    let store = daeda_online::OnlineStore::connect(
+        &cfg.redis_url,
+        &daeda_online::StoreSettings { pool_size: 32, timeout: Duration::from_millis(1000) },
+    )?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let gateway = Gateway::bind(gw, catalog, store).await.map_err(|e| match e {
+            e @ (daeda_gateway::StartError::RemoteWithoutTls(_)
+            | daeda_gateway::StartError::RemoteNotAllowed(_)
+            | daeda_gateway::StartError::Auth(_)) => anyhow::Error::new(UsageError(e.to_string())),
+            e => anyhow::Error::new(e),
+        })?;
+        eprintln!("daeda: serving on {}://{}", if cfg.tls_cert.is_some() { "https" } else { "http" }, gateway.local_addr());
+        gateway.run(shutdown_signal()).await;
+        eprintln!("daeda: stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub fn token(o: &Overrides, c: TokenCommand) -> Result<ExitCode> {
+    let TokenCommand::Mint { sub, services, planes, ttl } = c;
+    let cfg = Config::load(o)?;
+    let secret = cfg.jwt_secret.clone().ok_or_else(|| UsageError("set DAEDA_JWT_SECRET to mint tokens".into()))?;
+    let ttl = daeda_catalog::parse_ttl(&ttl).ok_or_else(|| UsageError(format!("--ttl `{ttl}` is not a duration (e.g. 1h)")))?;
+    let planes = super::split_list(&[planes])
+        .iter()
+        .map(|p| match p.as_str() {
+            "online" => Ok(Plane::Online),
+            "sql" => Ok(Plane::Sql),
+            other => Err(UsageError(format!("unknown plane `{other}` (expected online or sql)"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let services = super::split_list(&[services]);
+    if services.is_empty() {
+        return Err(UsageError("--services needs at least one service (or *)".into()).into());
+    }
+    let token = auth::mint(MintRequest {
+        secret: &secret,
+        sub: &sub,
+        services,
+        planes,
+        ttl_secs: ttl.as_secs(),
+        issuer: cfg.jwt_issuer.clone(),
+        audience: cfg.jwt_audience.clone(),
+    })
+    .context("signing the token")?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,5 +1,7 @@
 //! daeda's integration tests: the real binary against a real redis-server and
 //! real Parquet / DuckDB / DuckLake files.
 
+mod gateway;
+mod http;
 mod materialize;
 mod support;

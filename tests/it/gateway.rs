@@ -1,0 +1,364 @@
+//! The gateway end to end over real sockets: lookups (JSON and Arrow), every
+//! token failure, every scope decision, bad requests, Redis going away and
+//! coming back, a flip under load, TLS.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use daeda_gateway::Plane;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use crate::http::{self, bearer, mint, send, SECRET};
+use crate::support::TestEnv;
+
+const USERS: &str = "/v1/features/user_features";
+
+fn env_with_data() -> TestEnv {
+    let env = TestEnv::new(300);
+    env.materialize(&["--all"]);
+    env
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn signed(claims: serde_json::Value, alg: Algorithm, secret: &str) -> String {
+    jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+fn claims() -> serde_json::Value {
+    json!({"sub": "x", "exp": now() + 600, "services": ["*"], "planes": ["online"]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookups_answer_the_same_body_as_online_get_and_arrow_on_request() {
+    let env = env_with_data();
+    let gw = http::start(&env, http::config(&env)).await;
+    let token = mint(&["user_features", "user_item_reranker"], &[Plane::Online]);
+    let auth = bearer(&token);
+    let body = r#"{"entities": {"user_id": [1, 2, 999999]}, "features": ["ctr_7d", "ltv", "embedding"], "include_stale": true}"#;
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got = r.json();
+    let cli = env.json(&[
+        "online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1, 2, 999999]}"#,
+        "--features", "ctr_7d,ltv,embedding", "--include-stale",
+    ]);
+    assert_eq!(got, cli);
+    assert_eq!(got["status"], json!(["stale", "stale", "missing"]));
+    assert_eq!(got["columns"]["embedding"][0].as_array().unwrap().len(), 64);
+
+    // Stale values are withheld unless asked for.
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#).await;
+    assert_eq!(r.json()["columns"]["ctr_7d"][0], serde_json::Value::Null);
+    assert_eq!(r.json()["status"][0], "stale");
+
+    // Composite keys.
+    let r = send(gw.addr, "POST", "/v1/features/user_item_reranker", &[("authorization", &auth)], r#"{"entities": {"user_id": [0, 0], "item_id": [1, -1]}}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"][1], "missing");
+
+    // Arrow IPC.
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &auth), ("accept", "application/vnd.apache.arrow.stream")], body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type, "application/vnd.apache.arrow.stream");
+    let mut reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(r.body.to_vec()), None).unwrap();
+    let batch = reader.next().unwrap().unwrap();
+    let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["user_id", "ctr_7d", "ltv", "embedding", "_status", "_event_ts"]);
+    assert_eq!(batch.num_rows(), 3);
+    let ltv = batch.column(2).as_any().downcast_ref::<arrow_array::Decimal128Array>().unwrap();
+    assert_eq!(ltv.value_as_string(0), cli["columns"]["ltv"][0].as_str().unwrap());
+    assert!(arrow_array::Array::is_null(ltv, 2));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_token_failure_is_401() {
+    let env = env_with_data();
+    let mut cfg = http::config(&env);
+    cfg.auth.issuer = Some("daeda-test".into());
+    cfg.auth.audience = Some("ranking".into());
+    let gw = http::start(&env, cfg).await;
+    let body = r#"{"entities": {"user_id": [1]}}"#;
+    let good = {
+        let mut c = claims();
+        c["iss"] = json!("daeda-test");
+        c["aud"] = json!("ranking");
+        c
+    };
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let without = |k: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(k);
+        c
+    };
+    let none_alg = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(good.to_string().as_bytes()));
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no header", None),
+        ("wrong scheme", Some(format!("Basic {}", signed(good.clone(), Algorithm::HS256, SECRET)))),
+        ("garbage", Some("Bearer not.a.jwt".into())),
+        ("empty", Some("Bearer ".into())),
+        ("alg none", Some(bearer(&none_alg))),
+        ("wrong key", Some(bearer(&signed(good.clone(), Algorithm::HS256, "another-secret")))),
+        ("other algorithm", Some(bearer(&signed(good.clone(), Algorithm::HS512, SECRET)))),
+        ("expired", Some(bearer(&signed(with("exp", json!(now() - 3600)), Algorithm::HS256, SECRET)))),
+        ("not yet valid", Some(bearer(&signed(with("nbf", json!(now() + 3600)), Algorithm::HS256, SECRET)))),
+        ("issued in the future", Some(bearer(&signed(with("iat", json!(now() + 3600)), Algorithm::HS256, SECRET)))),
+        ("no exp", Some(bearer(&signed(without("exp"), Algorithm::HS256, SECRET)))),
+        ("no sub", Some(bearer(&signed(without("sub"), Algorithm::HS256, SECRET)))),
+        ("no services", Some(bearer(&signed(without("services"), Algorithm::HS256, SECRET)))),
+        ("services not an array", Some(bearer(&signed(with("services", json!("*")), Algorithm::HS256, SECRET)))),
+        ("no planes", Some(bearer(&signed(without("planes"), Algorithm::HS256, SECRET)))),
+        ("unknown plane", Some(bearer(&signed(with("planes", json!(["offline"])), Algorithm::HS256, SECRET)))),
+        ("wrong issuer", Some(bearer(&signed(with("iss", json!("evil")), Algorithm::HS256, SECRET)))),
+        ("no issuer", Some(bearer(&signed(without("iss"), Algorithm::HS256, SECRET)))),
+        ("wrong audience", Some(bearer(&signed(with("aud", json!("ads")), Algorithm::HS256, SECRET)))),
+        ("no audience", Some(bearer(&signed(without("aud"), Algorithm::HS256, SECRET)))),
+    ];
+    for (what, header) in cases {
+        let headers: Vec<(&str, &str)> = header.iter().map(|h| ("authorization", h.as_str())).collect();
+        let r = send(gw.addr, "POST", USERS, &headers, body).await;
+        assert_eq!(r.status, 401, "{what}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.code(), "unauthorized", "{what}");
+    }
+    // A token in the query string is ignored.
+    let token = signed(good.clone(), Algorithm::HS256, SECRET);
+    let r = send(gw.addr, "POST", &format!("{USERS}?access_token={token}"), &[], body).await;
+    assert_eq!(r.status, 401);
+    // The right token, with a lower-case scheme word, passes.
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &format!("bearer {token}"))], body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scope_and_serving_allowed_are_enforced_on_every_route() {
+    let env = env_with_data();
+    let gw = http::start(&env, http::config(&env)).await;
+    let body = r#"{"entities": {"user_id": [1]}}"#;
+    let star = bearer(&mint(&["*"], &[Plane::Online, Plane::Sql]));
+    let items_only = bearer(&mint(&["item_features"], &[Plane::Online]));
+    let sql_only = bearer(&mint(&["user_features"], &[Plane::Sql]));
+
+    let r = send(gw.addr, "POST", "/v1/features/pii_features", &[("authorization", &star)], body).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "forbidden".into()), "serving_allowed false beats \"*\"");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("not approved for serving"));
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &items_only)], body).await;
+    assert_eq!(r.status, 403);
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &sql_only)], body).await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("online plane"));
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &star)], body).await;
+    assert_eq!(r.status, 200);
+
+    // The listing shows what the token may read, never pii_features.
+    let r = send(gw.addr, "GET", "/v1/services", &[("authorization", &star)], "").await;
+    let names: Vec<String> = r.json()["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["item_features", "user_features", "user_item_reranker"]);
+    assert_eq!(r.json()["services"][1]["generation"], "1");
+    let r = send(gw.addr, "GET", "/v1/services", &[("authorization", &items_only)], "").await;
+    assert_eq!(r.json()["services"].as_array().unwrap().len(), 1);
+    let r = send(gw.addr, "GET", "/v1/services", &[], "").await;
+    assert_eq!(r.status, 401);
+
+    // Operations routes need no token.
+    assert_eq!(send(gw.addr, "GET", "/healthz", &[], "").await.status, 200);
+    assert_eq!(send(gw.addr, "GET", "/readyz", &[], "").await.status, 200);
+    let m = send(gw.addr, "GET", "/metrics", &[], "").await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(text.contains(r#"daeda_requests_total{route="/v1/features/{service}",status="403"} 3"#), "{text}");
+    assert!(text.contains("daeda_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains(r#"daeda_entities_served_total{status="stale"} 1"#), "{text}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_their_status_and_code() {
+    let env = env_with_data();
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let h = [("authorization", auth.as_str())];
+    let too_many = format!(r#"{{"entities": {{"user_id": [{}]}}}}"#, (0..101).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let huge = format!(r#"{{"entities": {{"user_id": [1]}}, "pad": "{}"}}"#, "x".repeat(70_000));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("malformed JSON", "{not json".into(), 400, "bad_request"),
+        ("wrong key type", r#"{"entities": {"user_id": ["1"]}}"#.into(), 400, "bad_request"),
+        ("missing join key", r#"{"entities": {}}"#.into(), 400, "bad_request"),
+        ("extra key column", r#"{"entities": {"user_id": [1], "item_id": [2]}}"#.into(), 400, "bad_request"),
+        ("unknown field", r#"{"entities": {"user_id": [1]}, "featurez": ["a"]}"#.into(), 400, "bad_request"),
+        ("empty batch", r#"{"entities": {"user_id": []}}"#.into(), 400, "bad_request"),
+        ("over the batch limit", too_many, 400, "batch_too_large"),
+        ("unknown feature", r#"{"entities": {"user_id": [1]}, "features": ["nope"]}"#.into(), 404, "not_found"),
+        ("body over the limit", huge, 413, "body_too_large"),
+    ];
+    for (what, body, status, code) in cases {
+        let r = send(gw.addr, "POST", USERS, &h, &body).await;
+        assert_eq!((r.status.as_u16(), r.code()), (status, code.to_string()), "{what}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let r = send(gw.addr, "POST", "/v1/features/user_item_reranker", &h, r#"{"entities": {"user_id": [1, 2], "item_id": [1]}}"#).await;
+    assert_eq!(r.status, 400, "columns of unequal length");
+    let r = send(gw.addr, "POST", "/v1/features/nope", &h, r#"{"entities": {}}"#).await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "not_found".into()));
+    let r = send(gw.addr, "GET", USERS, &h, "").await;
+    assert_eq!(r.status, 405);
+    let r = send(gw.addr, "GET", "/nowhere", &h, "").await;
+    assert_eq!(r.status, 404);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generation_written_for_another_schema_is_refused_not_decoded() {
+    let env = env_with_data();
+    env.edit("user_features", "{name: ctr_30d,        type: DOUBLE}", "{name: ctr_30d, type: FLOAT}");
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#).await;
+    assert_eq!((r.status.as_u16(), r.code()), (409, "schema_mismatch".into()), "{}", String::from_utf8_lossy(&r.body));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_going_away_is_a_fast_503_and_the_gateway_recovers_by_itself() {
+    let mut env = TestEnv::with_redis(200, true);
+    env.materialize(&["--service", "user_features"]);
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let body = r#"{"entities": {"user_id": [1]}}"#;
+    assert_eq!(send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await.status, 200);
+
+    env.redis.kill();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await;
+        assert_eq!((r.status.as_u16(), r.code()), (503, "redis_unavailable".into()), "{}", String::from_utf8_lossy(&r.body));
+        assert!(t.elapsed() < Duration::from_secs(3), "503 took {:?}", t.elapsed());
+    }
+    assert_eq!(send(gw.addr, "GET", "/readyz", &[], "").await.status, 503);
+    assert_eq!(send(gw.addr, "GET", "/healthz", &[], "").await.status, 200);
+
+    env.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", String::from_utf8_lossy(&r.body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = send(gw.addr, "GET", "/metrics", &[], "").await;
+    assert!(!String::from_utf8_lossy(&m.body).contains("daeda_redis_errors_total 0"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flip_under_load_never_mixes_or_loses_rows() {
+    let env = TestEnv::new(2000);
+    env.materialize(&["--service", "user_features"]);
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let ids: Vec<String> = (0..100).map(|i| (i * 7).to_string()).collect();
+    let body = format!(r#"{{"entities": {{"user_id": [{}]}}, "include_stale": true}}"#, ids.join(","));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (addr, auth, body, stop) = (gw.addr, auth.clone(), body.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = send(addr, "POST", USERS, &[("authorization", &auth)], &body).await;
+                assert_eq!(r.status, 200);
+                let j = r.json();
+                assert!(j["status"].as_array().unwrap().iter().all(|s| s == "stale"), "a row went missing: {j}");
+                seen.insert(j["generation"].as_str().unwrap().to_string());
+                n += 1;
+            }
+            (n, seen)
+        }));
+    }
+    for _ in 0..3 {
+        let env_ref = &env;
+        tokio::task::block_in_place(|| env_ref.materialize(&["--service", "user_features"]));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut generations = std::collections::BTreeSet::new();
+    for c in clients {
+        let (n, seen) = c.await.unwrap();
+        assert!(n > 0);
+        generations.extend(seen);
+    }
+    assert!(generations.len() >= 2, "the flips were not observed: {generations:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_https_and_remote_binds_need_tls_and_consent() {
+    let env = env_with_data();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = env.dir.path().join("cert.pem");
+    let key_path = env.dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let mut cfg = http::config(&env);
+    cfg.tls = Some((cert_path.clone(), key_path.clone()));
+    let gw = http::start(&env, cfg).await;
+    let connector = http::tls_connector(&cert.cert.pem());
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let r = http::send_on(hyper_util::rt::TokioIo::new(tls), "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#).await;
+    assert_eq!(r.status, 200);
+    gw.stop().await;
+
+    let catalog = || daeda_catalog::Catalog::load(env.catalog()).unwrap();
+    let store = || daeda_online::OnlineStore::connect(&env.redis.url(), &Default::default()).unwrap();
+    let mut remote = http::config(&env);
+    remote.listen = "0.0.0.0:0".parse().unwrap();
+    let err = daeda_gateway::Gateway::bind(remote.clone(), catalog(), store()).await.err().unwrap();
+    assert!(err.to_string().contains("needs TLS"), "{err}");
+    remote.tls = Some((cert_path, key_path));
+    let err = daeda_gateway::Gateway::bind(remote.clone(), catalog(), store()).await.err().unwrap();
+    assert!(err.to_string().contains("needs allow_remote"), "{err}");
+    remote.allow_remote = true;
+    assert!(daeda_gateway::Gateway::bind(remote, catalog(), store()).await.is_ok());
+}
+
+#[test]
+fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
+    let env = TestEnv::new(10);
+    let out = env.command(&["serve", "--listen", "0.0.0.0:7999"]).env("DAEDA_JWT_SECRET", SECRET).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs TLS"));
+    let out = env.command(&["token", "mint", "--sub", "svc", "--services", "user_features", "--planes", "online,sql"]).env("DAEDA_JWT_SECRET", SECRET).output().unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(token.trim().split('.').count(), 3);
+    let v = daeda_gateway::auth::Verifier::new(&daeda_gateway::AuthSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
+    let p = v.verify(Some(&bearer(token.trim()))).unwrap();
+    assert_eq!(p.sub, "svc");
+    assert_eq!(p.planes, [Plane::Online, Plane::Sql]);
+    let out = env.command(&["token", "mint", "--sub", "svc", "--services", "x"]).env_remove("DAEDA_JWT_SECRET").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

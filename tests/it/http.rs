@@ -1,0 +1,130 @@
+//! A minimal HTTP client over a real socket (hyper's client connection), and an
+//! in-process gateway on 127.0.0.1:0 for the tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::support::TestEnv;
+
+pub const SECRET: &str = "test-secret-please-change";
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error code of an error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Sends one request on a fresh connection.
+pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    send_on(TokioIo::new(stream), method, path, headers, body).await
+}
+
+pub async fn send_on<S>(io: TokioIo<S>, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender.send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let status = resp.status();
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, content_type, body }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+pub fn mint(services: &[&str], planes: &[daeda_gateway::Plane]) -> String {
+    daeda_gateway::auth::mint(daeda_gateway::auth::MintRequest {
+        secret: SECRET,
+        sub: "tester",
+        services: services.iter().map(|s| s.to_string()).collect(),
+        planes: planes.to_vec(),
+        ttl_secs: 600,
+        issuer: None,
+        audience: None,
+    })
+    .unwrap()
+}
+
+/// A gateway serving `env`'s catalog and Redis, in process.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+pub fn config(_env: &TestEnv) -> daeda_gateway::GatewayConfig {
+    let mut cfg = daeda_gateway::GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        daeda_gateway::AuthSettings { secret: Some(SECRET.into()), ..Default::default() },
+    );
+    cfg.max_batch = 100;
+    cfg.max_body_bytes = 64 * 1024;
+    cfg.refresh = std::time::Duration::from_millis(100);
+    cfg
+}
+
+pub async fn start(env: &TestEnv, cfg: daeda_gateway::GatewayConfig) -> Running {
+    let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
+    let store = daeda_online::OnlineStore::connect(
+        &env.redis.url(),
+        &daeda_online::StoreSettings { pool_size: 16, timeout: std::time::Duration::from_millis(500) },
+    )
+    .unwrap();
+    let gw = daeda_gateway::Gateway::bind(cfg, catalog, store).await.unwrap();
+    let addr = gw.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gw.run(async move {
+        let _ = rx.await;
+    }));
+    Running { addr, stop: Some(tx), task: Some(task) }
+}
+
+/// A TLS client trusting exactly `cert_pem`.
+pub fn tls_connector(cert_pem: &str) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}

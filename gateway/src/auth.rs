@@ -6,7 +6,8 @@
 //! require `exp` and `sub`, and to check `iss`/`aud` exactly when configured.
 //! `iat` in the future is refused here, since jsonwebtoken does not look at it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -104,7 +105,21 @@ pub enum AuthConfigError {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens already verified, with the window they are valid in. A token's
+    /// claims are fixed by its signature, so a cached token only needs its time
+    /// checks repeated; this spares the HMAC/RSA and JSON work per request.
+    verified: RwLock<HashMap<String, Verified>>,
 }
+
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    not_before: u64,
+    expires: u64,
+}
+
+/// Verified tokens kept at most; the cache is emptied when it is full.
+const CACHE_CAPACITY: usize = 10_000;
 
 impl Verifier {
     pub fn new(s: &AuthSettings) -> Result<Verifier, AuthConfigError> {
@@ -130,7 +145,7 @@ impl Verifier {
         if s.audience.is_some() {
             v.required_spec_claims.insert("aud".into());
         }
-        Ok(Verifier { key, validation: v })
+        Ok(Verifier { key, validation: v, verified: RwLock::new(HashMap::new()) })
     }
 
     /// Verifies the `Authorization` header's bearer token.
@@ -139,15 +154,23 @@ impl Verifier {
         const INVALID: &str = "the bearer token is invalid, expired or not yet valid";
         let header = authorization.ok_or(ApiError::Unauthorized(MISSING))?;
         let (scheme, token) = header.trim().split_once(' ').ok_or(ApiError::Unauthorized(MISSING))?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
             return Err(ApiError::Unauthorized(MISSING));
         }
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation).map_err(|e| {
+        let now = now();
+        if let Some(v) = self.verified.read().expect("token cache lock").get(token) {
+            if now + LEEWAY_SECS >= v.not_before && now <= v.expires + LEEWAY_SECS {
+                return Ok(v.principal.clone());
+            }
+            return Err(ApiError::Unauthorized(INVALID));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
             tracing::debug!(error = %e, "token refused");
             ApiError::Unauthorized(INVALID)
         })?;
         let c = data.claims;
-        if c.iat.is_some_and(|iat| iat > now() + LEEWAY_SECS) {
+        if c.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
             return Err(ApiError::Unauthorized(INVALID));
         }
         if c.sub.is_empty() {
@@ -158,7 +181,14 @@ impl Verifier {
         } else {
             Scope::Only(c.services.into_iter().collect())
         };
-        Ok(Principal { sub: c.sub, services, planes: c.planes })
+        let principal = Principal { sub: c.sub, services, planes: c.planes };
+        let mut cache = self.verified.write().expect("token cache lock");
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        let verified = Verified { principal: principal.clone(), not_before: c.nbf.unwrap_or(0), expires: c.exp };
+        cache.insert(token.to_string(), verified);
+        Ok(principal)
     }
 }
 

@@ -194,6 +194,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         let bytes = arrow::encode(def, &lookup_req, &fetched)?;
         return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
     }
-    let body = lookup::to_json(def, &meta, &lookup_req, &fetched);
-    Ok(json_ok(&body))
+    let mut body = Vec::with_capacity(256 + fetched.rows.len() * 128);
+    lookup::write_json(def, &meta, &lookup_req, &fetched, &mut body);
+    Ok(respond(StatusCode::OK, "application/json", body.into()))
 }

@@ -232,40 +232,140 @@ pub async fn lookup(
     meta: &GenerationMeta,
     req: &LookupRequest,
     max_batch: usize,
-) -> Result<Json, LookupError> {
+) -> Result<Vec<u8>, LookupError> {
     let fetched = fetch(store, def, meta, req, max_batch).await?;
-    Ok(to_json(def, meta, req, &fetched))
+    let mut out = Vec::with_capacity(256 + fetched.rows.len() * 128);
+    write_json(def, meta, req, &fetched, &mut out);
+    Ok(out)
 }
 
-/// The JSON body of SPEC §5: join keys echoed, the wanted features, status, event_ts.
-pub fn to_json(def: &ServiceDef, meta: &GenerationMeta, req: &LookupRequest, f: &Fetched) -> Json {
-    let mut columns: Vec<Vec<Json>> = vec![Vec::with_capacity(f.rows.len()); f.wanted.len()];
-    let mut event_ts = Vec::with_capacity(f.rows.len());
-    for (row, status) in f.rows.iter().zip(&f.status) {
-        event_ts.push(row.as_ref().map_or(Json::Null, |r| timestamp_json(r.event_ts_micros)));
-        let hide = *status == EntityStatus::Stale && !req.include_stale;
-        for (out, &idx) in columns.iter_mut().zip(&f.wanted) {
-            out.push(match row {
-                Some(r) if !hide => value_json(&r.values[idx], f.schema.types[idx]),
-                _ => Json::Null,
-            });
+/// Writes the JSON body of SPEC §5 straight into `out` (no intermediate value
+/// tree: this is the gateway's hot path): join keys echoed, the wanted
+/// features, `status`, `event_ts`.
+pub fn write_json(def: &ServiceDef, meta: &GenerationMeta, req: &LookupRequest, f: &Fetched, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"service\":");
+    write_str(out, &def.name);
+    out.extend_from_slice(b",\"version\":");
+    write_str(out, &meta.version);
+    out.extend_from_slice(b",\"generation\":");
+    write_str(out, &meta.generation);
+    out.extend_from_slice(b",\"columns\":{");
+    for (i, k) in def.join_keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        let echoed = req.entities.get(k).unwrap_or(&Json::Null);
+        serde_json::to_writer(&mut *out, echoed).expect("writing JSON to a Vec");
+    }
+    for &idx in &f.wanted {
+        out.push(b',');
+        write_str(out, &f.schema.names[idx]);
+        out.extend_from_slice(b":[");
+        for (i, (row, status)) in f.rows.iter().zip(&f.status).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let hide = *status == EntityStatus::Stale && !req.include_stale;
+            match row {
+                Some(r) if !hide => write_value(out, &r.values[idx]),
+                _ => out.extend_from_slice(b"null"),
+            }
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"},\"status\":[");
+    for (i, s) in f.status.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(s.as_str().as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"],\"event_ts\":[");
+    for (i, row) in f.rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match row.as_ref().and_then(|r| timestamp_text(r.event_ts_micros)) {
+            Some(t) => write_str(out, &t),
+            None => out.extend_from_slice(b"null"),
         }
     }
-    let mut cols = Map::new();
-    for k in &def.join_keys {
-        cols.insert(k.clone(), req.entities.get(k).cloned().unwrap_or(Json::Null));
+    out.extend_from_slice(b"]}");
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing JSON to a Vec");
+}
+
+fn write_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
     }
-    for (values, &idx) in columns.into_iter().zip(&f.wanted) {
-        cols.insert(f.schema.names[idx].clone(), Json::Array(values));
+}
+
+/// FLOAT values print in their shortest float32 form ("0.502", not
+/// "0.5019999742507935"): parsed back as float32 they are the stored value.
+fn write_f32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
     }
-    let mut body = Map::new();
-    body.insert("service".into(), def.name.clone().into());
-    body.insert("version".into(), meta.version.clone().into());
-    body.insert("generation".into(), meta.generation.clone().into());
-    body.insert("columns".into(), Json::Object(cols));
-    body.insert("status".into(), Json::Array(f.status.iter().map(|s| Json::from(s.as_str())).collect()));
-    body.insert("event_ts".into(), Json::Array(event_ts));
-    Json::Object(body)
+}
+
+fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn write_list<T: Copy>(out: &mut Vec<u8>, xs: &[T], mut each: impl FnMut(&mut Vec<u8>, T)) {
+    out.push(b'[');
+    for (i, x) in xs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, *x);
+    }
+    out.push(b']');
+}
+
+/// The JSON form of a value (SPEC §5): non-finite floats are null, decimals are
+/// exact strings, dates `YYYY-MM-DD`, timestamps RFC 3339 with microseconds.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => write_int(out, *i),
+        Value::BigInt(i) => write_int(out, *i),
+        Value::Float(f) => write_f32(out, *f),
+        Value::Double(f) => write_f64(out, *f),
+        Value::Decimal { unscaled, scale } => write_str(out, &decimal_text(*unscaled, *scale)),
+        Value::Str(s) => write_str(out, s),
+        Value::Date(d) => match date_text(*d) {
+            Some(t) => write_str(out, &t),
+            None => out.extend_from_slice(b"null"),
+        },
+        Value::Timestamp(us) => match timestamp_text(*us) {
+            Some(t) => write_str(out, &t),
+            None => out.extend_from_slice(b"null"),
+        },
+        Value::Array(a) => match a {
+            Array::Int(xs) => write_list(out, xs, |o, x| write_int(o, x)),
+            Array::BigInt(xs) => write_list(out, xs, |o, x| write_int(o, x)),
+            Array::Float(xs) => write_list(out, xs, write_f32),
+            Array::Double(xs) => write_list(out, xs, write_f64),
+        },
+    }
+}
+
+/// `YYYY-MM-DD` of days since 1970-01-01.
+pub fn date_text(days: i32) -> Option<String> {
+    NaiveDate::from_num_days_from_ce_opt(days.checked_add(719_163)?).map(|d| d.format("%Y-%m-%d").to_string())
 }
 
 /// RFC 3339 UTC with microseconds, as every timestamp in daeda's JSON.
@@ -273,13 +373,6 @@ pub fn timestamp_text(us: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_micros(us).map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
-fn timestamp_json(us: i64) -> Json {
-    timestamp_text(us).map(Json::from).unwrap_or(Json::Null)
-}
-
-fn float_json(v: f64) -> Json {
-    serde_json::Number::from_f64(v).map(Json::Number).unwrap_or(Json::Null)
-}
 
 /// An exact decimal string: unscaled 12345 at scale 2 is "123.45".
 pub fn decimal_text(unscaled: i128, scale: u8) -> String {
@@ -292,31 +385,6 @@ pub fn decimal_text(unscaled: i128, scale: u8) -> String {
     let padded = format!("{digits:0>width$}", width = scale + 1);
     let (int, frac) = padded.split_at(padded.len() - scale);
     format!("{sign}{int}.{frac}")
-}
-
-/// The JSON form of a value (SPEC §5): non-finite floats are null, decimals are
-/// exact strings, dates `YYYY-MM-DD`, timestamps RFC 3339 with microseconds.
-pub fn value_json(v: &Value, _ty: ColumnType) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::BigInt(i) => Json::from(*i),
-        Value::Float(f) => float_json(f64::from(*f)),
-        Value::Double(f) => float_json(*f),
-        Value::Decimal { unscaled, scale } => Json::from(decimal_text(*unscaled, *scale)),
-        Value::Str(s) => Json::from(s.as_str()),
-        Value::Date(d) => NaiveDate::from_num_days_from_ce_opt(*d + 719_163)
-            .map(|d| Json::from(d.format("%Y-%m-%d").to_string()))
-            .unwrap_or(Json::Null),
-        Value::Timestamp(us) => timestamp_json(*us),
-        Value::Array(a) => Json::Array(match a {
-            Array::Int(v) => v.iter().map(|x| Json::from(*x)).collect(),
-            Array::BigInt(v) => v.iter().map(|x| Json::from(*x)).collect(),
-            Array::Float(v) => v.iter().map(|x| float_json(f64::from(*x))).collect(),
-            Array::Double(v) => v.iter().map(|x| float_json(*x)).collect(),
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -332,13 +400,24 @@ mod tests {
         assert_eq!(decimal_text(i128::MAX, 10), "17014118346046923173168730371.5884105727");
     }
 
+    fn json(v: Value) -> String {
+        let mut out = Vec::new();
+        write_value(&mut out, &v);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn json_forms() {
-        assert_eq!(value_json(&Value::Float(f32::NAN), ColumnType::Scalar(ScalarType::Float)), Json::Null);
-        assert_eq!(value_json(&Value::Date(0), ColumnType::Scalar(ScalarType::Date)), Json::from("1970-01-01"));
-        assert_eq!(
-            value_json(&Value::Timestamp(1_782_548_100_000_000), ColumnType::Scalar(ScalarType::Timestamp)),
-            Json::from("2026-06-27T08:15:00.000000Z")
-        );
+        assert_eq!(json(Value::Float(f32::NAN)), "null");
+        assert_eq!(json(Value::Double(f64::INFINITY)), "null");
+        assert_eq!(json(Value::Float(0.502)), "0.502");
+        assert_eq!(json(Value::Double(0.1)), "0.1");
+        assert_eq!(json(Value::BigInt(i64::MAX)), "9223372036854775807");
+        assert_eq!(json(Value::Date(0)), r#""1970-01-01""#);
+        assert_eq!(json(Value::Timestamp(1_782_548_100_000_000)), r#""2026-06-27T08:15:00.000000Z""#);
+        assert_eq!(json(Value::Str("a\"b".into())), r#""a\"b""#);
+        assert_eq!(json(Value::Decimal { unscaled: -5, scale: 3 }), r#""-0.005""#);
+        assert_eq!(json(Value::Array(Array::Float(vec![1.5, f32::NAN]))), "[1.5,null]");
+        assert_eq!(json(Value::Bool(true)), "true");
     }
 }

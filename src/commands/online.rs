@@ -68,6 +68,7 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                 }
                 e => anyhow::Error::new(e),
             })?;
+            let body: serde_json::Value = serde_json::from_slice(&body)?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         Command::Gc { dry_run } => {

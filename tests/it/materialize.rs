@@ -264,23 +264,33 @@ fn runs_are_recorded_in_the_metadata_store() {
 
 #[test]
 fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
-    let mut env = TestEnv::with_redis(60_000, true);
+    const USERS: usize = 200_000;
+    let mut env = TestEnv::with_redis(USERS as u64, true);
     env.materialize(&["--service", "user_features"]);
-    assert_eq!(rows(&env, "user_features", "1"), 60_000);
+    assert_eq!(rows(&env, "user_features", "1"), USERS);
 
     let mut child = env.command(&["materialize", "--online", "--service", "user_features"]).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while rows(&env, "user_features", "2") < 1000 {
+    let mut c = env.redis.conn();
+    loop {
+        let n: usize = redis::cmd("EXISTS").arg("daeda:{svc:user_features}:gen:2").query(&mut c).unwrap();
+        if n == 0 && rows(&env, "user_features", "2") > 0 {
+            break;
+        }
         assert!(std::time::Instant::now() < deadline, "the second run never started writing");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    // Freeze writes where they are (mid-run: rows of generation 2 exist, its
+    // metadata does not), then kill Redis under the writer.
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE").query(&mut c).unwrap();
+    assert!(rows(&env, "user_features", "2") < USERS, "the run finished before it could be interrupted");
     env.redis.kill();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
 
     env.redis.restart();
     assert_eq!(env.redis.current("user_features").as_deref(), Some("1"), "the pointer never moved");
-    assert_eq!(rows(&env, "user_features", "1"), 60_000, "the live generation is whole");
+    assert_eq!(rows(&env, "user_features", "1"), USERS, "the live generation is whole");
     let runs = env.json(&["runs", "list", "--json"]);
     assert_eq!(runs[0]["status"], "failed");
     assert!(runs[0]["error"].as_str().unwrap().contains("Redis"), "{}", runs[0]);
@@ -291,7 +301,7 @@ fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
     assert_eq!(out["runs"][0]["generation"], "3");
     assert_eq!(rows(&env, "user_features", "2"), 0, "the dead run's rows are removed");
     assert_eq!(rows(&env, "user_features", "1"), 0);
-    assert_eq!(rows(&env, "user_features", "3"), 60_000);
+    assert_eq!(rows(&env, "user_features", "3"), USERS);
     let runs = env.json(&["runs", "list", "--json"]);
     assert_eq!(runs[0]["attempt"], 2, "the rerun after a failure is attempt 2");
 }

@@ -1,0 +1,244 @@
+//! End-to-end load benchmark of the gateway (not a timed test):
+//! `cargo bench --bench gateway`.
+//!
+//! On the 1M-entity data set of the materialization benchmark (BENCH_USERS), a
+//! `daeda serve` process answers POST /v1/features/user_features with random
+//! entity ids, at batch sizes 1 and 100 and concurrency 1 and 8, each worker on
+//! its own keep-alive connection. In the same run the same client measures the
+//! raw Redis round trip for the same keys (GET for 1, MGET for 100), so the
+//! ratios gateway / Redis are what to read; absolute times drift on shared
+//! machines. It also compares JSON and Arrow responses for a batch of 100.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+const SECRET: &str = "bench-secret";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daeda(dir: &Path, redis_url: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_daeda"));
+    c.env("DAEDA_REDIS_URL", redis_url)
+        .env("DAEDA_CATALOG", dir.join("feature_services"))
+        .env("DAEDA_RUN_ROOT", dir.join("runs"))
+        .env("DAEDA_JWT_SECRET", SECRET)
+        .env("DAEDA_MAX_BATCH", "1000")
+        .stdin(Stdio::null());
+    c
+}
+
+/// A small deterministic generator for entity ids.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Default)]
+struct Run {
+    latencies: Vec<Duration>,
+    errors: u64,
+    bytes: u64,
+    wall: Duration,
+}
+
+impl Run {
+    fn merge(runs: Vec<Run>, wall: Duration) -> Run {
+        let mut out = Run { wall, ..Default::default() };
+        for r in runs {
+            out.latencies.extend(r.latencies);
+            out.errors += r.errors;
+            out.bytes += r.bytes;
+        }
+        out.latencies.sort();
+        out
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i].as_secs_f64() * 1e6
+    }
+
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, users: u64, seed: u64, until: Instant, arrow: bool) -> Run {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut rng = Rng(seed);
+    let mut run = Run::default();
+    let auth = format!("Bearer {token}");
+    while Instant::now() < until {
+        let ids: Vec<String> = (0..batch).map(|_| rng.next(users).to_string()).collect();
+        let body = format!(r#"{{"entities": {{"user_id": [{}]}}, "include_stale": true}}"#, ids.join(","));
+        let mut req = hyper::Request::builder()
+            .method("POST")
+            .uri("/v1/features/user_features")
+            .header("host", "localhost")
+            .header("authorization", &auth)
+            .header("content-type", "application/json");
+        if arrow {
+            req = req.header("accept", "application/vnd.apache.arrow.stream");
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let t = Instant::now();
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                let ok = resp.status() == 200;
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                run.latencies.push(t.elapsed());
+                run.bytes += body.len() as u64;
+                if !ok {
+                    run.errors += 1;
+                }
+            }
+            Err(_) => run.errors += 1,
+        }
+    }
+    run
+}
+
+async fn redis_worker(url: String, batch: usize, users: u64, seed: u64, until: Instant) -> Run {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut rng = Rng(seed);
+    let mut run = Run::default();
+    while Instant::now() < until {
+        let keys: Vec<String> = (0..batch).map(|_| format!("daeda:row:user_features:1:{}", rng.next(users))).collect();
+        let t = Instant::now();
+        let r: redis::RedisResult<()> = if batch == 1 {
+            redis::cmd("GET").arg(&keys[0]).query_async::<Option<Vec<u8>>>(&mut conn).await.map(|_| ())
+        } else {
+            redis::cmd("MGET").arg(&keys).query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await.map(|_| ())
+        };
+        run.latencies.push(t.elapsed());
+        if r.is_err() {
+            run.errors += 1;
+        }
+    }
+    run
+}
+
+async fn measure<F, Fut>(concurrency: usize, secs: f64, f: F) -> Run
+where
+    F: Fn(u64, Instant) -> Fut,
+    Fut: std::future::Future<Output = Run> + Send + 'static,
+{
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..concurrency).map(|i| tokio::spawn(f(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1), until))).collect();
+    let mut runs = Vec::new();
+    for t in tasks {
+        runs.push(t.await.unwrap());
+    }
+    Run::merge(runs, start.elapsed())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let users: u64 = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let secs: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4.0);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let redis_port = free_port();
+    let _redis = Proc(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let catalog = dir.join("feature_services");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml"), catalog.join("user_features.yaml")).unwrap();
+    let ok = |c: &mut Command| assert!(c.stdout(Stdio::null()).status().unwrap().success());
+    ok(daeda(dir, &redis_url).args(["demo", "generate", "--out"]).arg(dir.join("data")).args(["--users", &users.to_string(), "--items", "10"]));
+    ok(daeda(dir, &redis_url).args(["materialize", "--online", "--service", "user_features"]));
+
+    let port = free_port();
+    let _gw = Proc(daeda(dir, &redis_url).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).stderr(Stdio::null()).spawn().unwrap());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let token = Arc::new(
+        daeda_gateway::auth::mint(daeda_gateway::auth::MintRequest {
+            secret: SECRET,
+            sub: "bench",
+            services: vec!["user_features".into()],
+            planes: vec![daeda_gateway::Plane::Online],
+            ttl_secs: 3600,
+            issuer: None,
+            audience: None,
+        })
+        .unwrap(),
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut rows = Vec::new();
+    rt.block_on(async {
+        // Warm up connections, caches and the page cache.
+        measure(2, 1.0, |seed, until| gateway_worker(addr, token.clone(), 10, users, seed, until, false)).await;
+        for (batch, conc) in [(1, 1), (1, 8), (100, 1), (100, 8)] {
+            let g = measure(conc, secs, |seed, until| gateway_worker(addr, token.clone(), batch, users, seed, until, false)).await;
+            let url = redis_url.clone();
+            let r = measure(conc, secs, move |seed, until| redis_worker(url.clone(), batch, users, seed, until)).await;
+            rows.push(serde_json::json!({
+                "batch": batch, "concurrency": conc,
+                "gateway": {"rps": g.rps(), "p50_us": g.pct(0.5), "p99_us": g.pct(0.99), "errors": g.errors, "requests": g.latencies.len()},
+                "redis": {"rps": r.rps(), "p50_us": r.pct(0.5), "p99_us": r.pct(0.99), "errors": r.errors},
+                "p50_ratio": g.pct(0.5) / r.pct(0.5), "p99_ratio": g.pct(0.99) / r.pct(0.99),
+            }));
+        }
+        let json = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, false)).await;
+        let arrow = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, true)).await;
+        rows.push(serde_json::json!({
+            "json_vs_arrow_batch_100": {
+                "json": {"p50_us": json.pct(0.5), "p99_us": json.pct(0.99), "bytes_per_response": json.bytes / json.latencies.len() as u64},
+                "arrow": {"p50_us": arrow.pct(0.5), "p99_us": arrow.pct(0.99), "bytes_per_response": arrow.bytes / arrow.latencies.len() as u64},
+            }
+        }));
+    });
+    let report = serde_json::json!({"entities": users, "seconds_per_scenario": secs, "results": rows});
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target-bench-results");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(out.join("gateway.json"), serde_json::to_string_pretty(&report).unwrap());
+}

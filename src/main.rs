@@ -50,6 +50,9 @@ enum Command {
     /// Issue bearer tokens for development and tests.
     #[command(subcommand)]
     Token(commands::serve::TokenCommand),
+    /// Check that online rows equal offline rows.
+    #[command(subcommand)]
+    Skew(commands::skew::Command),
     /// Show MetadataStore records of runs.
     #[command(subcommand)]
     Runs(commands::runs::Command),
@@ -89,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Materialize(a) => commands::materialize::run(o, &a),
         Command::Online(c) => commands::online::run(o, c),
         Command::Runs(c) => commands::runs::run(o, c),
+        Command::Skew(c) => commands::skew::run(o, c),
         Command::Serve(a) => commands::serve::serve(o, &a),
         Command::Token(c) => commands::serve::token(o, c),
         Command::Demo(c) => demo_data::run(c),

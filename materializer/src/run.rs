@@ -379,6 +379,7 @@ impl Materializer {
         meta.run_id = run_id.to_string();
         meta.materialized_at = rfc3339(Utc::now());
         meta.as_of = rfc3339(req.as_of);
+        meta.source_snapshot = produced.opened.snapshot.to_string();
         let wm = produced.max_event_ts.unwrap_or(live.watermark_micros).max(live.watermark_micros);
         self.store.advance(&meta, wm, writes.inserted, writes.bytes).await?;
         Ok(self.summary(

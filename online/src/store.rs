@@ -103,7 +103,7 @@ local wm = tonumber(redis.call('HGET', KEYS[2], 'watermark_micros') or '0')
 if tonumber(ARGV[2]) > wm then redis.call('HSET', KEYS[2], 'watermark_micros', ARGV[2]) end
 redis.call('HINCRBY', KEYS[2], 'row_count', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'bytes', ARGV[4])
-redis.call('HSET', KEYS[2], 'run_id', ARGV[1], 'materialized_at', ARGV[5], 'as_of', ARGV[6])
+redis.call('HSET', KEYS[2], 'run_id', ARGV[1], 'materialized_at', ARGV[5], 'as_of', ARGV[6], 'source_snapshot', ARGV[7])
 return 1
 "#;
 
@@ -347,7 +347,8 @@ impl OnlineStore {
         }
     }
 
-    /// Records an incremental run on the live generation (see `ADVANCE`).
+    /// Records an incremental run on the live generation (see `ADVANCE`): its
+    /// run id, as-of, source snapshot and time; the watermark moves forward only.
     pub async fn advance(
         &self,
         meta: &GenerationMeta,
@@ -366,6 +367,7 @@ impl OnlineStore {
             .arg(added_bytes)
             .arg(&meta.materialized_at)
             .arg(&meta.as_of)
+            .arg(&meta.source_snapshot)
             .invoke_async(&mut *c)
             .await
             .map_err(|e| self.lease_or(e, s))?;
@@ -479,10 +481,27 @@ impl OnlineStore {
         redis::cmd("MGET").arg(keys).query_async(&mut *c).await.map_err(|e| self.err(e))
     }
 
-    /// Row keys of a generation, for sampling and "extra online" checks.
-    pub async fn scan_rows(&self, service: &str, generation: &str) -> Result<Vec<String>, OnlineError> {
+    /// Counts the row keys of a generation with SCAN, holding none of them.
+    pub async fn count_rows(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
-        self.scan_all(&mut c, &keys::row_pattern(service, generation)).await
+        let pattern = keys::row_pattern(service, generation);
+        let (mut cursor, mut n) = (0u64, 0u64);
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(5000)
+                .query_async(&mut *c)
+                .await
+                .map_err(|e| self.err(e))?;
+            n += batch.len() as u64;
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
     }
 }
 

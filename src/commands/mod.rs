@@ -2,6 +2,7 @@ pub mod materialize;
 pub mod online;
 pub mod runs;
 pub mod serve;
+pub mod skew;
 pub mod services;
 
 use std::sync::Arc;

@@ -32,6 +32,55 @@ pub fn open(conn: &Connection, source: &Source) -> Result<Opened, MaterializeErr
     }
 }
 
+/// Opens `source` as a generation recorded it (`recorded` is the generation's
+/// source snapshot): the same Parquet files, the same DuckLake snapshot. A
+/// DuckDB file cannot be read as of a past state; if it changed since, the
+/// returned warnings say so, as they do for Parquet files whose size or mtime
+/// changed.
+pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) -> Result<(Opened, Vec<String>), MaterializeError> {
+    let mut warnings = Vec::new();
+    let stamp_changed = |stamp: &serde_json::Value, warnings: &mut Vec<String>| -> Result<(), MaterializeError> {
+        let path = stamp["path"].as_str().unwrap_or_default();
+        let now = file_stamp(std::path::Path::new(path))?;
+        if now["size"] != stamp["size"] || now["mtime"] != stamp["mtime"] {
+            warnings.push(format!("{path} changed since the generation was written"));
+        }
+        Ok(())
+    };
+    let opened = match source {
+        Source::Parquet { .. } => {
+            let files = recorded["files"].as_array().cloned().unwrap_or_default();
+            if files.is_empty() {
+                return Ok((open(conn, source)?, warnings));
+            }
+            for f in &files {
+                let path = f["path"].as_str().unwrap_or_default();
+                if !std::path::Path::new(path).is_file() {
+                    return Err(MaterializeError::Source(format!(
+                        "{path}, read by the live generation, no longer exists"
+                    )));
+                }
+                stamp_changed(f, &mut warnings)?;
+            }
+            let list = files.iter().map(|f| literal(f["path"].as_str().unwrap_or_default())).collect::<Vec<_>>().join(", ");
+            Opened {
+                relation: format!("read_parquet([{list}], hive_partitioning = true, union_by_name = true)"),
+                snapshot: recorded.clone(),
+            }
+        }
+        Source::DuckDb { .. } => {
+            let opened = open(conn, source)?;
+            stamp_changed(&recorded["database"], &mut warnings)?;
+            opened
+        }
+        Source::DuckLake { catalog, data_path, table, snapshot } => {
+            let pinned = recorded["snapshot_id"].as_u64().or(*snapshot);
+            ducklake::open(conn, catalog, data_path, table, pinned)?
+        }
+    };
+    Ok((opened, warnings))
+}
+
 /// A single-quoted SQL string literal.
 pub(crate) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -1,0 +1,355 @@
+//! The skew checker: are the online rows exactly the offline rows?
+//!
+//! It recomputes the latest row per entity from the source as the live
+//! generation read it (same Parquet files, same DuckLake snapshot, same as-of,
+//! and the materializer's own query and encoder), reads the online rows from
+//! Redis, and compares them value by value. Both sides stream in DuckDB-sized
+//! batches, so `--all` holds a batch, not a table, in memory.
+
+mod compare;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use daeda_catalog::ServiceDef;
+use daeda_materializer::encode::Encoder;
+use daeda_materializer::{offline, source, MaterializeError};
+use daeda_metadata_store::{MetadataStore, RunRecord, StoreError};
+use daeda_online::codec::{self, RowSchema, Value};
+use daeda_online::{keys, lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
+use duckdb::arrow::record_batch::RecordBatch;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use compare::same;
+
+/// What to check and how strictly.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Entities drawn uniformly from the offline side; None compares all of
+    /// them, both directions.
+    pub sample: Option<usize>,
+    /// Defaults to the live generation's as-of.
+    pub as_of: Option<DateTime<Utc>>,
+    pub float_tolerance: f64,
+    pub max_mismatch_rate: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SkewError {
+    #[error("service `{0}` is not approved for serving; it has nothing online to check")]
+    NotAllowed(String),
+    #[error("service `{0}` has no live generation to check; materialize it first")]
+    NoLiveGeneration(String),
+    #[error("the live generation of `{service}` has fingerprint {online} but the definition has {defined}: the schema changed since it was written; rematerialize it")]
+    Fingerprint { service: String, online: String, defined: String },
+    #[error("the live generation's as-of `{0}` is not RFC 3339")]
+    BadAsOf(String),
+    #[error("an online row of entity {entity} is unreadable: {reason}")]
+    Corrupt { entity: String, reason: codec::DecodeError },
+    #[error(transparent)]
+    Materialize(#[from] MaterializeError),
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    #[error(transparent)]
+    Records(#[from] StoreError),
+}
+
+/// One differing value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Example {
+    pub entity: String,
+    pub offline: serde_json::Value,
+    pub online: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ColumnSkew {
+    pub mismatches: u64,
+    /// Up to three.
+    pub examples: Vec<Example>,
+}
+
+/// The result of a check (`--json` prints it).
+#[derive(Debug, Clone, Serialize)]
+pub struct SkewReport {
+    pub run_id: String,
+    pub service: String,
+    pub generation: String,
+    pub as_of: String,
+    /// `sample N` or `all`.
+    pub mode: String,
+    pub entities_compared: u64,
+    pub matched: u64,
+    /// Entities with at least one differing column.
+    pub mismatched: u64,
+    pub missing_online: u64,
+    /// Online entities with no offline row (only with `--all`).
+    pub extra_online: Option<u64>,
+    /// Online rows older than the service's ttl (reported, not counted as skew).
+    pub stale: u64,
+    /// (mismatched + missing + extra) / (compared + extra).
+    pub mismatch_rate: f64,
+    pub max_mismatch_rate: f64,
+    pub passed: bool,
+    /// Per column, only those with mismatches.
+    pub columns: BTreeMap<String, ColumnSkew>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+    pub entities_per_sec: f64,
+}
+
+const MAX_EXAMPLES: usize = 3;
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    let mut out = Vec::new();
+    lookup::write_value(&mut out, v);
+    serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
+}
+
+/// Checks `def`'s live generation and records the check in `records`.
+pub async fn check(
+    store: &OnlineStore,
+    def: Arc<ServiceDef>,
+    opts: &CheckOptions,
+    records: &MetadataStore,
+) -> Result<SkewReport, SkewError> {
+    if !def.serving.allowed {
+        return Err(SkewError::NotAllowed(def.name.clone()));
+    }
+    let started = Utc::now();
+    let run_id = format!("{}-skew-{}-{:04x}", started.format("%Y%m%dT%H%M%SZ"), def.name, started.timestamp_subsec_nanos() & 0xffff);
+    let mut record = RunRecord {
+        run_id: run_id.clone(),
+        kind: "skew_check".into(),
+        service: def.name.clone(),
+        version: def.version.clone(),
+        mode: opts.sample.map_or("all".to_string(), |n| format!("sample {n}")),
+        status: "running".into(),
+        attempt: records.next_attempt(&def.name, "skew_check")?,
+        started_at: rfc3339(started),
+        ..Default::default()
+    };
+    records.append(&record)?;
+    let result = run(store, &def, opts, run_id).await;
+    record.ended_at = Some(rfc3339(Utc::now()));
+    match &result {
+        Ok(r) => {
+            record.status = if r.passed { "passed" } else { "skewed" }.into();
+            record.row_count = Some(r.entities_compared);
+            record.generation = Some(r.generation.clone());
+            record.as_of = Some(r.as_of.clone());
+            record.details = serde_json::to_value(r).ok();
+        }
+        Err(e) => {
+            record.status = "failed".into();
+            record.error = Some(e.to_string());
+        }
+    }
+    records.append(&record)?;
+    result
+}
+
+async fn run(store: &OnlineStore, def: &Arc<ServiceDef>, opts: &CheckOptions, run_id: String) -> Result<SkewReport, SkewError> {
+    let t0 = Instant::now();
+    let meta = store.current(&def.name).await?.ok_or_else(|| SkewError::NoLiveGeneration(def.name.clone()))?;
+    if meta.fingerprint != def.fingerprint() {
+        return Err(SkewError::Fingerprint {
+            service: def.name.clone(),
+            online: meta.fingerprint.clone(),
+            defined: def.fingerprint().to_string(),
+        });
+    }
+    let as_of = match opts.as_of {
+        Some(t) => t,
+        None => DateTime::parse_from_rfc3339(&meta.as_of)
+            .map_err(|_| SkewError::BadAsOf(meta.as_of.clone()))?
+            .with_timezone(&Utc),
+    };
+
+    let (tx, mut rx) = mpsc::channel::<RowBatch>(8);
+    let producer = {
+        let (def, meta, sample) = (def.clone(), meta.clone(), opts.sample);
+        tokio::task::spawn_blocking(move || offline_rows(&def, &meta, as_of, sample, tx))
+    };
+
+    let schema = RowSchema::of(def);
+    let prefix = keys::row_prefix(&def.name, &meta.generation);
+    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    let stale_before = def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64);
+    let mut tally = Tally::default();
+    let mut failure = None;
+    while let Some(batch) = rx.recv().await {
+        if let Err(e) = compare_batch(store, def, &schema, &prefix, stale_before, opts.float_tolerance, &batch, &mut tally).await {
+            failure = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let warnings = producer.await.map_err(|e| MaterializeError::Internal(e.to_string()))??;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    let extra_online = match opts.sample {
+        Some(_) => None,
+        None => {
+            let online_total = store.count_rows(&def.name, &meta.generation).await?;
+            Some(online_total.saturating_sub(tally.compared - tally.missing))
+        }
+    };
+    let bad = tally.mismatched + tally.missing + extra_online.unwrap_or(0);
+    let total = tally.compared + extra_online.unwrap_or(0);
+    let rate = if total == 0 { 0.0 } else { bad as f64 / total as f64 };
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(SkewReport {
+        run_id,
+        service: def.name.clone(),
+        generation: meta.generation.clone(),
+        as_of: rfc3339(as_of),
+        mode: opts.sample.map_or("all".to_string(), |n| format!("sample {n}")),
+        entities_compared: tally.compared,
+        matched: tally.compared - tally.mismatched - tally.missing,
+        mismatched: tally.mismatched,
+        missing_online: tally.missing,
+        extra_online,
+        stale: tally.stale,
+        mismatch_rate: rate,
+        max_mismatch_rate: opts.max_mismatch_rate,
+        passed: rate <= opts.max_mismatch_rate,
+        columns: tally.columns,
+        warnings,
+        seconds,
+        entities_per_sec: if seconds > 0.0 { tally.compared as f64 / seconds } else { 0.0 },
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    compared: u64,
+    mismatched: u64,
+    missing: u64,
+    stale: u64,
+    columns: BTreeMap<String, ColumnSkew>,
+}
+
+impl Tally {
+    fn mismatch(&mut self, column: &str, entity: &str, offline: serde_json::Value, online: serde_json::Value) {
+        let c = self.columns.entry(column.to_string()).or_default();
+        c.mismatches += 1;
+        if c.examples.len() < MAX_EXAMPLES {
+            c.examples.push(Example { entity: entity.to_string(), offline, online });
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compare_batch(
+    store: &OnlineStore,
+    def: &ServiceDef,
+    schema: &RowSchema,
+    prefix: &str,
+    stale_before: Option<i64>,
+    tol: f64,
+    batch: &RowBatch,
+    tally: &mut Tally,
+) -> Result<(), SkewError> {
+    let keys: Vec<String> = batch.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+    let online = store.get_rows(&keys).await?;
+    for ((key, (_, offline_bytes)), online_bytes) in keys.iter().zip(batch.iter()).zip(online) {
+        tally.compared += 1;
+        let entity = key.strip_prefix(prefix).unwrap_or(key);
+        let Some(online_bytes) = online_bytes else {
+            tally.missing += 1;
+            continue;
+        };
+        let offline = codec::decode(offline_bytes, schema).expect("rows the encoder wrote decode");
+        let online = codec::decode(&online_bytes, schema)
+            .map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
+        if stale_before.is_some_and(|t| online.event_ts_micros < t) {
+            tally.stale += 1;
+        }
+        let mut differs = false;
+        if offline.event_ts_micros != online.event_ts_micros {
+            differs = true;
+            let ts = |us| lookup::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default();
+            tally.mismatch(&def.timestamp, entity, ts(offline.event_ts_micros), ts(online.event_ts_micros));
+        }
+        for (i, name) in schema.names.iter().enumerate() {
+            if !same(&offline.values[i], &online.values[i], tol) {
+                differs = true;
+                tally.mismatch(name, entity, value_json(&offline.values[i]), value_json(&online.values[i]));
+            }
+        }
+        if differs {
+            tally.mismatched += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The offline side (blocking): the latest rows as the generation's source
+/// snapshot holds them, encoded exactly as the materializer encodes them.
+/// With `sample`, a uniform reservoir sample of that many entities.
+fn offline_rows(
+    def: &ServiceDef,
+    meta: &GenerationMeta,
+    as_of: DateTime<Utc>,
+    sample: Option<usize>,
+    tx: mpsc::Sender<RowBatch>,
+) -> Result<Vec<String>, MaterializeError> {
+    let conn = daeda_materializer::session()?;
+    let recorded: serde_json::Value = serde_json::from_str(&meta.source_snapshot).unwrap_or_default();
+    let (opened, warnings) = source::reopen(&conn, &def.source, &recorded)?;
+    offline::check_schema(&conn, def, &opened.relation)?;
+    let sql = offline::latest_rows_sql(def, &opened.relation, as_of, None);
+    let encoder = Encoder::new(def, &meta.generation);
+    let mut stmt = conn.prepare(&sql)?;
+    drop(stmt.stream_arrow([])?);
+    let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut seen = 0u64;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    while let Some(chunk) = stmt.step()? {
+        let batch = RecordBatch::from(&chunk);
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let encoded = encoder.encode(&batch)?;
+        let Some(n) = sample else {
+            if tx.blocking_send(encoded.rows).is_err() {
+                break;
+            }
+            continue;
+        };
+        for (k, v) in encoded.rows.iter() {
+            seen += 1;
+            if reservoir.len() < n {
+                reservoir.push((k.to_vec(), v.to_vec()));
+            } else {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let j = (rng % seen) as usize;
+                if j < n {
+                    reservoir[j] = (k.to_vec(), v.to_vec());
+                }
+            }
+        }
+    }
+    for chunk in reservoir.chunks(1000) {
+        let mut b = RowBatch::with_capacity(chunk.len(), 0);
+        for (k, v) in chunk {
+            b.push(k, v);
+        }
+        if tx.blocking_send(b).is_err() {
+            break;
+        }
+    }
+    Ok(warnings)
+}

@@ -2,8 +2,11 @@
 # Runs the whole test suite on a fresh Debian machine: installs what the tests
 # need (scripts/bootstrap.sh), then `cargo test` over the workspace. Tests start
 # their own redis-server on free ports; nothing else needs to be running.
+# Then the skew-parity gate (scripts/skew-gate.sh) runs on the example services.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
 source scripts/env.sh
 cargo test --workspace --locked "$@"
+# The skew-parity gate on the example services, as a user's CI runs it.
+bash scripts/skew-gate.sh

@@ -4,4 +4,5 @@
 mod gateway;
 mod http;
 mod materialize;
+mod skew;
 mod support;

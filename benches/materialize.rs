@@ -11,7 +11,8 @@
 //!   mass-insertion tool); the fastest is the ceiling, and the ratio
 //!   end-to-end / ceiling is the figure to watch;
 //! - Redis bytes per entity (`used_memory` delta / entities) and encoded value bytes;
-//! - the materializer's peak RSS at two table sizes (it should not grow with them).
+//! - the materializer's peak RSS at two table sizes;
+//! - entities/s of `daeda skew check --all` over the same generation.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -210,6 +211,13 @@ fn main() {
     let value_bytes = run["bytes_written"].as_u64().unwrap();
     let redis_bytes = redis.used_memory() - base_mem;
 
+    // The skew checker over the same generation, every entity both ways.
+    let t = Instant::now();
+    let out = daeda(&dir, &redis).args(["skew", "check", "--service", "user_features", "--all", "--json"]).output().unwrap();
+    let skew_secs = t.elapsed().as_secs_f64();
+    let skew: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(skew["passed"], true, "{skew}");
+
     let rows = dump(&redis);
     assert_eq!(rows.len() as u64, entities);
     redis.flush();
@@ -235,6 +243,7 @@ fn main() {
         "ratio_end_to_end_vs_ceiling": e2e / ceiling,
         "encoded_value_bytes_per_entity": value_bytes as f64 / entities as f64,
         "redis_bytes_per_entity": redis_bytes as f64 / entities as f64,
+        "skew_check_all_entities_per_sec": entities as f64 / skew_secs,
         "peak_rss_mib": rss,
         "peak_rss_mib_at_quarter_size": rss_small,
     });

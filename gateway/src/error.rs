@@ -21,6 +21,9 @@ pub enum ApiError {
     /// not approved for serving.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: the SQL policy refused the query; the message says why.
+    #[error("{0}")]
+    PolicyDenied(String),
     /// 404: unknown route, service or feature, or nothing materialized yet.
     #[error("{0}")]
     NotFound(String),
@@ -49,7 +52,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::BatchTooLarge(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::BatchTooLarge(_) => "batch_too_large",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::PolicyDenied(_) => "policy_denied",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::SchemaMismatch(_) => "schema_mismatch",
@@ -114,6 +118,7 @@ mod tests {
             (ApiError::BatchTooLarge("x".into()), 400, "batch_too_large"),
             (ApiError::Unauthorized("x"), 401, "unauthorized"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
+            (ApiError::PolicyDenied("x".into()), 403, "policy_denied"),
             (ApiError::NotFound("x".into()), 404, "not_found"),
             (ApiError::MethodNotAllowed("x".into()), 405, "method_not_allowed"),
             (ApiError::SchemaMismatch("x".into()), 409, "schema_mismatch"),

@@ -14,6 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{self, Plane, Principal};
+use crate::sql::Interrupt;
 use crate::{arrow, ApiError, State};
 
 pub type Body = Full<Bytes>;
@@ -48,6 +49,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/readyz") => "/readyz",
         (_, "/metrics") => "/metrics",
         (_, "/v1/services") => "/v1/services",
+        (_, "/v1/sql") => "/v1/sql",
         (_, p) if p.starts_with("/v1/features/") => "/v1/features/{service}",
         _ => "other",
     }
@@ -92,6 +94,10 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
             only(Method::GET)?;
             let who = principal(state, &req)?;
             Ok(json_ok(&services(state, &who)))
+        }
+        "/v1/sql" => {
+            only(Method::POST)?;
+            sql(state, req).await
         }
         p if p.starts_with("/v1/features/") => {
             only(Method::POST)?;
@@ -197,4 +203,57 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
     let mut body = Vec::with_capacity(256 + fetched.rows.len() * 128);
     lookup::write_json(def, &meta, &lookup_req, &fetched, &mut body);
     Ok(respond(StatusCode::OK, "application/json", body.into()))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+/// `POST /v1/sql`: plane `sql`, then the policy over the services the token may
+/// read on it, then the engine runs the statement as the policy printed it.
+async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let who = principal(state, &req)?;
+    if !who.planes.contains(&Plane::Sql) {
+        return Err(ApiError::Forbidden("the token does not grant the sql plane".into()));
+    }
+    let wants_arrow = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(arrow::CONTENT_TYPE));
+    let body = read_body(state, req).await?;
+    let request: SqlRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
+    let granted: Vec<&str> = state
+        .catalog
+        .services()
+        .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
+        .map(|s| s.name.as_str())
+        .collect();
+    let approved = daeda_policy::check(&request.sql, &daeda_policy::Grants::new(granted))
+        .map_err(|d| ApiError::PolicyDenied(d.reason))?;
+    let engine = state.sql.clone().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
+    let interrupt = Interrupt::default();
+    let (max_rows, sql_text, handle) = (state.cfg.sql_max_rows, approved.sql.clone(), interrupt.clone());
+    let task = tokio::task::spawn_blocking(move || engine.run(&sql_text, max_rows, &handle));
+    let deadline = state.cfg.sql_timeout.min(state.cfg.request_timeout.saturating_sub(std::time::Duration::from_millis(200)));
+    let output = match tokio::time::timeout(deadline, task).await {
+        Err(_) => {
+            interrupt.fire();
+            return Err(ApiError::Timeout(deadline.as_millis() as u64));
+        }
+        Ok(Err(e)) => return Err(ApiError::Internal(format!("the SQL worker died: {e}"))),
+        Ok(Ok(Err(crate::sql::SqlError::Query(m)))) => return Err(ApiError::BadRequest(m)),
+        Ok(Ok(Err(crate::sql::SqlError::Internal(m)))) => return Err(ApiError::Internal(m)),
+        Ok(Ok(Ok(o))) => o,
+    };
+    tracing::debug!(sub = %who.sub, relations = ?approved.relations, "sql query ran");
+    if wants_arrow {
+        let bytes = crate::sql::to_arrow(&output).map_err(ApiError::Internal)?;
+        return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
+    }
+    let bytes = crate::sql::to_json(&output).map_err(ApiError::Internal)?;
+    Ok(respond(StatusCode::OK, "application/json", bytes.into()))
 }

@@ -17,6 +17,7 @@ mod error;
 mod generations;
 mod handlers;
 mod metrics;
+pub mod sql;
 mod tls;
 
 use std::future::Future;
@@ -51,6 +52,9 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// How often live generation pointers are re-read.
     pub refresh: Duration,
+    /// SQL plane: rows returned at most, and how long a query may run.
+    pub sql_max_rows: usize,
+    pub sql_timeout: Duration,
     pub auth: AuthSettings,
 }
 
@@ -64,6 +68,8 @@ impl GatewayConfig {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
             refresh: Duration::from_millis(500),
+            sql_max_rows: 10_000,
+            sql_timeout: Duration::from_secs(4),
             auth,
         }
     }
@@ -92,6 +98,7 @@ pub(crate) struct State {
     pub(crate) verifier: auth::Verifier,
     pub(crate) generations: Arc<generations::Generations>,
     pub(crate) metrics: metrics::Metrics,
+    pub(crate) sql: Option<Arc<dyn sql::SqlEngine>>,
 }
 
 /// A bound, ready gateway.
@@ -102,8 +109,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Checks the settings, loads keys and certificates, and binds.
+    /// Checks the settings, loads keys and certificates, and binds; no SQL plane.
     pub async fn bind(cfg: GatewayConfig, catalog: Catalog, store: OnlineStore) -> Result<Gateway, StartError> {
+        Self::bind_with_sql(cfg, catalog, store, None).await
+    }
+
+    /// As [`Gateway::bind`], with `POST /v1/sql` served by `sql`.
+    pub async fn bind_with_sql(
+        cfg: GatewayConfig,
+        catalog: Catalog,
+        store: OnlineStore,
+        sql: Option<Arc<dyn sql::SqlEngine>>,
+    ) -> Result<Gateway, StartError> {
         if !cfg.listen.ip().is_loopback() {
             if cfg.tls.is_none() {
                 return Err(StartError::RemoteWithoutTls(cfg.listen));
@@ -123,7 +140,7 @@ impl Gateway {
         if let Err(e) = generations.refresh().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; lookups answer 503 until it is");
         }
-        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default() });
+        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), sql });
         Ok(Gateway { state, listener, tls })
     }
 

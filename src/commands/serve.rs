@@ -68,9 +68,18 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         &cfg.redis_url,
         &daeda_online::StoreSettings { pool_size: 32, timeout: Duration::from_millis(1000) },
     )?;
+    // The SQL plane is auxiliary: if its session cannot be built, online
+    // serving still starts and /v1/sql says why it is off.
+    let sql: Option<std::sync::Arc<dyn daeda_gateway::sql::SqlEngine>> = match daeda_sql_plane::DuckDbEngine::new(&catalog) {
+        Ok(engine) => Some(std::sync::Arc::new(engine)),
+        Err(e) => {
+            eprintln!("warning: the SQL plane is off: {e}");
+            None
+        }
+    };
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let gateway = Gateway::bind(gw, catalog, store).await.map_err(|e| match e {
+        let gateway = Gateway::bind_with_sql(gw, catalog, store, sql).await.map_err(|e| match e {
             e @ (daeda_gateway::StartError::RemoteWithoutTls(_)
             | daeda_gateway::StartError::RemoteNotAllowed(_)
             | daeda_gateway::StartError::Auth(_)) => anyhow::Error::new(UsageError(e.to_string())),

@@ -100,13 +100,22 @@ pub fn config(_env: &TestEnv) -> daeda_gateway::GatewayConfig {
 }
 
 pub async fn start(env: &TestEnv, cfg: daeda_gateway::GatewayConfig) -> Running {
+    start_with_sql(env, cfg, false).await
+}
+
+/// With `sql`, the gateway also serves POST /v1/sql from a DuckDB session.
+pub async fn start_with_sql(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sql: bool) -> Running {
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
+    let engine: Option<Arc<dyn daeda_gateway::sql::SqlEngine>> = match sql {
+        true => Some(Arc::new(daeda_sql_plane::DuckDbEngine::new(&catalog).unwrap())),
+        false => None,
+    };
     let store = daeda_online::OnlineStore::connect(
         &env.redis.url(),
         &daeda_online::StoreSettings { pool_size: 16, timeout: std::time::Duration::from_millis(500) },
     )
     .unwrap();
-    let gw = daeda_gateway::Gateway::bind(cfg, catalog, store).await.unwrap();
+    let gw = daeda_gateway::Gateway::bind_with_sql(cfg, catalog, store, engine).await.unwrap();
     let addr = gw.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(gw.run(async move {

@@ -5,4 +5,5 @@ mod gateway;
 mod http;
 mod materialize;
 mod skew;
+mod sql;
 mod support;

@@ -7,7 +7,8 @@
 //! its own keep-alive connection. In the same run the same client measures the
 //! raw Redis round trip for the same keys (GET for 1, MGET for 100), so the
 //! ratios gateway / Redis are what to read; absolute times drift on shared
-//! machines. It also compares JSON and Arrow responses for a batch of 100.
+//! machines. It also compares JSON and Arrow responses for a batch of 100, and
+//! times a small approved query on the SQL plane.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -125,6 +126,39 @@ async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, user
     run
 }
 
+/// Small approved SQL queries (one entity's full history) against the SQL plane.
+async fn sql_worker(addr: SocketAddr, token: Arc<String>, users: u64, seed: u64, until: Instant) -> Run {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut rng = Rng(seed);
+    let mut run = Run::default();
+    let auth = format!("Bearer {token}");
+    while Instant::now() < until {
+        let body = format!(r#"{{"sql": "SELECT user_id, event_ts, ctr_7d, country FROM user_features WHERE user_id = {}"}}"#, rng.next(users));
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("/v1/sql")
+            .header("host", "localhost")
+            .header("authorization", &auth)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let t = Instant::now();
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                let ok = resp.status() == 200;
+                let _ = resp.into_body().collect().await.unwrap();
+                run.latencies.push(t.elapsed());
+                if !ok {
+                    run.errors += 1;
+                }
+            }
+            Err(_) => run.errors += 1,
+        }
+    }
+    run
+}
+
 async fn redis_worker(url: String, batch: usize, users: u64, seed: u64, until: Instant) -> Run {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -203,7 +237,7 @@ fn main() {
             secret: SECRET,
             sub: "bench",
             services: vec!["user_features".into()],
-            planes: vec![daeda_gateway::Plane::Online],
+            planes: vec![daeda_gateway::Plane::Online, daeda_gateway::Plane::Sql],
             ttl_secs: 3600,
             issuer: None,
             audience: None,
@@ -229,6 +263,10 @@ fn main() {
         }
         let json = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, false)).await;
         let arrow = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, true)).await;
+        let sql = measure(1, secs, |seed, until| sql_worker(addr, token.clone(), users, seed, until)).await;
+        rows.push(serde_json::json!({
+            "sql_point_query": {"p50_us": sql.pct(0.5), "p99_us": sql.pct(0.99), "rps": sql.rps(), "errors": sql.errors}
+        }));
         rows.push(serde_json::json!({
             "json_vs_arrow_batch_100": {
                 "json": {"p50_us": json.pct(0.5), "p99_us": json.pct(0.99), "bytes_per_response": json.bytes / json.latencies.len() as u64},

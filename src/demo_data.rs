@@ -131,7 +131,7 @@ pub fn generate(out: &Path, users: u64, items: u64, base: NaiveDate) -> Result<(
                 list_transform(range(32), lambda j: ((hash(i, j, 1) % 2001)::FLOAT / 1000.0 - 1.0)::FLOAT)::FLOAT[]
          FROM range({items}) t(i) WHERE i % 2 = 0;
          DETACH lake;",
-        lit(&format!("ducklake:{}", lake.join("metadata.ducklake").display()).as_ref()),
+        lit(Path::new(&format!("ducklake:{}", lake.join("metadata.ducklake").display()))),
         lit(&lake.join("files")),
     ))?;
     Ok(())

@@ -108,6 +108,14 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
     }
 }
 
+/// Whether the client asked for an Arrow IPC stream instead of JSON.
+fn wants_arrow(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(arrow::CONTENT_TYPE))
+}
+
 fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(|h| h.to_str().unwrap_or(""));
     state.verifier.verify(header)
@@ -166,11 +174,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
     let who = principal(state, &req)?;
     let def: &Arc<ServiceDef> = state.catalog.get(service).map_err(|e| ApiError::NotFound(e.to_string()))?;
     auth::authorize(&who, def, Plane::Online)?;
-    let wants_arrow = req
-        .headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(arrow::CONTENT_TYPE));
+    let wants_arrow = wants_arrow(&req);
     let body = read_body(state, req).await?;
     let lookup_req: LookupRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not a lookup request: {e}")))?;
@@ -218,11 +222,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     if !who.planes.contains(&Plane::Sql) {
         return Err(ApiError::Forbidden("the token does not grant the sql plane".into()));
     }
-    let wants_arrow = req
-        .headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(arrow::CONTENT_TYPE));
+    let wants_arrow = wants_arrow(&req);
     let body = read_body(state, req).await?;
     let request: SqlRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;

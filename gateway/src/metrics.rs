@@ -16,9 +16,12 @@ struct Histogram {
     sum: f64,
 }
 
+/// Request count and latency per (route, status).
+type ByRoute = BTreeMap<(&'static str, u16), (u64, Histogram)>;
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), (u64, Histogram)>>,
+    requests: Mutex<ByRoute>,
     redis_errors: AtomicU64,
     entities_ok: AtomicU64,
     entities_missing: AtomicU64,

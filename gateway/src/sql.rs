@@ -26,12 +26,14 @@ pub enum SqlError {
     Internal(String),
 }
 
+type InterruptFn = Box<dyn Fn() + Send + Sync>;
+
 /// Lets the gateway interrupt a query that ran past its deadline.
 #[derive(Clone, Default)]
-pub struct Interrupt(Arc<Mutex<Option<Box<dyn Fn() + Send + Sync>>>>);
+pub struct Interrupt(Arc<Mutex<Option<InterruptFn>>>);
 
 impl Interrupt {
-    pub fn set(&self, f: Box<dyn Fn() + Send + Sync>) {
+    pub fn set(&self, f: InterruptFn) {
         *self.0.lock().expect("interrupt lock") = Some(f);
     }
 

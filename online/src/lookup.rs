@@ -355,8 +355,8 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
             None => out.extend_from_slice(b"null"),
         },
         Value::Array(a) => match a {
-            Array::Int(xs) => write_list(out, xs, |o, x| write_int(o, x)),
-            Array::BigInt(xs) => write_list(out, xs, |o, x| write_int(o, x)),
+            Array::Int(xs) => write_list(out, xs, write_int),
+            Array::BigInt(xs) => write_list(out, xs, write_int),
             Array::Float(xs) => write_list(out, xs, write_f32),
             Array::Double(xs) => write_list(out, xs, write_f64),
         },

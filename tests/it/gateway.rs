@@ -362,3 +362,57 @@ fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
     let out = env.command(&["token", "mint", "--sub", "svc", "--services", "x"]).env_remove("DAEDA_JWT_SECRET").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_with_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt, Full};
+    let env = env_with_data();
+    let gw = http::start(&env, http::config(&env)).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    for _ in 0..3 {
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("http://{}{USERS}", gw.addr))
+            .header("authorization", &auth)
+            .body(Full::new(bytes::Bytes::from(r#"{"entities": {"user_id": [1, 2]}}"#)))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(j["status"].as_array().unwrap().len(), 2);
+    }
+    gw.stop().await;
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let env = env_with_data();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = env
+        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DAEDA_JWT_SECRET", SECRET)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daeda serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(send(format!("127.0.0.1:{port}").parse().unwrap(), "GET", "/healthz", &[], ""));
+    assert_eq!(r.status, 200);
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("serving on http://127.0.0.1") && stderr.contains("stopped"), "{stderr}");
+}

@@ -33,10 +33,10 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             if json {
                 super::print_json(&list)?;
             } else {
-                println!("{:<40} {:<12} {:<22} {:<11} {:<10} {:>10}  generation", "run id", "kind", "service", "mode", "status", "rows");
+                println!("{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  generation", "run id", "kind", "service", "mode", "status", "rows");
                 for r in list {
                     println!(
-                        "{:<40} {:<12} {:<22} {:<11} {:<10} {:>10}  {}",
+                        "{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  {}",
                         r.run_id,
                         r.kind,
                         r.service,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use daeda_catalog::ServiceDef;
 use daeda_metadata_store::{MetadataStore, RunRecord};
-use daeda_online::{GenerationMeta, OnlineStore};
+use daeda_online::{GenerationMeta, OnlineError, OnlineStore};
 use duckdb::arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, Mutex};
 
@@ -233,9 +233,10 @@ impl Materializer {
         self.store.acquire_lease(&def.name, run_id, self.settings.lease_ttl).await?;
         let lease_lost = Arc::new(AtomicBool::new(false));
         let renewer = self.spawn_lease_renewal(&def.name, run_id, lease_lost.clone());
+        let lease = LeaseWatch { service: def.name.clone(), lost: lease_lost };
         let result = match req.mode {
-            Mode::Full => self.full(def, req, run_id, progress, partial, &mut warnings, t0).await,
-            Mode::Incremental => self.incremental(def, req, run_id, progress, &mut warnings, t0).await,
+            Mode::Full => self.full(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
+            Mode::Incremental => self.incremental(def, req, run_id, progress, &mut warnings, t0, &lease).await,
         };
         renewer.abort();
         if result.is_ok() {
@@ -257,7 +258,7 @@ impl Materializer {
                 match store.renew_lease(&service, &run_id, ttl).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        // The flip checks the lease too; this only stops renewing.
+                        // Writers stop at their next batch; the flip checks the lease too.
                         lost.store(true, Ordering::Relaxed);
                         return;
                     }
@@ -300,6 +301,7 @@ impl Materializer {
         partial: &mut Option<String>,
         warnings: &mut Vec<String>,
         t0: Instant,
+        lease: &LeaseWatch,
     ) -> Result<RunSummary, MaterializeError> {
         let live = self.store.current(&def.name).await?;
         // Generations that are neither live nor ours are leftovers of runs that died.
@@ -315,7 +317,7 @@ impl Materializer {
         *partial = Some(generation.clone());
         let (tx, rx) = mpsc::channel::<EncodedBatch>(self.settings.queue);
         let producer = self.spawn_producer(def, req, None, generation.clone(), tx);
-        let written = self.write_all(rx, false, progress).await;
+        let written = self.write_all(rx, false, progress, lease).await;
         let produced = join(producer).await;
         let (written, _) = written?;
         let produced = produced?;
@@ -348,6 +350,7 @@ impl Materializer {
         Ok(self.summary(def, req, run_id, t0, Some(generation), previous, &produced, written, 0, produced.bytes, warnings.clone()))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn incremental(
         &self,
         def: &Arc<ServiceDef>,
@@ -356,6 +359,7 @@ impl Materializer {
         progress: Arc<dyn Progress>,
         warnings: &mut Vec<String>,
         t0: Instant,
+        lease: &LeaseWatch,
     ) -> Result<RunSummary, MaterializeError> {
         let Some(live) = self.store.current(&def.name).await? else {
             return Err(MaterializeError::NoLiveGeneration(def.name.clone()));
@@ -371,7 +375,7 @@ impl Materializer {
         let watermark = DateTime::<Utc>::from_timestamp_micros(live.watermark_micros);
         let (tx, rx) = mpsc::channel::<EncodedBatch>(self.settings.queue);
         let producer = self.spawn_producer(def, req, watermark, live.generation.clone(), tx);
-        let written = self.write_all(rx, true, progress).await;
+        let written = self.write_all(rx, true, progress, lease).await;
         let produced = join(producer).await;
         let (_, writes) = written?;
         let produced = produced?;
@@ -451,18 +455,24 @@ impl Materializer {
         rx: mpsc::Receiver<EncodedBatch>,
         conditional: bool,
         progress: Arc<dyn Progress>,
+        lease: &LeaseWatch,
     ) -> Result<(u64, IncrementalWrites), MaterializeError> {
         let rx = Arc::new(Mutex::new(rx));
         let written = Arc::new(AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..self.settings.writers.max(1) {
             let (rx, store, written, progress) = (rx.clone(), self.store.clone(), written.clone(), progress.clone());
+            let lease = lease.clone();
             tasks.spawn(async move {
                 let mut conn = store.conn().await?;
                 let mut w = IncrementalWrites::default();
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(batch) = next else { return Ok::<_, MaterializeError>(w) };
+                    // Another run owns the service now: stop writing at once.
+                    if lease.lost.load(Ordering::Relaxed) {
+                        return Err(OnlineError::LeaseLost { service: lease.service.clone() }.into());
+                    }
                     let n = batch.rows.len() as u64;
                     if conditional {
                         let r = store.put_rows_if_newer(&mut conn, &batch.rows).await?;
@@ -504,6 +514,13 @@ impl Materializer {
             None => Ok((written.load(Ordering::Relaxed), total)),
         }
     }
+}
+
+/// Set by the renewal task when the lease was lost.
+#[derive(Clone)]
+struct LeaseWatch {
+    service: String,
+    lost: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -439,3 +439,23 @@ fn rows_tied_on_the_latest_event_time_resolve_the_same_way_every_run() {
         assert_eq!(get(&env, "user_features", r#"{"user_id": [3, 4]}"#)["columns"]["ctr_7d"], a);
     }
 }
+
+#[test]
+fn a_run_that_loses_its_lease_never_flips() {
+    let env = TestEnv::new(200_000);
+    env.materialize(&["--service", "user_features"]);
+    let child = env.command(&["materialize", "--online", "--service", "user_features"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rows(&env, "user_features", "2") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the second run never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Another run takes the service over (as if this one had stalled past its lease).
+    let _: () = redis::cmd("SET").arg("daeda:{svc:user_features}:lease").arg("intruder").query(&mut env.redis.conn()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost its lease"), "{stderr}");
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
+    assert_eq!(rows(&env, "user_features", "1"), 200_000);
+}

@@ -276,7 +276,6 @@ impl Materializer {
                 "Redis maxmemory-policy is {}: under memory pressure it may evict live feature rows; set it to noeviction",
                 mem.policy
             );
-            tracing::warn!("{w}");
             warnings.push(w);
         }
         if mem.maxmemory == 0 {

@@ -184,7 +184,9 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         .live(service)
         .await?
         .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
+    let t = Instant::now();
     let mut fetched = lookup::fetch(&state.store, def, &meta, &lookup_req, state.cfg.max_batch).await?;
+    state.metrics.redis_latency(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
     // the pointer, and if it moved, answer from the new generation instead.
     if fetched.status.contains(&EntityStatus::Missing) {

@@ -16,12 +16,26 @@ struct Histogram {
     sum: f64,
 }
 
+impl Histogram {
+    fn record(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        self.count += 1;
+        self.sum += secs;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+    }
+}
+
 /// Request count and latency per (route, status).
 type ByRoute = BTreeMap<(&'static str, u16), (u64, Histogram)>;
 
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<ByRoute>,
+    redis: Mutex<Histogram>,
     redis_errors: AtomicU64,
     entities_ok: AtomicU64,
     entities_missing: AtomicU64,
@@ -30,17 +44,15 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn observe(&self, route: &'static str, status: u16, took: Duration) {
-        let secs = took.as_secs_f64();
         let mut m = self.requests.lock().expect("metrics lock");
         let (n, h) = m.entry((route, status)).or_default();
         *n += 1;
-        h.count += 1;
-        h.sum += secs;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
+        h.record(took);
+    }
+
+    /// Time of one lookup's Redis round trip and row decoding.
+    pub fn redis_latency(&self, took: Duration) {
+        self.redis.lock().expect("metrics lock").record(took);
     }
 
     pub fn redis_error(&self) {
@@ -70,6 +82,14 @@ impl Metrics {
             let _ = writeln!(out, "daeda_request_duration_seconds_count{{route=\"{route}\",status=\"{status}\"}} {}", h.count);
         }
         drop(m);
+        let h = self.redis.lock().expect("metrics lock");
+        out.push_str("# HELP daeda_redis_lookup_seconds Redis round trip and row decoding of a lookup.\n# TYPE daeda_redis_lookup_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "daeda_redis_lookup_seconds_bucket{{le=\"{b}\"}} {}", h.counts[i]);
+        }
+        let _ = writeln!(out, "daeda_redis_lookup_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "daeda_redis_lookup_seconds_sum {}\ndaeda_redis_lookup_seconds_count {}", h.sum, h.count);
+        drop(h);
         let _ = writeln!(out, "# HELP daeda_redis_errors_total Redis commands that failed.\n# TYPE daeda_redis_errors_total counter\ndaeda_redis_errors_total {}", self.redis_errors.load(Ordering::Relaxed));
         out.push_str("# HELP daeda_entities_served_total Entities answered by status.\n# TYPE daeda_entities_served_total counter\n");
         for (status, v) in [("ok", &self.entities_ok), ("missing", &self.entities_missing), ("stale", &self.entities_stale)] {

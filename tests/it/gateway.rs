@@ -188,6 +188,8 @@ async fn scope_and_serving_allowed_are_enforced_on_every_route() {
     assert!(text.contains(r#"daeda_requests_total{route="/v1/features/{service}",status="403"} 3"#), "{text}");
     assert!(text.contains("daeda_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains(r#"daeda_entities_served_total{status="stale"} 1"#), "{text}");
+    assert!(text.contains("daeda_redis_lookup_seconds_count 1"), "{text}");
+    assert!(text.contains(r#"daeda_redis_pool_connections{state="open"}"#), "{text}");
     gw.stop().await;
 }
 
@@ -396,7 +398,7 @@ async fn http2_with_prior_knowledge_is_served() {
 fn serve_stops_cleanly_on_sigterm() {
     let env = env_with_data();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = env
+    let child = env
         .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("DAEDA_JWT_SECRET", SECRET)
         .stderr(std::process::Stdio::piped())

@@ -2,6 +2,7 @@
 //! real Parquet / DuckDB / DuckLake files.
 
 mod gateway;
+mod config;
 mod http;
 mod materialize;
 mod skew;

@@ -299,19 +299,23 @@ impl OnlineStore {
         Ok(names)
     }
 
+    /// One SCAN step: the next cursor (0 when done) and the keys it returned.
+    async fn scan_page(&self, c: &mut Connection, cursor: u64, pattern: &str, count: usize) -> Result<(u64, Vec<String>), OnlineError> {
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut **c)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     async fn scan_all(&self, c: &mut Connection, pattern: &str) -> Result<Vec<String>, OnlineError> {
-        let mut cursor = 0u64;
-        let mut out = Vec::new();
+        let (mut cursor, mut out) = (0u64, Vec::new());
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut **c)
-                .await
-                .map_err(|e| self.err(e))?;
+            let (next, batch) = self.scan_page(c, cursor, pattern, 1000).await?;
             out.extend(batch);
             if next == 0 {
                 return Ok(out);
@@ -379,18 +383,9 @@ impl OnlineStore {
     pub async fn retire(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
         let pattern = keys::row_pattern(service, generation);
-        let mut cursor = 0u64;
-        let mut removed = 0u64;
+        let (mut cursor, mut removed) = (0u64, 0u64);
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(2000)
-                .query_async(&mut *c)
-                .await
-                .map_err(|e| self.err(e))?;
+            let (next, batch) = self.scan_page(&mut c, cursor, &pattern, 2000).await?;
             if !batch.is_empty() {
                 let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut *c).await.map_err(|e| self.err(e))?;
                 removed += n;
@@ -481,21 +476,13 @@ impl OnlineStore {
         redis::cmd("MGET").arg(keys).query_async(&mut *c).await.map_err(|e| self.err(e))
     }
 
-    /// Counts the row keys of a generation with SCAN, holding none of them.
+    /// Counts the row keys of a generation with SCAN, holding one page at a time.
     pub async fn count_rows(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
         let pattern = keys::row_pattern(service, generation);
         let (mut cursor, mut n) = (0u64, 0u64);
         loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(5000)
-                .query_async(&mut *c)
-                .await
-                .map_err(|e| self.err(e))?;
+            let (next, batch) = self.scan_page(&mut c, cursor, &pattern, 5000).await?;
             n += batch.len() as u64;
             if next == 0 {
                 return Ok(n);

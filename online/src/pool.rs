@@ -1,5 +1,5 @@
 //! The connection pool: deadpool's managed pool over redis multiplexed
-//! connections.
+//! connections, to one Redis or to a Redis Cluster.
 //!
 //! deadpool-redis's manager PINGs every connection on every checkout; on the
 //! gateway's hot path that is a second round trip per lookup. This manager
@@ -9,11 +9,20 @@
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+/// One server, or a cluster (which routes each command by its keys' slots).
+#[derive(Clone)]
+pub enum Inner {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
 
 /// A pooled connection that remembers whether it failed.
 pub struct Conn {
-    inner: MultiplexedConnection,
+    pub(crate) inner: Inner,
     broken: bool,
 }
 
@@ -28,7 +37,10 @@ impl Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let r = self.inner.req_packed_command(cmd).await;
+            let r = match &mut self.inner {
+                Inner::Single(c) => c.req_packed_command(cmd).await,
+                Inner::Cluster(c) => c.req_packed_command(cmd).await,
+            };
             if let Err(e) = &r {
                 self.note(e);
             }
@@ -38,7 +50,10 @@ impl ConnectionLike for Conn {
 
     fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let r = self.inner.req_packed_commands(cmd, offset, count).await;
+            let r = match &mut self.inner {
+                Inner::Single(c) => c.req_packed_commands(cmd, offset, count).await,
+                Inner::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
+            };
             if let Err(e) = &r {
                 self.note(e);
             }
@@ -47,18 +62,41 @@ impl ConnectionLike for Conn {
     }
 
     fn get_db(&self) -> i64 {
-        self.inner.get_db()
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+        }
     }
 }
 
+pub enum Target {
+    Single(Box<Client>),
+    Cluster(Box<ClusterClient>),
+}
+
 pub struct RedisManager {
-    client: Client,
+    target: Target,
     config: AsyncConnectionConfig,
 }
 
 impl RedisManager {
-    pub fn new(client: Client, config: AsyncConnectionConfig) -> RedisManager {
-        RedisManager { client, config }
+    /// One server (`cluster` false, one URL) or a cluster from its seed nodes.
+    pub fn new(
+        urls: &[String],
+        cluster: bool,
+        timeout: std::time::Duration,
+        config: AsyncConnectionConfig,
+    ) -> Result<RedisManager, RedisError> {
+        let target = match (cluster, urls) {
+            (false, [one]) => Target::Single(Box::new(Client::open(one.as_str())?)),
+            _ => Target::Cluster(Box::new(
+                ClusterClientBuilder::new(urls.iter().map(String::as_str).collect::<Vec<_>>())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()?,
+            )),
+        };
+        Ok(RedisManager { target, config })
     }
 }
 
@@ -67,7 +105,10 @@ impl managed::Manager for RedisManager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Conn, RedisError> {
-        let inner = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+        let inner = match &self.target {
+            Target::Single(c) => Inner::Single(c.get_multiplexed_async_connection_with_config(&self.config).await?),
+            Target::Cluster(c) => Inner::Cluster(c.get_async_connection().await?),
+        };
         Ok(Conn { inner, broken: false })
     }
 

@@ -6,7 +6,9 @@
 //!   in the same atomic script, that the writer still holds the service's lease;
 //! - a generation is registered in the service's `gens` set before its first row
 //!   is written, so rows of a run that died are always found and removed later;
-//! - removal never blocks Redis: SCAN + batched UNLINK, never KEYS.
+//! - removal never blocks Redis: SCAN + batched UNLINK, never KEYS;
+//! - on a Redis Cluster every whole-keyspace command (SCAN, INFO) visits each
+//!   primary, and a pipeline never spans two slots.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -113,6 +115,30 @@ pub struct OnlineStore {
     pool: Pool,
     /// The URL with any password removed, for messages.
     display_url: String,
+    /// A Redis Cluster: SCAN and INFO go to every primary, conditional writes
+    /// are grouped by slot.
+    cluster: bool,
+}
+
+/// `redis://h:1/0` is one server; a comma-separated seed list
+/// (`redis://h1:7000,redis://h2:7001`) or a `redis+cluster://` (or
+/// `rediss+cluster://`) URL is a cluster.
+fn targets(url: &str) -> (Vec<String>, bool) {
+    let urls: Vec<String> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.replacen("redis+cluster://", "redis://", 1).replacen("rediss+cluster://", "rediss://", 1))
+        .collect();
+    let cluster = urls.len() > 1 || url.contains("+cluster://");
+    (urls, cluster)
+}
+
+/// A primary of a cluster, for commands that must visit each one.
+#[derive(Debug, Clone)]
+struct Node {
+    host: String,
+    port: u16,
 }
 
 impl std::fmt::Debug for OnlineStore {
@@ -130,9 +156,9 @@ impl OnlineStore {
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout));
-        let client = redis::Client::open(url)
+        let (urls, cluster) = targets(url);
+        let manager = RedisManager::new(&urls, cluster, settings.timeout, conn_config)
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
-        let manager = RedisManager::new(client, conn_config);
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .wait_timeout(Some(settings.timeout))
@@ -141,7 +167,7 @@ impl OnlineStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
-        Ok(OnlineStore { pool, display_url })
+        Ok(OnlineStore { pool, display_url, cluster })
     }
 
     pub fn url(&self) -> &str {
@@ -169,17 +195,66 @@ impl OnlineStore {
         Ok(())
     }
 
+    /// Memory figures; on a cluster, summed over the primaries (the policy is
+    /// the first one that is not `noeviction`, the one worth a warning).
     pub async fn memory(&self) -> Result<MemoryInfo, OnlineError> {
         let mut c = self.conn().await?;
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut *c).await.map_err(|e| self.err(e))?;
-        let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+        let mut total = MemoryInfo { used: 0, maxmemory: 0, policy: "noeviction".into() };
+        let mut unlimited = false;
+        for node in self.nodes(&mut c).await? {
+            let info: String = self.on_node(&mut c, node.as_ref(), redis::cmd("INFO").arg("memory").clone()).await?;
+            let field = |name: &str| {
+                info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+            };
+            total.used += field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let max: u64 = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
+            unlimited |= max == 0;
+            total.maxmemory += max;
+            let policy = field("maxmemory_policy").unwrap_or("unknown");
+            if policy != "noeviction" && total.policy == "noeviction" {
+                total.policy = policy.to_string();
+            }
+        }
+        if unlimited {
+            total.maxmemory = 0;
+        }
+        Ok(total)
+    }
+
+    /// The nodes a whole-keyspace command must visit: `[None]` for one server
+    /// (the connection itself), every primary of a cluster.
+    async fn nodes(&self, c: &mut Connection) -> Result<Vec<Option<Node>>, OnlineError> {
+        if !self.cluster {
+            return Ok(vec![None]);
+        }
+        let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut **c).await.map_err(|e| self.err(e))?;
+        let mut nodes = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else { continue };
+            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                continue;
+            }
+            let hostport = addr.split('@').next().unwrap_or(addr);
+            if let Some((host, port)) = hostport.rsplit_once(':') {
+                if let Ok(port) = port.parse() {
+                    nodes.push(Some(Node { host: host.to_string(), port }));
+                }
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Runs `cmd` on `node` (or on the connection's server when None).
+    async fn on_node<T: redis::FromRedisValue>(&self, c: &mut Connection, node: Option<&Node>, cmd: redis::Cmd) -> Result<T, OnlineError> {
+        let (Some(node), crate::pool::Inner::Cluster(cluster)) = (node, &mut c.inner) else {
+            return cmd.query_async(&mut **c).await.map_err(|e| self.err(e));
         };
-        Ok(MemoryInfo {
-            used: field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0),
-            maxmemory: field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0),
-            policy: field("maxmemory_policy").unwrap_or("unknown").to_string(),
-        })
+        let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host: node.host.clone(), port: node.port },
+        );
+        let value = cluster.route_command(cmd, routing).await.map_err(|e| self.err(e))?;
+        redis::FromRedisValue::from_redis_value(value).map_err(|e| self.err(e.into()))
     }
 
     // ---- the lease ------------------------------------------------------
@@ -255,6 +330,14 @@ impl OnlineStore {
             return Ok(Vec::new());
         }
         let mut c = self.conn().await?;
+        if self.cluster {
+            // Each service's pointer lives in its own slot: one GET each.
+            let mut out = Vec::with_capacity(services.len());
+            for s in services {
+                out.push(c.get(keys::current(s)).await.map_err(|e| self.err(e))?);
+            }
+            return Ok(out);
+        }
         let mut p = redis::pipe();
         for s in services {
             p.cmd("GET").arg(keys::current(s));
@@ -299,29 +382,33 @@ impl OnlineStore {
         Ok(names)
     }
 
-    /// One SCAN step: the next cursor (0 when done) and the keys it returned.
-    async fn scan_page(&self, c: &mut Connection, cursor: u64, pattern: &str, count: usize) -> Result<(u64, Vec<String>), OnlineError> {
-        redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut **c)
-            .await
-            .map_err(|e| self.err(e))
+    /// One SCAN step on `node`: the next cursor (0 when done) and the keys it returned.
+    async fn scan_page(
+        &self,
+        c: &mut Connection,
+        node: Option<&Node>,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), OnlineError> {
+        let cmd = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count).clone();
+        self.on_node(c, node, cmd).await
     }
 
     async fn scan_all(&self, c: &mut Connection, pattern: &str) -> Result<Vec<String>, OnlineError> {
-        let (mut cursor, mut out) = (0u64, Vec::new());
-        loop {
-            let (next, batch) = self.scan_page(c, cursor, pattern, 1000).await?;
-            out.extend(batch);
-            if next == 0 {
-                return Ok(out);
+        let mut out = Vec::new();
+        for node in self.nodes(c).await? {
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch) = self.scan_page(c, node.as_ref(), cursor, pattern, 1000).await?;
+                out.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(out)
     }
 
     /// Makes `meta.generation` the live one, atomically, if `run_id` still holds
@@ -383,17 +470,20 @@ impl OnlineStore {
     pub async fn retire(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
         let pattern = keys::row_pattern(service, generation);
-        let (mut cursor, mut removed) = (0u64, 0u64);
-        loop {
-            let (next, batch) = self.scan_page(&mut c, cursor, &pattern, 2000).await?;
-            if !batch.is_empty() {
-                let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut *c).await.map_err(|e| self.err(e))?;
-                removed += n;
+        let mut removed = 0u64;
+        for node in self.nodes(&mut c).await? {
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch) = self.scan_page(&mut c, node.as_ref(), cursor, &pattern, 2000).await?;
+                if !batch.is_empty() {
+                    let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+                    removed += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         let _: () = redis::pipe()
             .cmd("UNLINK")
@@ -451,11 +541,27 @@ impl OnlineStore {
         let script = Script::new(PUT_IF_NEWER);
         // EVALSHA in a pipeline cannot fall back to EVAL, so make sure the script is loaded.
         let _: String = script.prepare_invoke().load_async(&mut **conn).await.map_err(|e| self.err(e))?;
-        let mut p = redis::pipe();
-        for (k, v) in rows.iter() {
-            p.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(k).arg(v);
+        // A pipeline may only span one slot of a cluster: group the rows by slot.
+        type Rows<'r> = Vec<(&'r [u8], &'r [u8])>;
+        let mut groups: Vec<Rows<'_>> = Vec::new();
+        if self.cluster {
+            let mut by_slot: HashMap<redis::cluster_routing::Slot, Rows<'_>> = HashMap::new();
+            for (k, v) in rows.iter() {
+                by_slot.entry(redis::cluster_routing::Slot::for_key(k)).or_default().push((k, v));
+            }
+            groups.extend(by_slot.into_values());
+        } else {
+            groups.push(rows.iter().collect());
         }
-        let results: Vec<i64> = p.query_async(&mut **conn).await.map_err(|e| self.err(e))?;
+        let mut results: Vec<i64> = Vec::with_capacity(rows.len());
+        for group in groups {
+            let mut p = redis::pipe();
+            for (k, v) in group {
+                p.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(k).arg(v);
+            }
+            let r: Vec<i64> = p.query_async(&mut **conn).await.map_err(|e| self.err(e))?;
+            results.extend(r);
+        }
         let mut w = ConditionalWrites::default();
         for r in results {
             match r {
@@ -480,15 +586,19 @@ impl OnlineStore {
     pub async fn count_rows(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
         let pattern = keys::row_pattern(service, generation);
-        let (mut cursor, mut n) = (0u64, 0u64);
-        loop {
-            let (next, batch) = self.scan_page(&mut c, cursor, &pattern, 5000).await?;
-            n += batch.len() as u64;
-            if next == 0 {
-                return Ok(n);
+        let mut n = 0u64;
+        for node in self.nodes(&mut c).await? {
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch) = self.scan_page(&mut c, node.as_ref(), cursor, &pattern, 5000).await?;
+                n += batch.len() as u64;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(n)
     }
 }
 
@@ -505,6 +615,17 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_seed_list_or_a_cluster_scheme_means_a_cluster() {
+        assert_eq!(super::targets("redis://h:1/0"), (vec!["redis://h:1/0".to_string()], false));
+        assert_eq!(
+            super::targets("redis://a:7000, redis://b:7001"),
+            (vec!["redis://a:7000".to_string(), "redis://b:7001".to_string()], true)
+        );
+        assert_eq!(super::targets("redis+cluster://a:7000"), (vec!["redis://a:7000".to_string()], true));
+        assert_eq!(super::targets("rediss+cluster://a:7000"), (vec!["rediss://a:7000".to_string()], true));
+    }
+
     #[test]
     fn passwords_never_reach_messages() {
         assert_eq!(super::redact("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");

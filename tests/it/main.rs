@@ -2,6 +2,7 @@
 //! real Parquet / DuckDB / DuckLake files.
 
 mod gateway;
+mod cluster;
 mod config;
 mod http;
 mod materialize;

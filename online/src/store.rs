@@ -602,8 +602,13 @@ impl OnlineStore {
     }
 }
 
-/// `redis://user:secret@host/0` -> `redis://user:***@host/0`.
+/// `redis://user:secret@host/0` -> `redis://user:***@host/0`, for each URL of
+/// a seed list.
 pub fn redact(url: &str) -> String {
+    url.split(',').map(|u| redact_one(u.trim())).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let (auth, host) = match rest.rsplit_once('@') {
         Some(parts) => parts,
@@ -631,5 +636,6 @@ mod tests {
         assert_eq!(super::redact("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(super::redact("rediss://u:p@h"), "rediss://u:***@h");
         assert_eq!(super::redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(super::redact("redis://:a@h1:1,redis://:b@h2:2"), "redis://:***@h1:1,redis://:***@h2:2");
     }
 }

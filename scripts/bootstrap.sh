@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing daeda needs on a fresh Debian machine, once:
-#   - redis-server (Debian package) when it is missing;
+#   - redis-server and redis-cli (Debian packages) when missing, and curl;
 #   - libduckdb.so for DuckDB 1.5.5 (from the npm package that ships it prebuilt),
 #     so no build has to compile DuckDB's ~1,800 C++ files;
 #   - the DuckLake extension for DuckDB 1.5.5 (from its PyPI wheel), laid out as a
@@ -24,6 +24,9 @@ apt_install() {
 }
 
 command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server; }
+# redis-cli creates the test cluster; the demo talks to the gateway with curl.
+command -v redis-cli >/dev/null || { log "installing redis-tools"; apt_install redis-tools; }
+command -v curl >/dev/null || { log "installing curl"; apt_install curl; }
 command -v npm >/dev/null || { log "installing npm"; apt_install npm; }
 command -v python3 >/dev/null || { log "installing python3"; apt_install python3 python3-pip; }
 command -v unzip >/dev/null || python3 -c 'import zipfile' || apt_install unzip

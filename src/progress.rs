@@ -14,7 +14,7 @@ impl Bar {
         }
         let bar = ProgressBar::new_spinner();
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix}: {human_pos} rows written ({per_sec}) {elapsed}")
+            ProgressStyle::with_template("{spinner} {prefix}: {human_pos} rows ({per_sec}) {elapsed}")
                 .expect("valid template"),
         );
         bar.set_prefix(label.to_string());
@@ -28,7 +28,7 @@ impl Bar {
 }
 
 impl daeda_materializer::Progress for Bar {
-    fn rows_written(&self, n: u64) {
+    fn rows_done(&self, n: u64) {
         self.0.inc(n);
     }
 }

@@ -62,9 +62,10 @@ impl Default for Settings {
     }
 }
 
-/// Reports progress; the CLI draws a bar on a terminal, nothing otherwise.
+/// Reports progress (rows written, or compared by the skew checker); the CLI
+/// draws a spinner on a terminal, nothing otherwise.
 pub trait Progress: Send + Sync {
-    fn rows_written(&self, _n: u64) {}
+    fn rows_done(&self, _n: u64) {}
 }
 
 impl Progress for () {}
@@ -222,7 +223,7 @@ impl Materializer {
             let mut entities = 0;
             while let Some(b) = rx.recv().await {
                 entities += b.rows.len() as u64;
-                progress.rows_written(b.rows.len() as u64);
+                progress.rows_done(b.rows.len() as u64);
             }
             let produced = join(producer).await?;
             debug_assert_eq!(entities, produced.entities);
@@ -483,7 +484,7 @@ impl Materializer {
                         store.put_rows(&mut conn, &batch.rows).await?;
                     }
                     written.fetch_add(n, Ordering::Relaxed);
-                    progress.rows_written(n);
+                    progress.rows_done(n);
                 }
             });
         }

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, SecondsFormat, Utc};
 use daeda_catalog::ServiceDef;
 use daeda_materializer::encode::Encoder;
-use daeda_materializer::{offline, source, MaterializeError};
+use daeda_materializer::{offline, source, MaterializeError, Progress};
 use daeda_metadata_store::{MetadataStore, RunRecord, StoreError};
 use daeda_online::codec::{self, RowSchema, Value};
 use daeda_online::{keys, lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
@@ -119,6 +119,7 @@ pub async fn check(
     def: Arc<ServiceDef>,
     opts: &CheckOptions,
     records: &MetadataStore,
+    progress: Arc<dyn Progress>,
 ) -> Result<SkewReport, SkewError> {
     if !def.serving.allowed {
         return Err(SkewError::NotAllowed(def.name.clone()));
@@ -137,7 +138,7 @@ pub async fn check(
         ..Default::default()
     };
     records.append(&record)?;
-    let result = run(store, &def, opts, run_id).await;
+    let result = run(store, &def, opts, run_id, progress).await;
     record.ended_at = Some(rfc3339(Utc::now()));
     match &result {
         Ok(r) => {
@@ -156,7 +157,13 @@ pub async fn check(
     result
 }
 
-async fn run(store: &OnlineStore, def: &Arc<ServiceDef>, opts: &CheckOptions, run_id: String) -> Result<SkewReport, SkewError> {
+async fn run(
+    store: &OnlineStore,
+    def: &Arc<ServiceDef>,
+    opts: &CheckOptions,
+    run_id: String,
+    progress: Arc<dyn Progress>,
+) -> Result<SkewReport, SkewError> {
     let t0 = Instant::now();
     let meta = store.current(&def.name).await?.ok_or_else(|| SkewError::NoLiveGeneration(def.name.clone()))?;
     if meta.fingerprint != def.fingerprint() {
@@ -190,6 +197,7 @@ async fn run(store: &OnlineStore, def: &Arc<ServiceDef>, opts: &CheckOptions, ru
             failure = Some(e);
             break;
         }
+        progress.rows_done(batch.len() as u64);
     }
     drop(rx);
     let warnings = producer.await.map_err(|e| MaterializeError::Internal(e.to_string()))??;

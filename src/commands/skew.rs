@@ -54,7 +54,10 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
     };
     let records = MetadataStore::open(&cfg.run_root)?;
     let store = super::store(&cfg)?;
-    let report = super::runtime()?.block_on(daeda_skew::check(&store, def, &opts, &records)).map_err(|e| match e {
+    let bar = std::sync::Arc::new(crate::progress::Bar::rows(&def.name, a.json));
+    let result = super::runtime()?.block_on(daeda_skew::check(&store, def.clone(), &opts, &records, bar.clone()));
+    bar.finish();
+    let report = result.map_err(|e| match e {
         e @ SkewError::NotAllowed(_) => anyhow::Error::new(UsageError(e.to_string())),
         e => anyhow::Error::new(e),
     })?;

@@ -141,6 +141,31 @@ struct Node {
     port: u16,
 }
 
+/// A SCAN over every node, page by page: the one loop behind retirement,
+/// gc and counting.
+struct KeyScan {
+    /// `[None]` for one server; each primary of a cluster.
+    nodes: Vec<Option<Node>>,
+    node: usize,
+    cursor: u64,
+    pattern: String,
+    count: usize,
+}
+
+impl KeyScan {
+    /// The next page of keys (possibly empty), or None when every node is done.
+    async fn next(&mut self, store: &OnlineStore, c: &mut Connection) -> Result<Option<Vec<String>>, OnlineError> {
+        let Some(node) = self.nodes.get(self.node) else { return Ok(None) };
+        let cmd = redis::cmd("SCAN").arg(self.cursor).arg("MATCH").arg(&self.pattern).arg("COUNT").arg(self.count).clone();
+        let (next, page): (u64, Vec<String>) = store.on_node(c, node.as_ref(), cmd).await?;
+        if next == 0 {
+            self.node += 1;
+        }
+        self.cursor = next;
+        Ok(Some(page))
+    }
+}
+
 impl std::fmt::Debug for OnlineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnlineStore").field("url", &self.display_url).finish()
@@ -382,31 +407,16 @@ impl OnlineStore {
         Ok(names)
     }
 
-    /// One SCAN step on `node`: the next cursor (0 when done) and the keys it returned.
-    async fn scan_page(
-        &self,
-        c: &mut Connection,
-        node: Option<&Node>,
-        cursor: u64,
-        pattern: &str,
-        count: usize,
-    ) -> Result<(u64, Vec<String>), OnlineError> {
-        let cmd = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count).clone();
-        self.on_node(c, node, cmd).await
+    /// Starts a SCAN over every node that holds keys (each primary of a cluster).
+    async fn key_scan(&self, c: &mut Connection, pattern: &str, count: usize) -> Result<KeyScan, OnlineError> {
+        Ok(KeyScan { nodes: self.nodes(c).await?, node: 0, cursor: 0, pattern: pattern.to_string(), count })
     }
 
     async fn scan_all(&self, c: &mut Connection, pattern: &str) -> Result<Vec<String>, OnlineError> {
+        let mut scan = self.key_scan(c, pattern, 1000).await?;
         let mut out = Vec::new();
-        for node in self.nodes(c).await? {
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch) = self.scan_page(c, node.as_ref(), cursor, pattern, 1000).await?;
-                out.extend(batch);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+        while let Some(page) = scan.next(self, c).await? {
+            out.extend(page);
         }
         Ok(out)
     }
@@ -469,20 +479,12 @@ impl OnlineStore {
     /// blocking Redis. Returns the number of row keys removed.
     pub async fn retire(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
-        let pattern = keys::row_pattern(service, generation);
+        let mut scan = self.key_scan(&mut c, &keys::row_pattern(service, generation), 2000).await?;
         let mut removed = 0u64;
-        for node in self.nodes(&mut c).await? {
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch) = self.scan_page(&mut c, node.as_ref(), cursor, &pattern, 2000).await?;
-                if !batch.is_empty() {
-                    let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut *c).await.map_err(|e| self.err(e))?;
-                    removed += n;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+        while let Some(page) = scan.next(self, &mut c).await? {
+            if !page.is_empty() {
+                let n: u64 = redis::cmd("UNLINK").arg(&page).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+                removed += n;
             }
         }
         let _: () = redis::pipe()
@@ -585,18 +587,10 @@ impl OnlineStore {
     /// Counts the row keys of a generation with SCAN, holding one page at a time.
     pub async fn count_rows(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
-        let pattern = keys::row_pattern(service, generation);
+        let mut scan = self.key_scan(&mut c, &keys::row_pattern(service, generation), 5000).await?;
         let mut n = 0u64;
-        for node in self.nodes(&mut c).await? {
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch) = self.scan_page(&mut c, node.as_ref(), cursor, &pattern, 5000).await?;
-                n += batch.len() as u64;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+        while let Some(page) = scan.next(self, &mut c).await? {
+            n += page.len() as u64;
         }
         Ok(n)
     }

@@ -282,11 +282,11 @@ pub fn event_ts(row: &[u8]) -> Result<i64, DecodeError> {
 }
 
 fn header(row: &[u8]) -> Result<(i64, &[u8]), DecodeError> {
-    let (&version, rest) = row.split_first().ok_or(DecodeError::Truncated)?;
+    let &version = row.first().ok_or(DecodeError::Truncated)?;
     if version != FORMAT_VERSION {
         return Err(DecodeError::Version(version));
     }
-    let ts = rest.get(..8).ok_or(DecodeError::Truncated)?;
+    let ts = row.get(EVENT_TS_OFFSET..HEADER_LEN).ok_or(DecodeError::Truncated)?;
     Ok((i64::from_le_bytes(ts.try_into().expect("8 bytes")), &row[HEADER_LEN..]))
 }
 

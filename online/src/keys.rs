@@ -16,9 +16,6 @@
 
 use std::fmt::Write;
 
-/// Prefix of all keys daeda owns.
-pub const PREFIX: &str = "daeda:";
-
 pub fn current(service: &str) -> String {
     format!("daeda:{{svc:{service}}}:current")
 }

@@ -7,7 +7,7 @@
 //! `iat` in the future is refused here, since jsonwebtoken does not look at it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,7 +42,8 @@ impl Plane {
 pub enum Scope {
     /// `"*"`: every approved service.
     All,
-    Only(HashSet<String>),
+    /// Shared, so a cached principal is cloned per request without copying the set.
+    Only(Arc<HashSet<String>>),
 }
 
 impl Scope {
@@ -179,7 +180,7 @@ impl Verifier {
         let services = if c.services.iter().any(|s| s == "*") {
             Scope::All
         } else {
-            Scope::Only(c.services.into_iter().collect())
+            Scope::Only(Arc::new(c.services.into_iter().collect()))
         };
         let principal = Principal { sub: c.sub, services, planes: c.planes };
         let mut cache = self.verified.write().expect("token cache lock");

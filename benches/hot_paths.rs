@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
         wanted: (0..schema.len()).collect(),
         rows: (0..100).map(|_| Some(row.clone())).collect(),
         status: vec![EntityStatus::Ok; 100],
-        schema: schema.clone(),
+        schema: std::sync::Arc::new(schema.clone()),
     };
     let ids: Vec<i64> = (0..100).collect();
     let req: LookupRequest = serde_json::from_value(serde_json::json!({"entities": {"user_id": ids}})).unwrap();

@@ -185,7 +185,9 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         .await?
         .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
     let t = Instant::now();
-    let mut fetched = lookup::fetch(&state.store, def, &meta, &lookup_req, state.cfg.max_batch).await?;
+    // Present for every service `authorize` lets through (serving allowed).
+    let schema = state.schemas.get(service).cloned().ok_or_else(|| ApiError::NotFound(format!("unknown service `{service}`")))?;
+    let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
     state.metrics.redis_latency(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
     // the pointer, and if it moved, answer from the new generation instead.
@@ -193,7 +195,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         if let Some(now) = state.generations.reload(service).await? {
             if now.generation != meta.generation {
                 meta = now;
-                fetched = lookup::fetch(&state.store, def, &meta, &lookup_req, state.cfg.max_batch).await?;
+                fetched = lookup::fetch(&state.store, def, schema, &meta, &lookup_req, state.cfg.max_batch).await?;
             }
         }
     }

@@ -99,6 +99,8 @@ pub(crate) struct State {
     pub(crate) generations: Arc<generations::Generations>,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) sql: Option<Arc<dyn sql::SqlEngine>>,
+    /// Each served service's row schema, built once at start-up.
+    pub(crate) schemas: std::collections::HashMap<String, Arc<daeda_online::codec::RowSchema>>,
 }
 
 /// A bound, ready gateway.
@@ -140,7 +142,12 @@ impl Gateway {
         if let Err(e) = generations.refresh().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; lookups answer 503 until it is");
         }
-        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), sql });
+        let schemas = catalog
+            .services()
+            .filter(|s| s.serving.allowed)
+            .map(|s| (s.name.clone(), Arc::new(daeda_online::codec::RowSchema::of(s))))
+            .collect();
+        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), sql, schemas });
         Ok(Gateway { state, listener, tls })
     }
 

@@ -3,6 +3,7 @@
 //! `POST /v1/features/{service}` share this, so they answer the same bytes.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
@@ -173,7 +174,7 @@ impl EntityStatus {
 /// A batch as read from one generation, before it is rendered.
 #[derive(Debug)]
 pub struct Fetched {
-    pub schema: RowSchema,
+    pub schema: Arc<RowSchema>,
     /// The answered value columns, as indexes into `schema`.
     pub wanted: Vec<usize>,
     /// Per entity: the decoded row, or None when missing. Stale rows are here
@@ -189,14 +190,16 @@ impl Fetched {
 }
 
 /// Looks up a batch against the generation `meta`: one MGET, rows decoded.
+/// `schema` is `RowSchema::of(def)`, passed in so a server builds it once per
+/// service rather than once per request.
 pub async fn fetch(
     store: &OnlineStore,
     def: &ServiceDef,
+    schema: Arc<RowSchema>,
     meta: &GenerationMeta,
     req: &LookupRequest,
     max_batch: usize,
 ) -> Result<Fetched, LookupError> {
-    let schema = RowSchema::of(def);
     let wanted = selected(def, &schema, req.features.as_deref())?;
     let entities = entity_keys(def, &req.entities, max_batch)?;
     check_generation(def, meta)?;
@@ -233,7 +236,7 @@ pub async fn lookup(
     req: &LookupRequest,
     max_batch: usize,
 ) -> Result<Vec<u8>, LookupError> {
-    let fetched = fetch(store, def, meta, req, max_batch).await?;
+    let fetched = fetch(store, def, Arc::new(RowSchema::of(def)), meta, req, max_batch).await?;
     let mut out = Vec::with_capacity(256 + fetched.rows.len() * 128);
     write_json(def, meta, req, &fetched, &mut out);
     Ok(out)

@@ -88,7 +88,16 @@ impl Run {
     }
 }
 
-async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, users: u64, seed: u64, until: Instant, arrow: bool) -> Run {
+/// One keep-alive connection POSTing `next_body(rng)` to `path` until `until`.
+async fn http_worker(
+    addr: SocketAddr,
+    token: Arc<String>,
+    path: &'static str,
+    accept: Option<&'static str>,
+    seed: u64,
+    until: Instant,
+    mut next_body: impl FnMut(&mut Rng) -> String,
+) -> Run {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
@@ -97,18 +106,16 @@ async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, user
     let mut run = Run::default();
     let auth = format!("Bearer {token}");
     while Instant::now() < until {
-        let ids: Vec<String> = (0..batch).map(|_| rng.next(users).to_string()).collect();
-        let body = format!(r#"{{"entities": {{"user_id": [{}]}}, "include_stale": true}}"#, ids.join(","));
         let mut req = hyper::Request::builder()
             .method("POST")
-            .uri("/v1/features/user_features")
+            .uri(path)
             .header("host", "localhost")
             .header("authorization", &auth)
             .header("content-type", "application/json");
-        if arrow {
-            req = req.header("accept", "application/vnd.apache.arrow.stream");
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
         }
-        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let req = req.body(Full::new(Bytes::from(next_body(&mut rng)))).unwrap();
         let t = Instant::now();
         match sender.send_request(req).await {
             Ok(resp) => {
@@ -126,37 +133,22 @@ async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, user
     run
 }
 
+/// Lookups of `batch` random entities, as JSON or Arrow.
+async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, users: u64, seed: u64, until: Instant, arrow: bool) -> Run {
+    let accept = arrow.then_some("application/vnd.apache.arrow.stream");
+    http_worker(addr, token, "/v1/features/user_features", accept, seed, until, |rng| {
+        let ids: Vec<String> = (0..batch).map(|_| rng.next(users).to_string()).collect();
+        format!(r#"{{"entities": {{"user_id": [{}]}}, "include_stale": true}}"#, ids.join(","))
+    })
+    .await
+}
+
 /// Small approved SQL queries (one entity's full history) against the SQL plane.
 async fn sql_worker(addr: SocketAddr, token: Arc<String>, users: u64, seed: u64, until: Instant) -> Run {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let mut rng = Rng(seed);
-    let mut run = Run::default();
-    let auth = format!("Bearer {token}");
-    while Instant::now() < until {
-        let body = format!(r#"{{"sql": "SELECT user_id, event_ts, ctr_7d, country FROM user_features WHERE user_id = {}"}}"#, rng.next(users));
-        let req = hyper::Request::builder()
-            .method("POST")
-            .uri("/v1/sql")
-            .header("host", "localhost")
-            .header("authorization", &auth)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let t = Instant::now();
-        match sender.send_request(req).await {
-            Ok(resp) => {
-                let ok = resp.status() == 200;
-                let _ = resp.into_body().collect().await.unwrap();
-                run.latencies.push(t.elapsed());
-                if !ok {
-                    run.errors += 1;
-                }
-            }
-            Err(_) => run.errors += 1,
-        }
-    }
-    run
+    http_worker(addr, token, "/v1/sql", None, seed, until, |rng| {
+        format!(r#"{{"sql": "SELECT user_id, event_ts, ctr_7d, country FROM user_features WHERE user_id = {}"}}"#, rng.next(users))
+    })
+    .await
 }
 
 async fn redis_worker(url: String, batch: usize, users: u64, seed: u64, until: Instant) -> Run {

@@ -9,17 +9,36 @@
 //! is exhaustive over the query structure and denies whatever it does not
 //! recognise; what it approves is the statement as sqlparser prints it back,
 //! never the raw text.
+//!
+//! Walls in this crate, each of which stops the known breakouts alone:
+//! - [`lexical`]: bounded size before any recursion, and only lexemes both
+//!   parsers read alike (no `\'` in strings, no `E''`, dollar quotes or odd
+//!   identifiers);
+//! - the walk below (deny by default);
+//! - the fixed point: the printed text, parsed again, must give the same tree
+//!   and print identically, so the text that runs is the tree that was checked;
+//! - [`duckdb`]: DuckDB's own parse of that text must agree (the SQL plane
+//!   feeds it DuckDB's JSON).
+//!
+//! Invariant: [`check`] recurses at most as deep as its input has tokens
+//! ([`Limits::max_tokens`]); run it on a thread with [`Limits::stack_bytes`]
+//! of stack. On a smaller stack a hostile query could overflow it.
 
+pub mod duckdb;
+pub mod lexical;
 pub mod rules;
+
+pub use lexical::Limits;
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, GroupByExpr, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query,
     Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor,
 };
 use sqlparser::dialect::DuckDbDialect;
+use sqlparser::ast::Value;
 use sqlparser::parser::Parser;
 
 /// The services a caller may read: approved for serving and granted by the token.
@@ -58,9 +77,35 @@ fn deny<T>(reason: impl Into<String>) -> Result<T, Denied> {
     Err(Denied { reason: reason.into() })
 }
 
-/// Checks `sql` against `grants`.
+/// Checks `sql` against `grants` within the default [`Limits`].
 pub fn check(sql: &str, grants: &Grants) -> Result<Approved, Denied> {
-    let statements = match Parser::parse_sql(&DuckDbDialect {}, sql) {
+    check_with(sql, grants, &Limits::default())
+}
+
+/// Checks `sql` against `grants`; see the crate's invariant on stack size.
+pub fn check_with(sql: &str, grants: &Grants, limits: &Limits) -> Result<Approved, Denied> {
+    let statement = parse_one(sql, limits)?;
+    let Statement::Query(query) = &statement else {
+        return deny(format!("statement {} is not allowed; only read-only queries are", statement_kind(&statement)));
+    };
+    let mut walk = Walk { grants, relations: BTreeSet::new() };
+    walk.query(query, &Scope::default())?;
+    // The fixed point: what runs is the printed text, so the printed text must
+    // be exactly the tree that was checked.
+    let printed = statement.to_string();
+    let again = parse_one(&printed, limits).map_err(|d| Denied {
+        reason: format!("the query's printed form does not parse back ({}); it is denied", d.reason),
+    })?;
+    if again != statement || again.to_string() != printed {
+        return deny("the query's printed form reads differently from the query; it is denied");
+    }
+    Ok(Approved { sql: printed, relations: walk.relations })
+}
+
+/// The one statement `sql` holds, parsed within `limits`.
+fn parse_one(sql: &str, limits: &Limits) -> Result<Statement, Denied> {
+    let tokens = lexical::tokens(sql, limits)?;
+    let statements = match Parser::new(&DuckDbDialect {}).with_tokens_with_locations(tokens).parse_statements() {
         Ok(s) => s,
         Err(e) => {
             return deny(format!(
@@ -68,17 +113,12 @@ pub fn check(sql: &str, grants: &Grants) -> Result<Approved, Denied> {
             ))
         }
     };
-    let statement = match statements.as_slice() {
-        [] => return deny("the request holds no SQL statement"),
-        [one] => one,
-        _ => return deny("only one statement is allowed"),
-    };
-    let Statement::Query(query) = statement else {
-        return deny(format!("statement {} is not allowed; only read-only queries are", statement_kind(statement)));
-    };
-    let mut walk = Walk { grants, relations: BTreeSet::new() };
-    walk.query(query, &Scope::default())?;
-    Ok(Approved { sql: statement.to_string(), relations: walk.relations })
+    let mut statements = statements.into_iter();
+    match (statements.next(), statements.next()) {
+        (None, _) => deny("the request holds no SQL statement"),
+        (Some(one), None) => Ok(one),
+        (Some(_), Some(_)) => deny("only one statement is allowed"),
+    }
 }
 
 /// The first keyword of a statement, for messages (`INSERT`, `ATTACH`, ...).
@@ -339,6 +379,16 @@ impl Visitor for ExprCheck<'_, '_, '_> {
         if self.depth > 0 {
             return ControlFlow::Continue(()); // the query walk checks those
         }
+        let session_keyword = match e {
+            Expr::Identifier(i) => Some(i),
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("alias") => parts.get(1),
+            _ => None,
+        };
+        if let Some(i) = session_keyword.filter(|i| rules::SESSION_KEYWORDS.contains(&i.value.to_ascii_lowercase().as_str())) {
+            return ControlFlow::Break(Denied {
+                reason: format!("{} reads the session, not a service; a column of that name is read as <table>.{}", i.value, i.value),
+            });
+        }
         if let Expr::Function(f) = e {
             let name = match f.name.0.as_slice() {
                 [ObjectNamePart::Identifier(i)] => i.value.to_ascii_lowercase(),
@@ -347,7 +397,26 @@ impl Visitor for ExprCheck<'_, '_, '_> {
             if !rules::is_allowed_function(&name) {
                 return ControlFlow::Break(Denied { reason: format!("function {name} is not allowed") });
             }
+            if let Some((arg, cap)) = rules::capped_argument(&name) {
+                if !literal_within(&f.args, arg, cap) {
+                    return ControlFlow::Break(Denied {
+                        reason: format!("function {name} needs its length as an integer literal from 0 to {cap}"),
+                    });
+                }
+            }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Whether argument `index` of a call is an integer literal in `0..=cap`.
+fn literal_within(args: &FunctionArguments, index: usize, cap: i64) -> bool {
+    let FunctionArguments::List(list) = args else { return false };
+    match list.args.get(index) {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+            Value::Number(n, false) => n.parse::<i64>().is_ok_and(|n| (0..=cap).contains(&n)),
+            _ => false,
+        },
+        _ => false,
     }
 }

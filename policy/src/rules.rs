@@ -5,6 +5,12 @@
 /// Names are compared lower-cased. Anything else, including `read_*`, `glob`,
 /// `getenv`, `current_setting`, `getvariable`, `version`, `duckdb_*` and
 /// `pragma_*`, is denied.
+///
+/// Left out on purpose, because their cost is set by an argument rather than
+/// by the data and one call cannot be interrupted: `format`/`printf` (a width
+/// in the format string allocates), `levenshtein`, `damerau_levenshtein`,
+/// `jaccard`, `jaro_winkler_similarity` (quadratic in their inputs).
+/// `repeat`, `lpad` and `rpad` stay, capped by [`capped_argument`].
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // aggregates
     "count", "sum", "avg", "mean", "min", "max", "median", "mode", "stddev", "stddev_pop", "stddev_samp",
@@ -28,8 +34,7 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
     "split_part", "string_split", "str_split", "starts_with", "ends_with", "contains", "prefix", "suffix",
     "regexp_matches", "regexp_replace", "regexp_extract", "regexp_full_match", "like_escape", "lpad",
     "rpad", "left", "right", "reverse", "strpos", "instr", "position", "repeat", "ascii", "chr", "md5",
-    "sha256", "hash", "levenshtein", "jaccard", "jaro_winkler_similarity", "format", "printf", "initcap",
-    "translate", "array_to_string", "list_aggregate",
+    "sha256", "hash", "initcap", "translate", "array_to_string", "list_aggregate",
     // dates and times
     "date_trunc", "datetrunc", "date_part", "datepart", "extract", "date_diff", "datediff", "date_sub",
     "datesub", "date_add", "strftime", "strptime", "epoch", "epoch_ms", "epoch_us", "epoch_ns",
@@ -63,3 +68,35 @@ pub fn is_catalog_schema(name: &str) -> bool {
 pub fn is_allowed_function(name: &str) -> bool {
     ALLOWED_FUNCTIONS.contains(&name)
 }
+
+/// Functions whose cost is set by one argument: `(index of that argument, the
+/// largest value allowed)`. The argument must be an integer literal within
+/// the bound, so `repeat('a', 100000000)` is refused before it allocates.
+pub fn capped_argument(name: &str) -> Option<(usize, i64)> {
+    match name {
+        "repeat" | "lpad" | "rpad" => Some((1, MAX_GENERATED_LENGTH)),
+        _ => None,
+    }
+}
+
+/// The largest `repeat`/`lpad`/`rpad` length a query may ask for.
+pub const MAX_GENERATED_LENGTH: i64 = 10_000;
+
+/// Names DuckDB's binder turns into a call reading the session (user, role,
+/// catalog, schema) when no column has that name. The clock keywords
+/// (`current_date`, `current_timestamp`...) are harmless and allowed.
+pub const SESSION_KEYWORDS: &[&str] =
+    &["current_catalog", "current_role", "current_schema", "current_user", "session_user", "user"];
+
+/// Function names DuckDB's parser produces from syntax rather than from a call
+/// the query spells: `count(*)`, `EXTRACT`, list and struct literals, list
+/// comprehensions, `SIMILAR TO`, `ROW(...)`.
+pub const DUCKDB_SYNTAX_FUNCTIONS: &[&str] =
+    &["count_star", "date_part", "list_value", "struct_pack", "row", "regexp_full_match", "list_filter", "list_transform"];
+
+/// Operators as DuckDB's parser names them (`is_operator`): arithmetic,
+/// string, bit, pattern matching, list and JSON access. None reads state.
+pub const DUCKDB_OPERATORS: &[&str] = &[
+    "+", "-", "*", "/", "//", "%", "**", "^", "||", "&", "|", "<<", ">>", "~", "!", "~~", "!~~", "~~*",
+    "!~~*", "~~~", "!~~~", "@>", "<@", "&&", "->>", "->", "^@",
+];

@@ -20,6 +20,41 @@ struct FileConfig {
     allow_remote: Option<bool>,
     max_batch: Option<usize>,
     jwt: Option<JwtFile>,
+    sql: Option<SqlFile>,
+}
+
+/// `[sql]`: the SQL plane's bounds. Each key also reads `DAEDA_SQL_<KEY>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlFile {
+    enabled: Option<bool>,
+    timeout_ms: Option<u64>,
+    max_rows: Option<usize>,
+    max_result_bytes: Option<usize>,
+    concurrency: Option<usize>,
+    memory_limit: Option<String>,
+    threads: Option<u32>,
+    max_address_space_mb: Option<u64>,
+}
+
+/// The SQL plane's settings after every layer is applied.
+#[derive(Debug, Clone)]
+pub struct SqlSettings {
+    /// Serve `POST /v1/sql` (with a worker process).
+    pub enabled: bool,
+    /// A query's deadline; the request's own deadline caps it too.
+    pub timeout_ms: u64,
+    pub max_rows: usize,
+    /// A result's in-memory size at most.
+    pub max_result_bytes: usize,
+    /// Queries running at once.
+    pub concurrency: usize,
+    /// DuckDB's `memory_limit` in the worker.
+    pub memory_limit: String,
+    /// DuckDB's threads in the worker.
+    pub threads: u32,
+    /// The worker's address-space cap (`RLIMIT_AS`), MiB; 0 = none.
+    pub max_address_space_mb: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +81,7 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    pub sql: SqlSettings,
 }
 
 /// The flags every command that needs them shares.
@@ -84,6 +120,20 @@ impl Config {
             None => FileConfig::default(),
         };
         let jwt = file.jwt.unwrap_or_default();
+        let sql = file.sql.unwrap_or_default();
+        let sql = SqlSettings {
+            enabled: env_parse("DAEDA_SQL_ENABLED")?.or(sql.enabled).unwrap_or(true),
+            timeout_ms: env_parse("DAEDA_SQL_TIMEOUT_MS")?.or(sql.timeout_ms).unwrap_or(4000),
+            max_rows: env_parse("DAEDA_SQL_MAX_ROWS")?.or(sql.max_rows).unwrap_or(10_000),
+            max_result_bytes: env_parse("DAEDA_SQL_MAX_RESULT_BYTES")?.or(sql.max_result_bytes).unwrap_or(64 << 20),
+            concurrency: env_parse("DAEDA_SQL_CONCURRENCY")?.or(sql.concurrency).unwrap_or(4),
+            memory_limit: env("DAEDA_SQL_MEMORY_LIMIT").or(sql.memory_limit).unwrap_or_else(|| "1GB".into()),
+            threads: env_parse("DAEDA_SQL_THREADS")?.or(sql.threads).unwrap_or(2),
+            max_address_space_mb: env_parse("DAEDA_SQL_MAX_ADDRESS_SPACE_MB")?.or(sql.max_address_space_mb).unwrap_or(8192),
+        };
+        if sql.timeout_ms == 0 || sql.max_rows == 0 || sql.concurrency == 0 || sql.threads == 0 {
+            return Err(crate::UsageError("sql.timeout_ms, sql.max_rows, sql.concurrency and sql.threads must be greater than 0".into()).into());
+        }
         Ok(Config {
             listen: env("DAEDA_LISTEN").or(file.listen).unwrap_or_else(|| "127.0.0.1:7070".into()),
             redis_url: o
@@ -112,6 +162,7 @@ impl Config {
             jwt_public_key: env("DAEDA_JWT_PUBLIC_KEY").map(PathBuf::from).or(jwt.public_key),
             jwt_issuer: env("DAEDA_JWT_ISSUER").or(jwt.issuer),
             jwt_audience: env("DAEDA_JWT_AUDIENCE").or(jwt.audience),
+            sql,
         })
     }
 }

@@ -59,6 +59,9 @@ enum Command {
     /// Generate the example services' offline data (Parquet, DuckDB, DuckLake).
     #[command(subcommand)]
     Demo(demo_data::Command),
+    /// The SQL plane's worker process; `daeda serve` starts it.
+    #[command(hide = true)]
+    SqlWorker(commands::serve::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Skew(c) => commands::skew::run(o, c),
         Command::Serve(a) => commands::serve::serve(o, &a),
         Command::Token(c) => commands::serve::token(o, c),
+        Command::SqlWorker(a) => commands::serve::sql_worker(o, &a),
         Command::Demo(c) => demo_data::run(c),
     }
 }

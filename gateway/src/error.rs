@@ -42,6 +42,12 @@ pub enum ApiError {
     /// 503: Redis is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the SQL worker is (re)starting, died under the query, or is busy.
+    #[error("{0}")]
+    SqlUnavailable(String),
+    /// 400: the SQL result is over its byte cap.
+    #[error("{0}")]
+    ResultTooLarge(String),
     /// 504: the request ran past its deadline.
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
@@ -50,7 +56,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::BatchTooLarge(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::BatchTooLarge(_) | ApiError::ResultTooLarge(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -58,7 +64,7 @@ impl ApiError {
             ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -76,6 +82,8 @@ impl ApiError {
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "redis_unavailable",
+            ApiError::SqlUnavailable(_) => "sql_unavailable",
+            ApiError::ResultTooLarge(_) => "result_too_large",
             ApiError::Timeout(_) => "timeout",
         }
     }
@@ -125,6 +133,8 @@ mod tests {
             (ApiError::TooLarge(10), 413, "body_too_large"),
             (ApiError::Internal("x".into()), 500, "internal"),
             (ApiError::Unavailable("x".into()), 503, "redis_unavailable"),
+            (ApiError::SqlUnavailable("x".into()), 503, "sql_unavailable"),
+            (ApiError::ResultTooLarge("x".into()), 400, "result_too_large"),
             (ApiError::Timeout(5), 504, "timeout"),
         ];
         for (e, status, code) in cases {

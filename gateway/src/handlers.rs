@@ -2,7 +2,7 @@
 //! [`auth::authorize`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use daeda_catalog::ServiceDef;
@@ -14,7 +14,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{self, Plane, Principal};
-use crate::sql::Interrupt;
 use crate::{arrow, ApiError, State};
 
 pub type Body = Full<Bytes>;
@@ -87,7 +86,10 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         }
         "/metrics" => {
             only(Method::GET)?;
-            let text = state.metrics.render(state.store.pool_status());
+            let mut text = state.metrics.render(state.store.pool_status());
+            if let Some(p) = &state.sql {
+                text.push_str(&crate::metrics::render_sql_worker(p.worker.is_up(), p.worker.restarts()));
+            }
             Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))
         }
         "/v1/services" => {
@@ -122,8 +124,11 @@ fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiErr
 }
 
 async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
+    // The SQL plane is auxiliary: its state is reported, never a reason to
+    // take the online plane out of rotation.
+    let sql = state.sql.as_ref().map(|p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}));
     match state.store.ping().await {
-        Ok(()) => Ok(json_ok(&json!({"status": "ready", "redis": "ok", "services": state.catalog.services().count()}))),
+        Ok(()) => Ok(json_ok(&json!({"status": "ready", "redis": "ok", "services": state.catalog.services().count(), "sql": sql}))),
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
 }
@@ -220,7 +225,8 @@ struct SqlRequest {
 }
 
 /// `POST /v1/sql`: plane `sql`, then the policy over the services the token may
-/// read on it, then the engine runs the statement as the policy printed it.
+/// read on it (on the policy's own threads), then the worker process runs the
+/// statement as the policy printed it, after DuckDB's parse agrees.
 async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let who = principal(state, &req)?;
     if !who.planes.contains(&Plane::Sql) {
@@ -230,34 +236,69 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     let body = read_body(state, req).await?;
     let request: SqlRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
-    let granted: Vec<&str> = state
+    let plane = state.sql.as_ref().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
+    let granted: Vec<String> = state
         .catalog
         .services()
         .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
-        .map(|s| s.name.as_str())
+        .map(|s| s.name.to_ascii_lowercase())
         .collect();
-    let approved = daeda_policy::check(&request.sql, &daeda_policy::Grants::new(granted))
-        .map_err(|d| ApiError::PolicyDenied(d.reason))?;
-    let engine = state.sql.clone().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
-    let interrupt = Interrupt::default();
-    let (max_rows, sql_text, handle) = (state.cfg.sql_max_rows, approved.sql.clone(), interrupt.clone());
-    let task = tokio::task::spawn_blocking(move || engine.run(&sql_text, max_rows, &handle));
-    let deadline = state.cfg.sql_timeout.min(state.cfg.request_timeout.saturating_sub(std::time::Duration::from_millis(200)));
-    let output = match tokio::time::timeout(deadline, task).await {
-        Err(_) => {
-            interrupt.fire();
-            return Err(ApiError::Timeout(deadline.as_millis() as u64));
-        }
-        Ok(Err(e)) => return Err(ApiError::Internal(format!("the SQL worker died: {e}"))),
-        Ok(Ok(Err(crate::sql::SqlError::Query(m)))) => return Err(ApiError::BadRequest(m)),
-        Ok(Ok(Err(crate::sql::SqlError::Internal(m)))) => return Err(ApiError::Internal(m)),
-        Ok(Ok(Ok(o))) => o,
+    let decision = plane.policy.check(&request.sql, granted.clone()).await.map_err(|e| ApiError::SqlUnavailable(e.to_string()))?;
+    let approved = decision.map_err(|d| {
+        state.metrics.sql_denied();
+        ApiError::PolicyDenied(d.reason)
+    })?;
+    // The worker's deadline, its cancel grace and its kill grace all fit
+    // inside the request's own deadline, so a 504 is always this plane's.
+    let grace = Duration::from_millis(500);
+    let budget = state.cfg.request_timeout.saturating_sub(grace * 2 + Duration::from_millis(100));
+    let timeout = state.cfg.sql_timeout.min(budget);
+    let _slot = tokio::time::timeout(timeout, plane.slots.acquire())
+        .await
+        .map_err(|_| ApiError::SqlUnavailable("the SQL plane is busy; retry shortly".into()))?
+        .map_err(|_| ApiError::SqlUnavailable("the SQL plane is stopping".into()))?;
+    let query = daeda_sql_wire::Query {
+        sql: approved.sql,
+        grants: granted,
+        relations: approved.relations.into_iter().collect(),
+        max_rows: state.cfg.sql_max_rows,
+        max_bytes: state.cfg.sql_max_bytes,
+        timeout_ms: timeout.as_millis() as u64,
     };
-    tracing::debug!(sub = %who.sub, relations = ?approved.relations, "sql query ran");
-    if wants_arrow {
-        let bytes = crate::sql::to_arrow(&output).map_err(ApiError::Internal)?;
-        return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
+    // Its own task: if this request is dropped, the query is still cancelled
+    // (or its worker killed) on time.
+    let worker = plane.worker.clone();
+    let reply = tokio::spawn(async move { worker.run(query, grace).await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the SQL task failed: {e}")))?;
+    use daeda_sql_wire::Reply;
+    let (ipc, truncated) = match reply {
+        Ok(Reply::Rows { arrow_ipc, truncated }) => (arrow_ipc, truncated),
+        Ok(Reply::QueryError(m)) => return Err(ApiError::BadRequest(m)),
+        Ok(Reply::Disagreement(m)) => {
+            state.metrics.sql_disagreement();
+            tracing::warn!(sub = %who.sub, reason = %m, "the policy and DuckDB's parser disagree; query denied");
+            return Err(ApiError::PolicyDenied(m));
+        }
+        Ok(Reply::Refused(m)) => return Err(ApiError::PolicyDenied(m)),
+        Ok(Reply::TooLarge(m)) => return Err(ApiError::ResultTooLarge(m)),
+        Ok(Reply::Timeout(_)) => return Err(ApiError::Timeout(timeout.as_millis() as u64)),
+        Ok(Reply::Internal(m)) => return Err(ApiError::Internal(m)),
+        Err(e @ crate::sql::WorkerError::Killed) => {
+            tracing::warn!(sub = %who.sub, "{e}");
+            return Err(ApiError::Timeout(timeout.as_millis() as u64));
+        }
+        Err(e) => return Err(ApiError::SqlUnavailable(e.to_string())),
+    };
+    tracing::debug!(sub = %who.sub, "sql query ran");
+    let mut resp = if wants_arrow {
+        respond(StatusCode::OK, arrow::CONTENT_TYPE, ipc.into())
+    } else {
+        let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
+        respond(StatusCode::OK, "application/json", crate::sql::to_json(&output).map_err(ApiError::Internal)?.into())
+    };
+    if truncated {
+        resp.headers_mut().insert("x-daeda-truncated", HeaderValue::from_static("true"));
     }
-    let bytes = crate::sql::to_json(&output).map_err(ApiError::Internal)?;
-    Ok(respond(StatusCode::OK, "application/json", bytes.into()))
+    Ok(resp)
 }

@@ -55,6 +55,10 @@ pub struct GatewayConfig {
     /// SQL plane: rows returned at most, and how long a query may run.
     pub sql_max_rows: usize,
     pub sql_timeout: Duration,
+    /// SQL plane: a result's in-memory size at most, in bytes.
+    pub sql_max_bytes: usize,
+    /// SQL plane: queries running at once; more wait, then answer 503.
+    pub sql_concurrency: usize,
     pub auth: AuthSettings,
 }
 
@@ -70,6 +74,8 @@ impl GatewayConfig {
             refresh: Duration::from_millis(500),
             sql_max_rows: 10_000,
             sql_timeout: Duration::from_secs(4),
+            sql_max_bytes: 64 << 20,
+            sql_concurrency: 4,
             auth,
         }
     }
@@ -98,9 +104,18 @@ pub(crate) struct State {
     pub(crate) verifier: auth::Verifier,
     pub(crate) generations: Arc<generations::Generations>,
     pub(crate) metrics: metrics::Metrics,
-    pub(crate) sql: Option<Arc<dyn sql::SqlEngine>>,
+    pub(crate) sql: Option<SqlPlane>,
     /// Each served service's row schema, built once at start-up.
     pub(crate) schemas: std::collections::HashMap<String, Arc<daeda_online::codec::RowSchema>>,
+}
+
+/// The SQL plane as the gateway holds it: its policy threads, its worker
+/// process, and the slots that bound how many queries run at once.
+pub(crate) struct SqlPlane {
+    pub(crate) policy: sql::policy_runner::PolicyRunner,
+    pub(crate) worker: Arc<sql::SqlWorker>,
+    pub(crate) slots: tokio::sync::Semaphore,
+    supervisor: tokio::task::JoinHandle<()>,
 }
 
 /// A bound, ready gateway.
@@ -116,12 +131,13 @@ impl Gateway {
         Self::bind_with_sql(cfg, catalog, store, None).await
     }
 
-    /// As [`Gateway::bind`], with `POST /v1/sql` served by `sql`.
+    /// As [`Gateway::bind`], with `POST /v1/sql` served by a worker process
+    /// started (and restarted) with `sql`.
     pub async fn bind_with_sql(
         cfg: GatewayConfig,
         catalog: Catalog,
         store: OnlineStore,
-        sql: Option<Arc<dyn sql::SqlEngine>>,
+        sql: Option<sql::WorkerCommand>,
     ) -> Result<Gateway, StartError> {
         if !cfg.listen.ip().is_loopback() {
             if cfg.tls.is_none() {
@@ -147,6 +163,15 @@ impl Gateway {
             .filter(|s| s.serving.allowed)
             .map(|s| (s.name.clone(), Arc::new(daeda_online::codec::RowSchema::of(s))))
             .collect();
+        let sql = sql.map(|cmd| {
+            let (worker, supervisor) = sql::SqlWorker::spawn(cmd);
+            SqlPlane {
+                policy: sql::policy_runner::PolicyRunner::start(2, 256),
+                worker,
+                slots: tokio::sync::Semaphore::new(cfg.sql_concurrency.max(1)),
+                supervisor,
+            }
+        });
         let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), sql, schemas });
         Ok(Gateway { state, listener, tls })
     }
@@ -210,6 +235,9 @@ impl Gateway {
         }
         drop(self.listener);
         refresher.abort();
+        if let Some(sql) = &self.state.sql {
+            sql.supervisor.abort(); // drops the worker's process handle, which kills it
+        }
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections were still open 10 s after shutdown began");
         }

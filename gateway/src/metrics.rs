@@ -40,6 +40,8 @@ pub struct Metrics {
     entities_ok: AtomicU64,
     entities_missing: AtomicU64,
     entities_stale: AtomicU64,
+    sql_denied: AtomicU64,
+    sql_disagreements: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +65,16 @@ impl Metrics {
         self.entities_ok.fetch_add(ok, Ordering::Relaxed);
         self.entities_missing.fetch_add(missing, Ordering::Relaxed);
         self.entities_stale.fetch_add(stale, Ordering::Relaxed);
+    }
+
+    /// A query the policy refused.
+    pub fn sql_denied(&self) {
+        self.sql_denied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A query the policy approved and DuckDB's parser read differently.
+    pub fn sql_disagreement(&self) {
+        self.sql_disagreements.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, pool: (usize, usize)) -> String {
@@ -95,7 +107,18 @@ impl Metrics {
         for (status, v) in [("ok", &self.entities_ok), ("missing", &self.entities_missing), ("stale", &self.entities_stale)] {
             let _ = writeln!(out, "daeda_entities_served_total{{status=\"{status}\"}} {}", v.load(Ordering::Relaxed));
         }
+        let _ = writeln!(out, "# HELP daeda_sql_policy_denied_total SQL queries the policy refused.\n# TYPE daeda_sql_policy_denied_total counter\ndaeda_sql_policy_denied_total {}", self.sql_denied.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP daeda_sql_parser_disagreements_total SQL queries the policy approved but DuckDB's parser read differently (denied).\n# TYPE daeda_sql_parser_disagreements_total counter\ndaeda_sql_parser_disagreements_total {}", self.sql_disagreements.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP daeda_redis_pool_connections Pooled Redis connections.\n# TYPE daeda_redis_pool_connections gauge\ndaeda_redis_pool_connections{{state=\"open\"}} {}\ndaeda_redis_pool_connections{{state=\"idle\"}} {}", pool.0, pool.1);
         out
     }
+}
+
+/// The SQL worker's state: up (1) or restarting (0), and restarts so far.
+pub fn render_sql_worker(up: bool, restarts: u64) -> String {
+    format!(
+        "# HELP daeda_sql_worker_up Whether the SQL worker process is connected.\n# TYPE daeda_sql_worker_up gauge\ndaeda_sql_worker_up {}\n\
+         # HELP daeda_sql_worker_restarts_total SQL worker processes started after the first (deaths, kills).\n# TYPE daeda_sql_worker_restarts_total counter\ndaeda_sql_worker_restarts_total {restarts}\n",
+        u8::from(up)
+    )
 }

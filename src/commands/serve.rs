@@ -68,15 +68,18 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         &cfg.redis_url,
         &daeda_online::StoreSettings { pool_size: 32, timeout: Duration::from_millis(1000) },
     )?;
-    // The SQL plane is auxiliary: if its session cannot be built, online
-    // serving still starts and /v1/sql says why it is off.
-    let sql: Option<std::sync::Arc<dyn daeda_gateway::sql::SqlEngine>> = match daeda_sql_plane::DuckDbEngine::new(&catalog) {
-        Ok(engine) => Some(std::sync::Arc::new(engine)),
-        Err(e) => {
-            eprintln!("warning: the SQL plane is off: {e}");
-            None
-        }
-    };
+    gw.sql_timeout = Duration::from_millis(cfg.sql.timeout_ms);
+    gw.sql_max_rows = cfg.sql.max_rows;
+    gw.sql_max_bytes = cfg.sql.max_result_bytes;
+    gw.sql_concurrency = cfg.sql.concurrency;
+    // The SQL plane runs in a worker process this one starts and supervises:
+    // the same binary, `daeda sql-worker`, on the same catalog. If it cannot
+    // start, online serving goes on and /v1/sql answers 503 saying so.
+    let sql = cfg.sql.enabled.then(|| -> Result<daeda_gateway::sql::WorkerCommand> {
+        let program = std::env::current_exe().context("finding this program to start the SQL worker")?;
+        Ok(daeda_gateway::sql::WorkerCommand { program, args: worker_args(&cfg) })
+    });
+    let sql = sql.transpose()?;
     let rt = super::runtime()?;
     rt.block_on(async move {
         let gateway = Gateway::bind_with_sql(gw, catalog, store, sql).await.map_err(|e| match e {
@@ -90,6 +93,48 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         eprintln!("daeda: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `daeda sql-worker` with this gateway's catalog and SQL bounds.
+fn worker_args(cfg: &Config) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["--catalog".into(), cfg.catalog.clone().into_os_string(), "sql-worker".into()];
+    for (flag, value) in [
+        ("--memory-limit", cfg.sql.memory_limit.clone()),
+        ("--threads", cfg.sql.threads.to_string()),
+        ("--max-address-space-mb", cfg.sql.max_address_space_mb.to_string()),
+    ] {
+        args.push(flag.into());
+        args.push(value.into());
+    }
+    args
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The gateway's Unix socket to connect to.
+    #[arg(long)]
+    socket: std::path::PathBuf,
+    /// DuckDB's memory_limit.
+    #[arg(long, default_value = "1GB")]
+    memory_limit: String,
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Address-space cap in MiB (0: none).
+    #[arg(long, default_value_t = 8192)]
+    max_address_space_mb: u64,
+}
+
+/// `daeda sql-worker`: started by `daeda serve`, never by hand.
+pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
+    let catalog_dir = o.catalog.clone().unwrap_or_else(|| "feature_services".into());
+    let catalog = daeda_catalog::Catalog::load(&catalog_dir)?;
+    let settings = daeda_sql_plane::WorkerSettings {
+        socket: a.socket.clone(),
+        limits: daeda_sql_plane::SessionLimits { memory_limit: a.memory_limit.clone(), threads: a.threads },
+        max_address_space: a.max_address_space_mb.saturating_mul(1 << 20),
+    };
+    daeda_sql_plane::serve(&catalog, &settings).map_err(|e| anyhow::anyhow!("sql-worker: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

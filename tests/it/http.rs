@@ -106,10 +106,10 @@ pub async fn start(env: &TestEnv, cfg: daeda_gateway::GatewayConfig) -> Running 
 /// With `sql`, the gateway also serves POST /v1/sql from a DuckDB session.
 pub async fn start_with_sql(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sql: bool) -> Running {
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
-    let engine: Option<Arc<dyn daeda_gateway::sql::SqlEngine>> = match sql {
-        true => Some(Arc::new(daeda_sql_plane::DuckDbEngine::new(&catalog).unwrap())),
-        false => None,
-    };
+    let engine = sql.then(|| daeda_gateway::sql::WorkerCommand {
+        program: env!("CARGO_BIN_EXE_daeda").into(),
+        args: vec!["--catalog".into(), env.catalog().into_os_string(), "sql-worker".into()],
+    });
     let store = daeda_online::OnlineStore::connect(
         &env.redis.url(),
         &daeda_online::StoreSettings { pool_size: 16, timeout: std::time::Duration::from_millis(500) },

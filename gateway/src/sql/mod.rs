@@ -1,15 +1,22 @@
-//! `POST /v1/sql`: the policy decides, an [`SqlEngine`] runs what it approved.
-//! The engine is a trait so this crate stays free of DuckDB; the binary plugs
-//! in `daeda-sql-plane`.
+//! `POST /v1/sql`: the policy decides (on its own threads, [`policy_runner`]),
+//! a separate worker process runs what it approved ([`worker`]), and this
+//! module renders the worker's Arrow result as JSON (or passes it through).
+//!
+//! The gateway links no DuckDB: everything a query can do to an engine
+//! happens in another process.
+
+pub mod policy_runner;
+pub mod worker;
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 
-/// What an engine returns: the batches up to the row limit.
+pub use worker::{SqlWorker, WorkerCommand, WorkerError};
+
+/// A result decoded from the worker's Arrow IPC stream.
 pub struct SqlOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
@@ -17,36 +24,13 @@ pub struct SqlOutput {
     pub truncated: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SqlError {
-    /// The query passed the policy but the engine rejected it (400).
-    #[error("{0}")]
-    Query(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-type InterruptFn = Box<dyn Fn() + Send + Sync>;
-
-/// Lets the gateway interrupt a query that ran past its deadline.
-#[derive(Clone, Default)]
-pub struct Interrupt(Arc<Mutex<Option<InterruptFn>>>);
-
-impl Interrupt {
-    pub fn set(&self, f: InterruptFn) {
-        *self.0.lock().expect("interrupt lock") = Some(f);
+impl SqlOutput {
+    pub fn from_ipc(ipc: &[u8], truncated: bool) -> Result<SqlOutput, String> {
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).map_err(|e| e.to_string())?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        Ok(SqlOutput { schema, batches, truncated })
     }
-
-    pub fn fire(&self) {
-        if let Some(f) = self.0.lock().expect("interrupt lock").as_ref() {
-            f();
-        }
-    }
-}
-
-/// Runs approved SQL (blocking; the gateway calls it off the async threads).
-pub trait SqlEngine: Send + Sync + 'static {
-    fn run(&self, sql: &str, max_rows: usize, interrupt: &Interrupt) -> Result<SqlOutput, SqlError>;
 }
 
 /// `{"columns": {name: [...]}, "row_count": N, "truncated": bool}`.
@@ -156,16 +140,4 @@ fn list(body: &mut String, values: &ArrayRef) -> Result<(), String> {
     }
     body.push(']');
     Ok(())
-}
-
-/// The result as one Arrow IPC stream.
-pub fn to_arrow(out: &SqlOutput) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::new();
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &out.schema).map_err(|e| e.to_string())?;
-    for b in &out.batches {
-        w.write(b).map_err(|e| e.to_string())?;
-    }
-    w.finish().map_err(|e| e.to_string())?;
-    drop(w);
-    Ok(buf)
 }

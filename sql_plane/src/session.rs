@@ -1,0 +1,377 @@
+//! The SQL plane's DuckDB session: the relations a query may see, in a catalog
+//! no query can change, and the one-statement, bounded execution of a query.
+//!
+//! Invariants (walls 3 and 4 of the SQL plane; each holds with the policy
+//! switched off, which the tests below do):
+//! - the service views live in a database file built once at start-up and
+//!   then opened READ_ONLY: CREATE, DROP, ALTER and macro creation fail;
+//! - every query runs on a fresh connection, so per-connection state a
+//!   statement could leave (temporary objects, temporary macros shadowing
+//!   built-ins, `search_path`, profiling) dies with it;
+//! - external access is off but for the sources' own folders (read), the
+//!   configuration is locked, extension loading is off;
+//! - exactly one statement runs, and only if DuckDB's own parser reads the
+//!   text as one SELECT; `Connection::prepare` would run the earlier
+//!   statements of a batch, so a batch never reaches it;
+//! - after each query the set of attached databases is compared with the one
+//!   at start-up (a DETACH is instance-wide, and a read-only database does not
+//!   refuse it); a difference marks the session damaged and the worker
+//!   replaces it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use daeda_catalog::{Catalog, ServiceDef, Source};
+use daeda_sql_wire::{Query, Reply};
+use duckdb::arrow::record_batch::RecordBatch;
+use duckdb::{AccessMode, Config, Connection};
+
+/// Resource bounds of the session.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// DuckDB's `memory_limit` (e.g. `1GB`).
+    pub memory_limit: String,
+    /// DuckDB's worker threads.
+    pub threads: u32,
+}
+
+/// Why a query did not produce rows; one variant per [`Reply`] kind.
+pub type Outcome = Reply;
+
+pub struct Session {
+    /// Read-only instance holding the views; queries run on clones.
+    base: Mutex<Connection>,
+    /// An empty in-memory instance whose only use is `json_serialize_sql`:
+    /// DuckDB's parser, with nothing to read or change.
+    scratch: Mutex<Connection>,
+    /// `duckdb_databases()` at start-up.
+    attached: String,
+    damaged: AtomicBool,
+    /// Folder holding the views database (and DuckDB's spill files).
+    _dir: PathBuf,
+}
+
+pub(crate) fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub(crate) fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn qualified(alias: &str, table: &str) -> String {
+    std::iter::once(alias.to_string()).chain(table.split('.').map(ident)).collect::<Vec<_>>().join(".")
+}
+
+/// The folder a path or glob lives in (the part before the first wildcard).
+fn folder_of(path: &str) -> PathBuf {
+    let cut = path.find(['*', '?', '[', '{']).map_or(path, |i| &path[..i]);
+    let p = Path::new(cut);
+    if cut.ends_with('/') { p.to_path_buf() } else { p.parent().unwrap_or(Path::new("/")).to_path_buf() }
+}
+
+/// What a service's view needs attached, and where its files are.
+struct Exposure {
+    /// `ATTACH` statements to run (again) in every instance that uses the view.
+    attach: Vec<String>,
+    /// Folders the session may read.
+    dirs: Vec<String>,
+    view: String,
+}
+
+fn exposure(def: &ServiceDef, i: usize) -> Exposure {
+    let columns = def.columns.iter().map(|c| ident(&c.name)).collect::<Vec<_>>().join(", ");
+    let (attach, dirs, relation) = match &def.source {
+        Source::Parquet { path } => (
+            vec![],
+            vec![folder_of(path).display().to_string()],
+            format!("read_parquet({}, hive_partitioning = true, union_by_name = true)", literal(path)),
+        ),
+        Source::DuckDb { database, table } => {
+            let alias = format!("src_{i}");
+            (
+                vec![format!("ATTACH {} AS {alias} (READ_ONLY)", literal(&database.display().to_string()))],
+                vec![folder_of(&database.display().to_string()).display().to_string()],
+                qualified(&alias, table),
+            )
+        }
+        Source::DuckLake { catalog, data_path, table, snapshot } => {
+            let alias = format!("lake_{i}");
+            let pin = snapshot.map(|v| format!(", SNAPSHOT_VERSION {v}")).unwrap_or_default();
+            (
+                vec![format!(
+                    "ATTACH {} AS {alias} (DATA_PATH {}, OVERRIDE_DATA_PATH true, READ_ONLY{pin})",
+                    literal(&format!("ducklake:{}", catalog.display())),
+                    literal(&data_path.display().to_string()),
+                )],
+                vec![data_path.display().to_string(), folder_of(&catalog.display().to_string()).display().to_string()],
+                qualified(&alias, table),
+            )
+        }
+    };
+    Exposure { attach, dirs, view: format!("CREATE VIEW main.{} AS SELECT {columns} FROM {relation}", ident(&def.name)) }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Session {
+    /// Builds the views of every service of `catalog` whose serving is allowed
+    /// into `dir/views.duckdb`, then opens that file read-only and locks it down.
+    pub fn open(catalog: &Catalog, dir: &Path, limits: &SessionLimits) -> Result<Session, String> {
+        let file = dir.join("views.duckdb");
+        let exposures: Vec<(String, Exposure)> = catalog
+            .services()
+            .filter(|s| s.serving.allowed)
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), exposure(s, i)))
+            .collect();
+        let needs_ducklake = catalog.services().any(|s| s.serving.allowed && matches!(s.source, Source::DuckLake { .. }));
+        {
+            let build = Connection::open(&file).map_err(err)?;
+            prepare_instance(&build, needs_ducklake)?;
+            for (name, e) in &exposures {
+                for a in &e.attach {
+                    build.execute_batch(a).map_err(|x| format!("service `{name}`: {x}"))?;
+                }
+                build.execute_batch(&e.view).map_err(|x| format!("service `{name}`: {x}"))?;
+            }
+            build.execute_batch("CHECKPOINT").map_err(err)?;
+        }
+        let config = Config::default()
+            .access_mode(AccessMode::ReadOnly)
+            .and_then(|c| c.threads(i64::from(limits.threads.max(1))))
+            .and_then(|c| c.max_memory(&limits.memory_limit))
+            .and_then(|c| c.enable_autoload_extension(false))
+            .map_err(err)?;
+        let base = Connection::open_with_flags(&file, config).map_err(err)?;
+        prepare_instance(&base, needs_ducklake)?;
+        let mut dirs = BTreeSet::new();
+        for (name, e) in &exposures {
+            for a in &e.attach {
+                base.execute_batch(a).map_err(|x| format!("service `{name}`: {x}"))?;
+            }
+            dirs.extend(e.dirs.iter().map(|d| format!("{}/", d.trim_end_matches('/'))));
+        }
+        let dirs = dirs.iter().map(|d| literal(d)).collect::<Vec<_>>().join(", ");
+        let spill = dir.join("spill");
+        base.execute_batch(&format!(
+            "SET temp_directory = {};
+             SET allowed_directories = [{dirs}];
+             SET enable_external_access = false;
+             SET autoinstall_known_extensions = false;
+             SET autoload_known_extensions = false;
+             SET lock_configuration = true;",
+            literal(&spill.display().to_string())
+        ))
+        .map_err(|e| format!("locking the session: {e}"))?;
+        let scratch = Connection::open_in_memory_with_flags(
+            Config::default().enable_external_access(false).and_then(|c| c.enable_autoload_extension(false)).map_err(err)?,
+        )
+        .map_err(err)?;
+        scratch.execute_batch("SET lock_configuration = true").map_err(err)?;
+        let attached = attached_databases(&base)?;
+        Ok(Session {
+            base: Mutex::new(base),
+            scratch: Mutex::new(scratch),
+            attached,
+            damaged: AtomicBool::new(false),
+            _dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Whether a query changed instance-wide state; the worker then exits
+    /// after answering, and its supervisor starts a fresh one.
+    pub fn damaged(&self) -> bool {
+        self.damaged.load(Ordering::SeqCst)
+    }
+
+    /// DuckDB's own parse of `sql`, as `json_serialize_sql` gives it. Parses
+    /// and executes nothing else.
+    pub fn duckdb_parse(&self, sql: &str) -> Result<serde_json::Value, String> {
+        let text: String = {
+            let scratch = self.scratch.lock().map_err(|_| "parser lock poisoned".to_string())?;
+            scratch.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0)).map_err(err)?
+        };
+        // The tree is as deep as the query; the caller's thread has the stack
+        // for it (the worker runs queries on threads sized for the policy's limits).
+        let mut de = serde_json::Deserializer::from_str(&text);
+        de.disable_recursion_limit();
+        serde::Deserialize::deserialize(&mut de).map_err(err)
+    }
+
+    /// Runs one query with no policy in front: walls 3 and 4 only. The worker
+    /// calls [`crate::worker::answer`], which puts wall 2 first.
+    pub fn execute(&self, q: &Query, cancel: &CancelSlot, started: Instant) -> Outcome {
+        let deadline = started + Duration::from_millis(q.timeout_ms);
+        if Instant::now() >= deadline {
+            return Reply::Timeout("the query did not start before its deadline; it was not run".into());
+        }
+        // Wall 3: DuckDB's own parser must see exactly one SELECT.
+        match self.duckdb_parse(&q.sql) {
+            Ok(parse) => {
+                if parse.get("error").and_then(serde_json::Value::as_bool) != Some(false) {
+                    let msg = parse.get("error_message").and_then(serde_json::Value::as_str).unwrap_or("not a SELECT");
+                    return Reply::Refused(format!("only a single SELECT may run here ({msg})"));
+                }
+                let n = parse.get("statements").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+                if n != 1 {
+                    return Reply::Refused(format!("exactly one statement may run; DuckDB reads {n}"));
+                }
+            }
+            Err(e) => return Reply::Refused(format!("DuckDB cannot parse the query: {e}")),
+        }
+        let conn = match self.base.lock().map_err(|_| "session lock poisoned".to_string()).and_then(|c| c.try_clone().map_err(err)) {
+            Ok(c) => c,
+            Err(e) => return Reply::Internal(e),
+        };
+        let interrupt = conn.interrupt_handle();
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        cancel.arm(interrupt.clone());
+        // Re-interrupts until the query ends: one interrupt can land between
+        // two pipeline tasks and be missed.
+        let watchdog = {
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name("sql-deadline".into())
+                .spawn(move || {
+                    let (lock, cv) = &*done;
+                    let mut finished = lock.lock().expect("deadline lock");
+                    while !*finished {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            interrupt.interrupt();
+                            finished = cv.wait_timeout(finished, Duration::from_millis(20)).expect("deadline lock").0;
+                        } else {
+                            finished = cv.wait_timeout(finished, deadline - now).expect("deadline lock").0;
+                        }
+                    }
+                })
+                .ok()
+        };
+        let outcome = run_statement(&conn, q, deadline);
+        {
+            let (lock, cv) = &*done;
+            *lock.lock().expect("deadline lock") = true;
+            cv.notify_all();
+        }
+        if let Some(w) = watchdog {
+            let _ = w.join();
+        }
+        cancel.disarm();
+        drop(conn);
+        match self.base.lock().map_err(|_| "session lock poisoned".to_string()).and_then(|c| attached_databases(&c)) {
+            Ok(now) if now == self.attached => {}
+            _ => self.damaged.store(true, Ordering::SeqCst),
+        }
+        outcome
+    }
+}
+
+/// Sets the time zone and loads DuckLake (before anything is locked).
+fn prepare_instance(conn: &Connection, ducklake: bool) -> Result<(), String> {
+    if let Ok(dir) = std::env::var(daeda_materializer::EXTENSION_DIR_ENV) {
+        conn.execute_batch(&format!("SET extension_directory = {}", literal(&dir))).map_err(err)?;
+    }
+    conn.execute_batch("SET TimeZone = 'UTC'").map_err(err)?;
+    if ducklake {
+        daeda_materializer::load_ducklake(conn).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn attached_databases(conn: &Connection) -> Result<String, String> {
+    conn.query_row(
+        "SELECT coalesce(string_agg(database_name || ':' || readonly::VARCHAR || ':' || coalesce(path, ''), ',' ORDER BY database_name), '') FROM duckdb_databases()",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(err)
+}
+
+fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
+    let timed_out = |e: &duckdb::Error| Instant::now() >= deadline || e.to_string().contains("INTERRUPT");
+    let mut stmt = match conn.prepare(&q.sql) {
+        Ok(s) => s,
+        Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
+        Err(e) => return Reply::QueryError(e.to_string()),
+    };
+    if let Err(e) = stmt.stream_arrow([]) {
+        return if timed_out(&e) {
+            Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms))
+        } else {
+            Reply::QueryError(e.to_string())
+        };
+    }
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let (mut rows, mut bytes, mut truncated) = (0usize, 0usize, false);
+    loop {
+        let chunk = match stmt.step() {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
+            Err(e) => return Reply::QueryError(e.to_string()),
+        };
+        let mut batch = RecordBatch::from(&chunk);
+        if rows + batch.num_rows() > q.max_rows {
+            batch = batch.slice(0, q.max_rows - rows);
+            truncated = true;
+        }
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if bytes > q.max_bytes {
+            return Reply::TooLarge(format!(
+                "the result is over {} bytes; select fewer columns or rows, or aggregate",
+                q.max_bytes
+            ));
+        }
+        batches.push(batch);
+        if truncated {
+            break;
+        }
+    }
+    let schema = stmt.schema();
+    let mut buf = Vec::new();
+    let written = (|| {
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
+        for b in &batches {
+            w.write(b)?;
+        }
+        w.finish()
+    })();
+    match written {
+        Ok(()) => Reply::Rows { arrow_ipc: buf, truncated },
+        Err(e) => Reply::Internal(format!("encoding the result: {e}")),
+    }
+}
+
+/// Where the worker finds a running query's interrupt handle to cancel it.
+#[derive(Default, Clone)]
+pub struct CancelSlot(Arc<Mutex<(Option<Arc<duckdb::InterruptHandle>>, bool)>>);
+
+impl CancelSlot {
+    fn arm(&self, h: Arc<duckdb::InterruptHandle>) {
+        let mut g = self.0.lock().expect("cancel lock");
+        if g.1 {
+            h.interrupt();
+        }
+        g.0 = Some(h);
+    }
+
+    fn disarm(&self) {
+        self.0.lock().expect("cancel lock").0 = None;
+    }
+
+    /// Interrupts the query now, or as soon as it starts.
+    pub fn cancel(&self) {
+        let mut g = self.0.lock().expect("cancel lock");
+        g.1 = true;
+        if let Some(h) = &g.0 {
+            h.interrupt();
+        }
+    }
+}

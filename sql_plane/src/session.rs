@@ -184,6 +184,27 @@ impl Session {
         })
     }
 
+    /// A fresh connection, as each query gets. Tests use it to show what the
+    /// session refuses with every wall in front of it switched off.
+    pub fn query_connection(&self) -> Result<Connection, String> {
+        self.base.lock().map_err(|_| "session lock poisoned".to_string())?.try_clone().map_err(err)
+    }
+
+    /// Compares the attached databases with those at start-up; on a
+    /// difference the session is marked damaged for good.
+    pub fn verify_intact(&self) -> bool {
+        let same = self
+            .base
+            .lock()
+            .map_err(|_| "session lock poisoned".to_string())
+            .and_then(|c| attached_databases(&c))
+            .is_ok_and(|now| now == self.attached);
+        if !same {
+            self.damaged.store(true, Ordering::SeqCst);
+        }
+        same
+    }
+
     /// Whether a query changed instance-wide state; the worker then exits
     /// after answering, and its supervisor starts a fresh one.
     pub fn damaged(&self) -> bool {
@@ -225,7 +246,7 @@ impl Session {
             }
             Err(e) => return Reply::Refused(format!("DuckDB cannot parse the query: {e}")),
         }
-        let conn = match self.base.lock().map_err(|_| "session lock poisoned".to_string()).and_then(|c| c.try_clone().map_err(err)) {
+        let conn = match self.query_connection() {
             Ok(c) => c,
             Err(e) => return Reply::Internal(e),
         };
@@ -264,10 +285,7 @@ impl Session {
         }
         cancel.disarm();
         drop(conn);
-        match self.base.lock().map_err(|_| "session lock poisoned".to_string()).and_then(|c| attached_databases(&c)) {
-            Ok(now) if now == self.attached => {}
-            _ => self.damaged.store(true, Ordering::SeqCst),
-        }
+        self.verify_intact();
         outcome
     }
 }

@@ -121,6 +121,14 @@ pub async fn start_with_sql(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sq
     let task = tokio::spawn(gw.run(async move {
         let _ = rx.await;
     }));
+    if sql {
+        // The worker builds its session in the background; wait until it is up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while send(addr, "GET", "/readyz", &[], "").await.json()["sql"]["worker"] != "up" {
+            assert!(std::time::Instant::now() < deadline, "the SQL worker did not come up");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     Running { addr, stop: Some(tx), task: Some(task) }
 }
 

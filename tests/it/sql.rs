@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use daeda_gateway::sql::{Interrupt, SqlEngine};
 use daeda_gateway::Plane;
 use serde_json::json;
 
@@ -97,34 +96,153 @@ async fn row_limits_and_timeouts_hold() {
     let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body(slow)).await;
     assert_eq!((r.status.as_u16(), r.code()), (504, "timeout".into()), "{}", String::from_utf8_lossy(&r.body));
-    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
     // The interrupted query freed the session: the next one runs.
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body("SELECT 1 AS one")).await;
     assert_eq!(r.status, 200);
     gw.stop().await;
 }
 
-#[test]
-fn the_duckdb_session_itself_refuses_files_settings_and_unapproved_services() {
-    // Straight to the engine, as if the policy had a hole.
-    let env = TestEnv::new(100);
+
+/// The session as the worker builds it, confined as the worker confines
+/// itself, on a thread of its own (Landlock binds the thread that asks and
+/// the threads it starts later, DuckDB's included).
+fn with_confined_session<T: Send + 'static>(env: &TestEnv, f: impl FnOnce(&daeda_sql_plane::Session) -> T + Send + 'static) -> T {
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
-    let engine = daeda_sql_plane::DuckDbEngine::new(&catalog).unwrap();
-    let run = |sql: &str| engine.run(sql, 10, &Interrupt::default()).map(|o| o.batches.iter().map(|b| b.num_rows()).sum::<usize>());
-    assert_eq!(run("SELECT * FROM user_features").unwrap(), 10);
-    std::fs::write(env.dir.path().join("secret.csv"), "a,b\n1,2\n").unwrap();
-    for hostile in [
-        "SELECT * FROM pii_features".to_string(),
-        format!("SELECT * FROM read_csv('{}')", env.dir.path().join("secret.csv").display()),
-        format!("SELECT * FROM read_parquet('{}')", env.data().join("pii_features/*.parquet").display()),
-        "SET enable_external_access = true".to_string(),
-        "SET lock_configuration = false".to_string(),
-        format!("ATTACH '{}' AS x", env.dir.path().join("new.duckdb").display()),
-        "INSTALL httpfs".to_string(),
-        "SELECT getenv('HOME')".to_string(),
-        "COPY (SELECT 1) TO '/tmp/daeda-should-not-exist.csv'".to_string(),
-    ] {
-        assert!(run(&hostile).is_err(), "the session accepted {hostile}");
+    let private = env.dir.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::thread::spawn(move || {
+        let confined = daeda_sql_plane::worker::confine(&private).unwrap();
+        assert_eq!(confined, daeda_sql_plane::worker::Confinement::Enforced, "this machine's kernel has Landlock");
+        let limits = daeda_sql_plane::SessionLimits { memory_limit: "512MB".into(), threads: 2 };
+        let session = daeda_sql_plane::Session::open(&catalog, &private, &limits).unwrap();
+        f(&session)
+    })
+    .join()
+    .unwrap()
+}
+
+fn query(sql: &str, timeout_ms: u64) -> daeda_sql_wire::Query {
+    daeda_sql_wire::Query {
+        sql: sql.into(),
+        grants: vec!["user_features".into(), "item_features".into(), "user_item_reranker".into()],
+        relations: vec![],
+        max_rows: 100,
+        max_bytes: 1 << 20,
+        timeout_ms,
     }
-    assert!(!std::path::Path::new("/tmp/daeda-should-not-exist.csv").exists());
+}
+
+/// Wall 4 with walls 1-3 switched off: every statement kind that writes or
+/// configures is sent straight to a query connection.
+#[test]
+fn the_session_refuses_writes_and_settings_with_every_other_wall_off() {
+    let env = TestEnv::new(100);
+    let data = env.data();
+    std::fs::write(env.dir.path().join("secret.csv"), "a,b\n1,2\n").unwrap();
+    let secret = env.dir.path().join("secret.csv");
+    let files_before = walk(&data);
+    let sources = data.clone();
+    let outcomes = with_confined_session(&env, move |session| {
+        let conn = session.query_connection().unwrap();
+        let p = |x: &std::path::Path| x.display().to_string();
+        let hostile = [
+            "CREATE TABLE main.loot AS SELECT 42 AS v".to_string(),
+            "DROP VIEW main.item_features".to_string(),
+            "ALTER VIEW main.user_features RENAME TO x".to_string(),
+            "CREATE MACRO main.lower(x) AS 'pwned'".to_string(),
+            "CREATE OR REPLACE VIEW main.user_features AS SELECT 1".to_string(),
+            format!("ATTACH '{}' AS x", p(&data.join("new.duckdb"))),
+            "ATTACH ':memory:' AS m".to_string(),
+            format!("COPY (SELECT 1 AS user_id) TO '{}' (FORMAT parquet)", p(&data.join("user_features/evil.parquet"))),
+            format!("EXPORT DATABASE '{}'", p(&data.join("user_features/export"))),
+            "SET enable_external_access = true".to_string(),
+            "SET lock_configuration = false".to_string(),
+            "RESET lock_configuration".to_string(),
+            "SET memory_limit = '100GB'".to_string(),
+            "SET threads = 64".to_string(),
+            "INSTALL httpfs".to_string(),
+            "LOAD httpfs".to_string(),
+            "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')".to_string(),
+            format!("SELECT * FROM read_csv('{}')", p(&secret)),
+            format!("SELECT * FROM read_parquet('{}')", p(&data.join("pii_features/*.parquet"))),
+            "SELECT * FROM pii_features".to_string(),
+        ];
+        let refused: Vec<(String, bool)> = hostile.iter().map(|h| (h.clone(), conn.execute_batch(h).is_err())).collect();
+        // Per-connection state dies with the connection.
+        conn.execute_batch("CREATE TEMP MACRO lower(x) AS 'pwned'; CREATE TEMP VIEW user_features AS SELECT 1 AS user_id").unwrap();
+        drop(conn);
+        let fresh = session.query_connection().unwrap();
+        let lower: String = fresh.query_row("SELECT lower('A')", [], |r| r.get(0)).unwrap();
+        let n: i64 = fresh.query_row("SELECT count(*) FROM user_features", [], |r| r.get(0)).unwrap();
+        let items: i64 = fresh.query_row("SELECT count(*) FROM item_features", [], |r| r.get(0)).unwrap();
+        // DETACH is instance-wide and DuckDB allows it even read-only: the
+        // session notices, and the worker replaces itself.
+        assert!(session.verify_intact());
+        let attached: String = fresh
+            .query_row("SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'src_%' OR database_name LIKE 'lake_%' LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        fresh.execute_batch(&format!("DETACH {attached}")).unwrap();
+        (refused, lower, n, items, session.verify_intact(), session.damaged())
+    });
+    let (refused, lower, n, items, intact_after_detach, damaged) = outcomes;
+    let accepted: Vec<&String> = refused.iter().filter(|(_, r)| !r).map(|(h, _)| h).collect();
+    assert!(accepted.is_empty(), "the session accepted: {accepted:#?}");
+    assert_eq!((lower.as_str(), n), ("a", 200), "a temporary macro or view outlived its connection");
+    assert!(items > 0, "item_features still reads");
+    assert!(!intact_after_detach && damaged, "a DETACH must mark the session damaged");
+    assert_eq!(walk(&sources), files_before, "no file may appear or change under the sources");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push((e.path(), e.metadata().unwrap().len()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Wall 3 alone: a batch never reaches `prepare` (which would run its
+/// earlier statements), and only a SELECT runs at all.
+#[test]
+fn exactly_one_select_runs_and_deadlines_hold_with_the_policy_off() {
+    let env = TestEnv::new(2000);
+    let results = with_confined_session(&env, |session| {
+        let cancel = daeda_sql_plane::session::CancelSlot::default();
+        let run = |sql: &str, ms: u64| session.execute(&query(sql, ms), &cancel, std::time::Instant::now());
+        let batch = run("SELECT 1; DROP VIEW main.item_features; SELECT 2", 2000);
+        let selects = run("SELECT 1; SELECT 2", 2000);
+        let temp = run("SELECT 1; CREATE TEMP TABLE t AS SELECT 1", 2000);
+        let ddl = run("CREATE TEMP TABLE t AS SELECT 1", 2000);
+        let items = run("SELECT count(*) AS n FROM item_features", 2000);
+        let started = std::time::Instant::now();
+        let slow = run("SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d", 300);
+        let slow_took = started.elapsed();
+        let never = run("SELECT 1", 0);
+        let big = session.execute(
+            &daeda_sql_wire::Query { max_bytes: 10_000, max_rows: 1_000_000, ..query("SELECT * FROM user_features", 2000) },
+            &cancel,
+            std::time::Instant::now(),
+        );
+        let after = run("SELECT 1 AS one", 2000);
+        (batch, selects, temp, ddl, items, slow, slow_took, never, big, after)
+    });
+    let (batch, selects, temp, ddl, items, slow, slow_took, never, big, after) = results;
+    use daeda_sql_wire::Reply;
+    assert!(matches!(batch, Reply::Refused(_)), "{batch:?}");
+    assert!(matches!(&selects, Reply::Refused(m) if m.contains("DuckDB reads 2")), "{selects:?}");
+    assert!(matches!(temp, Reply::Refused(_)), "{temp:?}");
+    assert!(matches!(ddl, Reply::Refused(_)), "{ddl:?}");
+    assert!(matches!(items, Reply::Rows { .. }), "the refused batch dropped nothing: {items:?}");
+    assert!(matches!(slow, Reply::Timeout(_)), "{slow:?}");
+    assert!(slow_took < Duration::from_secs(3), "the deadline stopped the query: {slow_took:?}");
+    assert!(matches!(&never, Reply::Timeout(m) if m.contains("not run")), "{never:?}");
+    assert!(matches!(big, Reply::TooLarge(_)), "{big:?}");
+    assert!(matches!(after, Reply::Rows { .. }), "{after:?}");
 }

@@ -52,6 +52,8 @@ struct Conn {
 /// A supervised worker process.
 pub struct SqlWorker {
     conn: Mutex<Option<Arc<Conn>>>,
+    /// Flips to true each time a worker connects.
+    ready: tokio::sync::watch::Sender<bool>,
     next_id: AtomicU64,
     restarts: AtomicU64,
     up: AtomicBool,
@@ -62,6 +64,7 @@ impl SqlWorker {
     pub fn spawn(cmd: WorkerCommand) -> (Arc<SqlWorker>, tokio::task::JoinHandle<()>) {
         let w = Arc::new(SqlWorker {
             conn: Mutex::new(None),
+            ready: tokio::sync::watch::Sender::new(false),
             next_id: AtomicU64::new(1),
             restarts: AtomicU64::new(0),
             up: AtomicBool::new(false),
@@ -79,11 +82,22 @@ impl SqlWorker {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// The connected worker, waiting up to `wait` for one that is starting.
+    async fn connection(&self, wait: Duration) -> Result<Arc<Conn>, WorkerError> {
+        let mut ready = self.ready.subscribe();
+        let current = || self.conn.lock().expect("worker lock").clone();
+        if let Some(c) = current() {
+            return Ok(c);
+        }
+        let _ = tokio::time::timeout(wait, ready.wait_for(|up| *up)).await;
+        current().ok_or(WorkerError::NotReady)
+    }
+
     /// Sends `q` and waits for its reply. The worker stops the query at
     /// `q.timeout_ms` by itself; past that plus `grace` the gateway cancels
     /// it, and past twice `grace` kills the worker.
     pub async fn run(&self, q: Query, grace: Duration) -> Result<Reply, WorkerError> {
-        let conn = self.conn.lock().expect("worker lock").clone().ok_or(WorkerError::NotReady)?;
+        let conn = self.connection(Duration::from_millis(q.timeout_ms)).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);
@@ -162,6 +176,7 @@ async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), String> 
     let conn = Arc::new(Conn { writer: tokio::sync::Mutex::new(writer), pending: Mutex::new(HashMap::new()), kill });
     *w.conn.lock().expect("worker lock") = Some(conn.clone());
     w.up.store(true, Ordering::Relaxed);
+    w.ready.send_replace(true);
     tracing::info!(pid = child.id(), "the SQL worker is up");
     let replies = {
         let conn = conn.clone();
@@ -188,6 +203,7 @@ async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), String> 
     };
     *w.conn.lock().expect("worker lock") = None;
     w.up.store(false, Ordering::Relaxed);
+    w.ready.send_replace(false);
     let _ = child.start_kill();
     let _ = child.wait().await;
     // Every query still waiting learns the worker is gone (its sender drops).

@@ -125,7 +125,7 @@ impl Config {
             enabled: env_parse("DAEDA_SQL_ENABLED")?.or(sql.enabled).unwrap_or(true),
             timeout_ms: env_parse("DAEDA_SQL_TIMEOUT_MS")?.or(sql.timeout_ms).unwrap_or(4000),
             max_rows: env_parse("DAEDA_SQL_MAX_ROWS")?.or(sql.max_rows).unwrap_or(10_000),
-            max_result_bytes: env_parse("DAEDA_SQL_MAX_RESULT_BYTES")?.or(sql.max_result_bytes).unwrap_or(64 << 20),
+            max_result_bytes: env_parse("DAEDA_SQL_MAX_RESULT_BYTES")?.or(sql.max_result_bytes).unwrap_or(16 << 20),
             concurrency: env_parse("DAEDA_SQL_CONCURRENCY")?.or(sql.concurrency).unwrap_or(4),
             memory_limit: env("DAEDA_SQL_MEMORY_LIMIT").or(sql.memory_limit).unwrap_or_else(|| "1GB".into()),
             threads: env_parse("DAEDA_SQL_THREADS")?.or(sql.threads).unwrap_or(2),

@@ -294,8 +294,19 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     let mut resp = if wants_arrow {
         respond(StatusCode::OK, arrow::CONTENT_TYPE, ipc.into())
     } else {
-        let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
-        respond(StatusCode::OK, "application/json", crate::sql::to_json(&output).map_err(ApiError::Internal)?.into())
+        // Decoding and rendering take CPU in proportion to the result: never
+        // on the async threads the online lookups run on.
+        let max_bytes = state.cfg.sql_max_bytes;
+        let json = tokio::task::spawn_blocking(move || {
+            let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
+            crate::sql::to_json(&output, max_bytes).map_err(|e| match e {
+                e @ crate::sql::JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),
+                e => ApiError::Internal(e.to_string()),
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("rendering the SQL result failed: {e}")))??;
+        respond(StatusCode::OK, "application/json", json.into())
     };
     if truncated {
         resp.headers_mut().insert("x-daeda-truncated", HeaderValue::from_static("true"));

@@ -74,7 +74,7 @@ impl GatewayConfig {
             refresh: Duration::from_millis(500),
             sql_max_rows: 10_000,
             sql_timeout: Duration::from_secs(4),
-            sql_max_bytes: 64 << 20,
+            sql_max_bytes: 16 << 20,
             sql_concurrency: 4,
             auth,
         }

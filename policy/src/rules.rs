@@ -7,10 +7,12 @@
 /// `pragma_*`, is denied.
 ///
 /// Left out on purpose, because their cost is set by an argument rather than
-/// by the data and one call cannot be interrupted: `format`/`printf` (a width
-/// in the format string allocates), `levenshtein`, `damerau_levenshtein`,
-/// `jaccard`, `jaro_winkler_similarity` (quadratic in their inputs).
-/// `repeat`, `lpad` and `rpad` stay, capped by [`capped_argument`].
+/// by the data and one call cannot be interrupted: `repeat` (its output is
+/// its input times a count, and inputs nest: `repeat(repeat(s, n), n)`, also
+/// over lists), `format`/`printf` (a width in the format string allocates),
+/// `levenshtein`, `damerau_levenshtein`, `jaccard`, `jaro_winkler_similarity`
+/// (quadratic in their inputs). `lpad` and `rpad` stay: their output is
+/// exactly their length argument, capped by [`capped_argument`].
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // aggregates
     "count", "sum", "avg", "mean", "min", "max", "median", "mode", "stddev", "stddev_pop", "stddev_samp",
@@ -33,7 +35,7 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
     "octet_length", "concat", "concat_ws", "substr", "substring", "trim", "ltrim", "rtrim", "replace",
     "split_part", "string_split", "str_split", "starts_with", "ends_with", "contains", "prefix", "suffix",
     "regexp_matches", "regexp_replace", "regexp_extract", "regexp_full_match", "like_escape", "lpad",
-    "rpad", "left", "right", "reverse", "strpos", "instr", "position", "repeat", "ascii", "chr", "md5",
+    "rpad", "left", "right", "reverse", "strpos", "instr", "position", "ascii", "chr", "md5",
     "sha256", "hash", "initcap", "translate", "array_to_string", "list_aggregate",
     // dates and times
     "date_trunc", "datetrunc", "date_part", "datepart", "extract", "date_diff", "datediff", "date_sub",
@@ -71,15 +73,15 @@ pub fn is_allowed_function(name: &str) -> bool {
 
 /// Functions whose cost is set by one argument: `(index of that argument, the
 /// largest value allowed)`. The argument must be an integer literal within
-/// the bound, so `repeat('a', 100000000)` is refused before it allocates.
+/// the bound, so `lpad('a', 100000000, 'b')` is refused before it allocates.
 pub fn capped_argument(name: &str) -> Option<(usize, i64)> {
     match name {
-        "repeat" | "lpad" | "rpad" => Some((1, MAX_GENERATED_LENGTH)),
+        "lpad" | "rpad" => Some((1, MAX_GENERATED_LENGTH)),
         _ => None,
     }
 }
 
-/// The largest `repeat`/`lpad`/`rpad` length a query may ask for.
+/// The largest `lpad`/`rpad` length a query may ask for.
 pub const MAX_GENERATED_LENGTH: i64 = 10_000;
 
 /// Names DuckDB's binder turns into a call reading the session (user, role,

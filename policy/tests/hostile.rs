@@ -101,7 +101,11 @@ fn allocation_by_argument_is_capped_or_gone() {
     ] {
         denied(sql);
     }
-    check("SELECT repeat('-', 20), lpad(country, 10, ' ') FROM user_features", &grants()).unwrap();
+    // Nesting multiplies: the attacker's workaround for a capped count.
+    denied("SELECT repeat(repeat(country, 10000), 10000) FROM user_features");
+    denied("SELECT len(list_transform(repeat([1], 10000), x -> repeat([1], 10000)))");
+    denied("SELECT repeat([true], 10000) AS b FROM user_features");
+    check("SELECT lpad(country, 10, ' '), rpad(lpad(country, 10000, 'x'), 10000, 'y') FROM user_features", &grants()).unwrap();
 }
 
 /// Builders of the deepest trees each kind of syntax allows, `n` levels.

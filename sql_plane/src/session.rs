@@ -325,8 +325,15 @@ fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
             Reply::QueryError(e.to_string())
         };
     }
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    let (mut rows, mut bytes, mut truncated) = (0usize, 0usize, false);
+    // Each batch is encoded as it arrives, so the byte cap is exact and
+    // applies before the whole result is held.
+    let schema = stmt.schema();
+    let too_large = || Reply::TooLarge(format!("the result is over {} bytes; select fewer columns or rows, or aggregate", q.max_bytes));
+    let mut w = match arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema) {
+        Ok(w) => w,
+        Err(e) => return Reply::Internal(format!("encoding the result: {e}")),
+    };
+    let (mut rows, mut truncated) = (0usize, false);
     loop {
         let chunk = match stmt.step() {
             Ok(Some(c)) => c,
@@ -340,29 +347,19 @@ fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
             truncated = true;
         }
         rows += batch.num_rows();
-        bytes += batch.get_array_memory_size();
-        if bytes > q.max_bytes {
-            return Reply::TooLarge(format!(
-                "the result is over {} bytes; select fewer columns or rows, or aggregate",
-                q.max_bytes
-            ));
+        if let Err(e) = w.write(&batch) {
+            return Reply::Internal(format!("encoding the result: {e}"));
         }
-        batches.push(batch);
+        if w.get_ref().len() > q.max_bytes {
+            return too_large();
+        }
         if truncated {
             break;
         }
     }
-    let schema = stmt.schema();
-    let mut buf = Vec::new();
-    let written = (|| {
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
-        for b in &batches {
-            w.write(b)?;
-        }
-        w.finish()
-    })();
-    match written {
-        Ok(()) => Reply::Rows { arrow_ipc: buf, truncated },
+    match w.finish().and_then(|()| w.into_inner()) {
+        Ok(buf) if buf.len() > q.max_bytes => too_large(),
+        Ok(buf) => Reply::Rows { arrow_ipc: buf, truncated },
         Err(e) => Reply::Internal(format!("encoding the result: {e}")),
     }
 }

@@ -97,6 +97,19 @@ async fn row_limits_and_timeouts_hold() {
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body(slow)).await;
     assert_eq!((r.status.as_u16(), r.code()), (504, "timeout".into()), "{}", String::from_utf8_lossy(&r.body));
     assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
+    // A result under the byte cap in Arrow can be several times larger as
+    // JSON; the cap holds for JSON too (counted while rendering, off the
+    // async threads).
+    gw.stop().await;
+    let mut cfg = http::config(&env);
+    cfg.sql_max_bytes = 200_000;
+    let gw = http::start_with_sql(&env, cfg, true).await;
+    let big = "SELECT user_id, embedding FROM user_features LIMIT 500";
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body(big)).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "result_too_large".into()), "{}", String::from_utf8_lossy(&r.body));
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all), ("accept", "application/vnd.apache.arrow.stream")], &sql_body(big)).await;
+    assert_eq!(r.status, 200, "the same rows fit as Arrow");
+    assert!(r.body.len() <= 200_000);
     // The interrupted query freed the session: the next one runs.
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body("SELECT 1 AS one")).await;
     assert_eq!(r.status, 200);
@@ -308,6 +321,9 @@ async fn hostile_sql_from_outside_is_refused_and_harms_nothing() {
         "SELECT current_catalog, current_schema, current_user FROM user_features",
         "SELECT alias.current_user FROM user_features",
         "SELECT length(repeat('a', 100000000)) FROM user_features LIMIT 1",
+        "SELECT repeat([true], 10000) AS b FROM user_features",
+        "SELECT sum(length(repeat(repeat(country, 10000), 10000))) AS x FROM user_features",
+        "SELECT len(list_transform(repeat([1], 10000), x -> repeat([1], 10000))) AS x",
         "SELECT lpad('a', 2000000000, 'b') FROM user_features",
         "SELECT format('{:>1000000000}', 1)",
         "SELECT levenshtein(repeat('a', 10000), repeat('b', 10000))",

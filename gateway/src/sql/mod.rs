@@ -33,8 +33,20 @@ impl SqlOutput {
     }
 }
 
-/// `{"columns": {name: [...]}, "row_count": N, "truncated": bool}`.
-pub fn to_json(out: &SqlOutput) -> Result<Vec<u8>, String> {
+/// Why a result did not render as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// JSON is several times larger than Arrow for some types (a BOOLEAN is
+    /// one bit in Arrow, five bytes in JSON), so the cap is counted here too.
+    #[error("the result is over {0} bytes as JSON; select fewer columns or rows, aggregate, or ask for Arrow")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Render(String),
+}
+
+/// `{"columns": {name: [...]}, "row_count": N, "truncated": bool}`, at most
+/// `max_bytes` long. CPU-heavy for big results: call it off the async threads.
+pub fn to_json(out: &SqlOutput, max_bytes: usize) -> Result<Vec<u8>, JsonError> {
     let mut body = String::from("{\"columns\":{");
     let rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
     for (i, field) in out.schema.fields().iter().enumerate() {
@@ -51,7 +63,10 @@ pub fn to_json(out: &SqlOutput) -> Result<Vec<u8>, String> {
                     body.push(',');
                 }
                 first = false;
-                value(&mut body, col, row)?;
+                value(&mut body, col, row).map_err(JsonError::Render)?;
+                if body.len() > max_bytes {
+                    return Err(JsonError::TooLarge(max_bytes));
+                }
             }
         }
         body.push(']');

@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use daeda_sql_wire::{frame_len, Query, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,22 +133,40 @@ async fn supervise(w: Arc<SqlWorker>, cmd: WorkerCommand) {
             w.restarts.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
-        let started = Instant::now();
-        if let Err(e) = run_one(&w, &cmd).await {
-            tracing::warn!(error = %e, "the SQL worker failed");
-        }
+        let served = match run_one(&w, &cmd).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e.why, "the SQL worker stopped");
+                e.served
+            }
+        };
         w.up.store(false, Ordering::Relaxed);
-        // A worker that served for a while earns a fast restart.
-        if started.elapsed() > Duration::from_secs(30) {
+        // A worker that came up and was then killed or died under a query is
+        // replaced at once; one that cannot start backs off (a crash loop).
+        if served {
             backoff = Duration::from_millis(100);
+        } else {
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How a worker's life ended.
+struct Ended {
+    why: String,
+    /// It connected and served before it ended.
+    served: bool,
+}
+
+impl From<String> for Ended {
+    fn from(why: String) -> Ended {
+        Ended { why, served: false }
     }
 }
 
 /// One worker's life: start, connect, serve replies, and clean up after it.
-async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), String> {
+async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), Ended> {
     let dir = private_dir()?;
     let socket = dir.join("sql.sock");
     let listener = UnixListener::bind(&socket).map_err(|e| format!("binding {}: {e}", socket.display()))?;
@@ -166,7 +184,7 @@ async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), String> 
         a = tokio::time::timeout(Duration::from_secs(120), listener.accept()) => a,
         status = child.wait() => {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(format!("it exited before connecting ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())));
+            return Err(format!("it exited before connecting ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())).into());
         }
     };
     let _ = std::fs::remove_dir_all(&dir); // the socket is connected; nobody else may join
@@ -208,7 +226,7 @@ async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), String> 
     let _ = child.wait().await;
     // Every query still waiting learns the worker is gone (its sender drops).
     conn.pending.lock().expect("pending lock").clear();
-    Err(outcome)
+    Err(Ended { why: outcome, served: true })
 }
 
 /// A fresh folder only this user can enter, for the socket.

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
 source scripts/env.sh
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@" -- --skip soak_
+# Soaks measure latency under load: alone, so other tests do not skew them.
+cargo test --locked --test it "$@" -- soak_
 # The skew-parity gate on the example services, as a user's CI runs it.
 bash scripts/skew-gate.sh

@@ -297,7 +297,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         // Decoding and rendering take CPU in proportion to the result: never
         // on the async threads the online lookups run on.
         let max_bytes = state.cfg.sql_max_bytes;
-        let json = tokio::task::spawn_blocking(move || {
+        let json = plane.policy.run(move || {
             let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
             crate::sql::to_json(&output, max_bytes).map_err(|e| match e {
                 e @ crate::sql::JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),
@@ -305,7 +305,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
             })
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("rendering the SQL result failed: {e}")))??;
+        .map_err(|e| ApiError::SqlUnavailable(e.to_string()))??;
         respond(StatusCode::OK, "application/json", json.into())
     };
     if truncated {

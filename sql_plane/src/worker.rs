@@ -10,7 +10,9 @@
 //!   statement asks (COPY TO, EXPORT DATABASE, ATTACH of a new file);
 //! - `RLIMIT_AS`: its address space is capped, so an allocation bomb fails
 //!   inside the worker instead of growing until the machine's OOM killer
-//!   picks a victim.
+//!   picks a victim;
+//! - nice [`NICE`]: on a busy machine the scheduler serves the gateway's
+//!   lookups first; SQL gets the cores they leave idle.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -24,6 +26,9 @@ use daeda_policy::{duckdb::agree, Approved, Grants, Limits};
 use daeda_sql_wire::{frame_len, Query, Reply, Request};
 
 use crate::session::{CancelSlot, Session, SessionLimits};
+
+/// The worker's CPU niceness (threads started later inherit it, DuckDB's too).
+pub const NICE: i32 = 10;
 
 /// How the gateway configured its worker.
 #[derive(Debug, Clone)]
@@ -70,6 +75,9 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String>
         Confinement::Unavailable => {
             eprintln!("daeda sql-worker: warning: this kernel has no Landlock; file writes are stopped by DuckDB's settings alone")
         }
+    }
+    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+        eprintln!("daeda sql-worker: warning: could not lower its CPU priority: {e}");
     }
     if settings.max_address_space > 0 {
         rlimit::setrlimit(rlimit::Resource::AS, settings.max_address_space, settings.max_address_space)

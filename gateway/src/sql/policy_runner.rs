@@ -1,7 +1,10 @@
-//! The policy, run where a hostile query cannot hurt the gateway: on a few
-//! dedicated threads whose stack is sized for the policy's limits (see
-//! `daeda_policy::Limits::stack_bytes`), never on the async workers, with
-//! decisions cached by (text, grants) so a repeated query costs a lookup.
+//! The SQL plane's CPU work inside the gateway, kept where a hostile query
+//! cannot hurt the online plane: a few dedicated threads with a stack sized
+//! for the policy's limits (see `daeda_policy::Limits::stack_bytes`) and a
+//! lower CPU priority than the async workers, so on a busy machine lookups
+//! are scheduled first. The policy runs there, with decisions cached by
+//! (text, grants) so a repeated query costs a lookup; so does the rendering
+//! of results as JSON.
 //! The cache holds at most [`CACHE_ENTRIES`] queries of at most
 //! [`CACHE_MAX_SQL`] bytes each, so it stays under ~16 MiB whatever is sent.
 
@@ -18,18 +21,18 @@ pub const CACHE_ENTRIES: usize = 1024;
 pub const CACHE_MAX_SQL: usize = 8 * 1024;
 type Key = (String, Vec<String>);
 
-struct Job {
-    sql: String,
-    grants: Vec<String>,
-    reply: oneshot::Sender<Decision>,
-}
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Niceness of these threads: below the async workers (0), like the worker
+/// process's.
+pub const NICE: i32 = 10;
 
 /// Why the policy gave no decision.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("the SQL policy is busy; retry shortly")]
+    #[error("the SQL plane is busy; retry shortly")]
     Busy,
-    #[error("the SQL policy thread stopped")]
+    #[error("the SQL plane's threads stopped")]
     Stopped,
 }
 
@@ -45,12 +48,18 @@ impl PolicyRunner {
         let rx = Arc::new(Mutex::new(rx));
         let cache = Arc::new(Mutex::new(lru::LruCache::new(NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero"))));
         for i in 0..threads.max(1) {
-            let (rx, cache) = (rx.clone(), cache.clone());
+            let rx = rx.clone();
             std::thread::Builder::new()
-                .name(format!("sql-policy-{i}"))
+                .name(format!("sql-cpu-{i}"))
                 .stack_size(Limits::default().stack_bytes())
-                .spawn(move || check_loop(&rx, &cache))
-                .expect("a thread for the SQL policy");
+                .spawn(move || {
+                    // On Linux niceness is per thread: this one only.
+                    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+                        tracing::warn!(error = %e, "could not lower the SQL threads' CPU priority");
+                    }
+                    job_loop(&rx)
+                })
+                .expect("a thread for the SQL plane");
         }
         PolicyRunner { jobs, cache }
     }
@@ -63,9 +72,26 @@ impl PolicyRunner {
         if let Some(hit) = self.cache.lock().expect("policy cache lock").get(&key) {
             return Ok(hit.clone());
         }
+        let cache = self.cache.clone();
+        self.run(move || {
+            // The tree is built, checked and dropped on this thread's big stack.
+            let (sql, grants) = key;
+            let decision = daeda_policy::check(&sql, &Grants::new(&grants));
+            if sql.len() <= CACHE_MAX_SQL {
+                cache.lock().expect("policy cache lock").put((sql, grants), decision.clone());
+            }
+            decision
+        })
+        .await
+    }
+
+    /// Runs `f` on one of these threads.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, RunnerError> {
         let (reply, rx) = oneshot::channel();
-        let (sql, grants) = key;
-        match self.jobs.try_send(Job { sql, grants, reply }) {
+        let job: Job = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(RunnerError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(RunnerError::Stopped),
@@ -74,17 +100,12 @@ impl PolicyRunner {
     }
 }
 
-fn check_loop(rx: &Mutex<Receiver<Job>>, cache: &Mutex<lru::LruCache<Key, Decision>>) {
+fn job_loop(rx: &Mutex<Receiver<Job>>) {
     loop {
-        let job = match rx.lock().expect("policy queue lock").recv() {
+        let job = match rx.lock().expect("SQL queue lock").recv() {
             Ok(j) => j,
             Err(_) => return,
         };
-        // The tree is built, checked and dropped on this thread's big stack.
-        let decision = daeda_policy::check(&job.sql, &Grants::new(&job.grants));
-        if job.sql.len() <= CACHE_MAX_SQL {
-            cache.lock().expect("policy cache lock").put((job.sql, job.grants), decision.clone());
-        }
-        let _ = job.reply.send(decision);
+        job();
     }
 }

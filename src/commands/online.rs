@@ -68,8 +68,7 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                 }
                 e => anyhow::Error::new(e),
             })?;
-            let body: serde_json::Value = serde_json::from_slice(&body)?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            println!("{}", pretty(&body));
         }
         Command::Gc { dry_run } => {
             let removed = rt.block_on(gc(&store, &catalog, dry_run)).context("online gc")?;
@@ -82,6 +81,68 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Indents a JSON text the way `serde_json::to_string_pretty` does, copying
+/// every token as written. Parsing the body again would round numbers:
+/// serde_json (without `float_roundtrip`) reads `1.1500000000000001` as 1.15,
+/// and `online get` must print exactly the values the gateway answers.
+fn pretty(json: &[u8]) -> String {
+    let text = String::from_utf8_lossy(json);
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // An empty object or array stays on one line.
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}' | ']')) {
+                    out.push(chars.next().expect("peeked"));
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Services that left the catalog lose everything; catalog services lose
@@ -111,4 +172,18 @@ async fn gc(store: &daeda_online::OnlineStore, catalog: &daeda_catalog::Catalog,
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pretty_prints_like_serde_json_and_keeps_every_digit() {
+        let body = r#"{"a":[1.1500000000000001,null,-2e-7],"b":{},"c":[],"d":"x, {\\\"y\\\": [z]}","e":{"f":[[1],[]]}}"#;
+        let ours = super::pretty(body.as_bytes());
+        assert!(ours.contains("1.1500000000000001"), "{ours}");
+        // Same layout as serde_json's pretty printer (on a value it reads back exactly).
+        let exact = body.replace("1.1500000000000001", "1.5");
+        let v: serde_json::Value = serde_json::from_str(&exact).unwrap();
+        assert_eq!(super::pretty(exact.as_bytes()), serde_json::to_string_pretty(&v).unwrap());
+    }
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use daeda_online::lookup::{self, LookupRequest};
+use daeda_online::{OnlineError, OnlineStore};
 
 use crate::config::{Config, Overrides};
 use crate::UsageError;
@@ -71,11 +72,14 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             println!("{}", pretty(&body));
         }
         Command::Gc { dry_run } => {
-            let removed = rt.block_on(gc(&store, &catalog, dry_run)).context("online gc")?;
-            for line in &removed {
+            let report = rt.block_on(gc(&store, &catalog, dry_run)).context("online gc")?;
+            for line in &report.removed {
                 println!("{}{line}", if dry_run { "would remove " } else { "removed " });
             }
-            if removed.is_empty() {
+            for line in &report.skipped {
+                println!("skipped {line}");
+            }
+            if report.removed.is_empty() && report.skipped.is_empty() {
                 println!("nothing to remove");
             }
         }
@@ -145,33 +149,88 @@ fn pretty(json: &[u8]) -> String {
     out
 }
 
+/// What gc removed (or would), and the services it left alone.
+struct GcReport {
+    removed: Vec<String>,
+    skipped: Vec<String>,
+}
+
+/// How long gc's lease on a service lasts without renewal; it is renewed after
+/// each generation it removes, and expires on its own if gc dies.
+const GC_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Services that left the catalog lose everything; catalog services lose
-/// generations that are not live and not being written (no lease held).
-async fn gc(store: &daeda_online::OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool) -> Result<Vec<String>> {
-    let mut out = Vec::new();
+/// generations that are not live. gc works on a service only while holding its
+/// lease, as a run does, so a run cannot start between gc deciding what is
+/// garbage and removing it (a starting run's new generation is not yet live
+/// and would look like garbage). A service whose lease a run holds is skipped.
+async fn gc(store: &OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool) -> Result<GcReport> {
+    let holder = format!("gc-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
+    let mut report = GcReport { removed: Vec::new(), skipped: Vec::new() };
     for service in store.services_online().await? {
-        if !catalog.contains(&service) {
-            let gens = store.generations(&service).await?;
-            if !dry_run {
-                let n = store.drop_service(&service).await?;
-                out.push(format!("service {service} (not in the catalog): generations {gens:?}, {n} rows"));
-            } else {
-                out.push(format!("service {service} (not in the catalog): generations {gens:?}"));
+        let taken = if dry_run {
+            // Removes nothing, so it takes nothing; it reports what a real gc would skip.
+            match store.lease_holder(&service).await? {
+                Some(run) => Err(OnlineError::LeaseHeld { service: service.clone(), holder: run }),
+                None => Ok(()),
             }
+        } else {
+            store.acquire_lease(&service, &holder, GC_LEASE).await
+        };
+        match taken {
+            Ok(()) => {}
+            Err(OnlineError::LeaseHeld { holder: run, .. }) => {
+                report.skipped.push(format!("{service}: run {run} holds its lease"));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let result = gc_service(store, catalog, &service, &holder, dry_run, &mut report.removed).await;
+        if !dry_run {
+            if let Err(e) = store.release_lease(&service, &holder).await {
+                tracing::warn!(service, error = %e, "could not release gc's lease; it expires on its own");
+            }
+        }
+        result?;
+    }
+    Ok(report)
+}
+
+/// One service, under its lease (unless `dry_run`).
+async fn gc_service(
+    store: &OnlineStore,
+    catalog: &daeda_catalog::Catalog,
+    service: &str,
+    holder: &str,
+    dry_run: bool,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    let gens = store.generations(service).await?;
+    if !catalog.contains(service) {
+        if dry_run {
+            out.push(format!("service {service} (not in the catalog): generations {gens:?}"));
+        } else {
+            let n = store.drop_service(service).await?;
+            out.push(format!("service {service} (not in the catalog): generations {gens:?}, {n} rows"));
+        }
+        return Ok(());
+    }
+    let live = store.current_generation(service).await?;
+    for g in gens {
+        if Some(&g) == live.as_ref() {
             continue;
         }
-        if store.lease_holder(&service).await?.is_some() {
-            continue; // a run is writing; its generation is not garbage
+        if dry_run {
+            out.push(format!("{service} generation {g} (not live)"));
+            continue;
         }
-        let live = store.current_generation(&service).await?;
-        for g in store.generations(&service).await? {
-            if Some(&g) != live.as_ref() {
-                let n = if dry_run { 0 } else { store.retire(&service, &g).await? };
-                out.push(format!("{service} generation {g} (not live){}", if dry_run { String::new() } else { format!(", {n} rows") }));
-            }
+        let n = store.retire(service, &g).await?;
+        out.push(format!("{service} generation {g} (not live), {n} rows"));
+        if !store.renew_lease(service, holder, GC_LEASE).await? {
+            anyhow::bail!("gc lost its lease on `{service}` while removing generation {g}; stopped before removing more");
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@ use daeda_online::lookup::LookupError;
 use daeda_online::OnlineError;
 use hyper::StatusCode;
 
+/// `Retry-After` of a 503: the pool reconnects and Redis finishes loading in
+/// about this time, and clients that honour it do not hammer a recovering Redis.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request is malformed (JSON, key types, batch shape).
@@ -39,7 +43,8 @@ pub enum ApiError {
     /// 500: an online row does not decode.
     #[error("{0}")]
     Internal(String),
-    /// 503: Redis is unreachable.
+    /// 503: Redis is unreachable or not ready (e.g. loading its dataset);
+    /// answered with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
     /// 504: the request ran past its deadline.
@@ -77,6 +82,15 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "redis_unavailable",
             ApiError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// Seconds a client should wait before retrying (the `Retry-After`
+    /// header), for errors that pass by themselves.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Unavailable(_) => Some(RETRY_AFTER_SECS),
+            _ => None,
         }
     }
 
@@ -133,6 +147,7 @@ mod tests {
             assert_eq!(body["error"]["code"], code);
             assert!(body["error"]["message"].is_string());
             assert_eq!(body.as_object().unwrap().len(), 1);
+            assert_eq!(e.retry_after().is_some(), status == 503);
         }
     }
 }

@@ -9,7 +9,7 @@ use daeda_catalog::ServiceDef;
 use daeda_online::lookup::{self, EntityStatus, LookupRequest};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
@@ -35,7 +35,11 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
         if matches!(e, ApiError::Unavailable(_)) {
             state.metrics.redis_error();
         }
-        respond(e.status(), "application/json", e.body().into())
+        let mut resp = respond(e.status(), "application/json", e.body().into());
+        if let Some(secs) = e.retry_after() {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     });
     tracing::debug!(route, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
     state.metrics.observe(route, resp.status().as_u16(), start.elapsed());

@@ -1,0 +1,223 @@
+//! Operations: what issue 14 found from outside (exact values from `online get`,
+//! Redis loading, log floods, gc against runs, connection limits, settings) and
+//! the operator metrics. Each test is named after the defect it pins.
+
+use std::time::{Duration, Instant};
+
+use daeda_gateway::Plane;
+
+use crate::http::{self, bearer, mint, send};
+use crate::support::TestEnv;
+
+const USERS: &str = "/v1/features/user_features";
+
+/// A DOUBLE column whose values need all 17 significant digits.
+fn add_doubles_service(env: &TestEnv) {
+    let file = env.data().join("doubles.parquet");
+    env.duckdb()
+        .execute_batch(&format!(
+            "COPY (SELECT * FROM (VALUES
+                (1::BIGINT, TIMESTAMP '2026-06-28 00:00:00', '1.1500000000000001'::DOUBLE),
+                (2, TIMESTAMP '2026-06-28 00:00:00', '0.30000000000000004'::DOUBLE),
+                (3, TIMESTAMP '2026-06-28 00:00:00', '1e-7'::DOUBLE)) t(id, ts, x))
+             TO '{}' (FORMAT parquet)",
+            file.display()
+        ))
+        .unwrap();
+    std::fs::write(
+        env.yaml("doubles"),
+        "name: doubles\nversion: 2026-06-28\nentity:\n  join_keys: [id]\ntimestamp: ts\n\
+         source:\n  kind: parquet\n  path: ../data/doubles.parquet\n\
+         columns:\n  - {name: id, type: BIGINT}\n  - {name: ts, type: TIMESTAMP}\n  - {name: x, type: DOUBLE}\n\
+         serving:\n  allowed: true\n",
+    )
+    .unwrap();
+}
+
+/// The JSON text without the whitespace between tokens.
+fn minified(text: &str) -> String {
+    let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+    for c in text.chars() {
+        if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else if c == '"' {
+            in_string = true;
+        } else if c.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Regression (issue 14): `online get` re-parsed the body and printed
+/// 1.1500000000000001 as 1.15. It must print the gateway's tokens, digit for digit.
+#[tokio::test(flavor = "multi_thread")]
+async fn online_get_prints_every_digit_the_gateway_answers() {
+    let env = TestEnv::new(10);
+    add_doubles_service(&env);
+    env.materialize(&["--service", "doubles"]);
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["doubles"], &[Plane::Online]));
+    let r = send(gw.addr, "POST", "/v1/features/doubles", &[("authorization", &auth)], r#"{"entities": {"id": [1, 2, 3, 4]}}"#).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let gateway = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(gateway.contains("[1.1500000000000001,0.30000000000000004,1e-7,null]"), "{gateway}");
+    let (cli, _) = env.expect(0, &["online", "get", "--service", "doubles", "--entities", r#"{"id": [1, 2, 3, 4]}"#]);
+    assert!(cli.contains("1.1500000000000001"), "{cli}");
+    assert_eq!(minified(&cli), gateway);
+    gw.stop().await;
+}
+
+/// A leftover generation of `service` (registered, not live) with `rows` row keys.
+fn leftover_generation(env: &TestEnv, service: &str, generation: &str, rows: usize) {
+    let mut c = env.redis.conn();
+    let _: () = redis::cmd("SADD").arg(format!("daeda:{{svc:{service}}}:gens")).arg(generation).query(&mut c).unwrap();
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(10_000) {
+        let mut mset = redis::cmd("MSET");
+        for i in chunk {
+            mset.arg(format!("daeda:row:{service}:{generation}:{i}")).arg("x");
+        }
+        let _: () = mset.query(&mut c).unwrap();
+    }
+}
+
+/// Regression (issue 14): gc checked the lease holder, then retired every
+/// generation that was not live without holding the lease, so a run starting in
+/// between lost its new generation. gc now holds the service's lease while it
+/// works: a run's lease request fails until gc is done.
+#[test]
+fn online_gc_holds_the_lease_so_a_starting_run_cannot_race_it() {
+    let env = TestEnv::new(50);
+    env.materialize(&["--service", "user_features"]);
+    leftover_generation(&env, "user_features", "99", 200_000);
+    let lease = "daeda:{svc:user_features}:lease";
+    let mut c = env.redis.conn();
+
+    let mut child = env.command(&["online", "gc"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let holder: Option<String> = redis::cmd("GET").arg(lease).query(&mut c).unwrap();
+        if let Some(h) = holder {
+            break h;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "gc finished without ever holding the lease");
+        assert!(Instant::now() < deadline, "gc never took the lease");
+    };
+    assert!(holder.starts_with("gc-"), "{holder}");
+    // What a starting run does (SET NX): refused while gc works.
+    let taken: Option<String> = redis::cmd("SET").arg(lease).arg("a-run").arg("NX").arg("PX").arg(30_000).query(&mut c).unwrap();
+    assert_eq!(taken, None, "a run got the lease while gc held it");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("removed user_features generation 99 (not live), 200000 rows"), "{stdout}");
+    let after: Option<String> = redis::cmd("GET").arg(lease).query(&mut c).unwrap();
+    assert_eq!(after, None, "gc releases the lease");
+    assert_eq!(env.redis.count("daeda:row:user_features:1:*"), 50, "the live generation is untouched");
+
+    // A run holding the lease: gc leaves the service alone and says so.
+    leftover_generation(&env, "user_features", "98", 10);
+    let _: () = redis::cmd("SET").arg(lease).arg("20260101T000000Z-user_features-beef").query(&mut c).unwrap();
+    let (stdout, _) = env.expect(0, &["online", "gc"]);
+    assert!(stdout.contains("skipped user_features: run 20260101T000000Z-user_features-beef holds its lease"), "{stdout}");
+    assert_eq!(env.redis.count("daeda:row:user_features:98:*"), 10);
+    let (stdout, _) = env.expect(0, &["online", "gc", "--dry-run"]);
+    assert!(stdout.contains("skipped user_features"), "{stdout}");
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection, read to its end: the head
+/// (status line and headers, lower-cased) and the body.
+async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, auth: &str, body: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+fn loading(c: &mut redis::Connection) -> Result<bool, redis::RedisError> {
+    match redis::cmd("GET").arg("x").query::<Option<String>>(c) {
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Regression (issue 14): while Redis loads its dataset after a restart it
+/// answers `LOADING`, and lookups got 500. Like a refused connection, that is
+/// 503 with Retry-After, and service resumes by itself once loading is done.
+/// Deterministic: Redis is restarted with a per-key load delay
+/// (`key-load-delay`), and the test first sees it answer LOADING itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_loading_its_dataset_is_503_with_retry_after() {
+    let mut env = TestEnv::new(50);
+    env.materialize(&["--service", "user_features"]);
+    leftover_generation(&env, "filler", "1", 20_000);
+    let _: () = redis::cmd("SAVE").query(&mut env.redis.conn()).unwrap();
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let body = r#"{"entities": {"user_id": [1]}}"#;
+    assert_eq!(raw(gw.addr, "POST", USERS, &auth, body).await.0.lines().next(), Some("http/1.1 200 ok"));
+
+    env.redis.kill();
+    let port = env.redis.port.to_string();
+    let _redis = Killed(
+        std::process::Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(env.dir.path().join("redis"))
+            .args(["--key-load-delay", "300", "--loading-process-events-interval-bytes", "1024"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c = loop {
+        if let Ok(mut c) = env.redis.client().get_connection() {
+            match loading(&mut c) {
+                Ok(true) => break c,
+                Ok(false) => panic!("Redis finished loading before the test saw it loading"),
+                Err(_) => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "Redis did not come back");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for i in 0..5 {
+        let (head, body) = raw(gw.addr, "POST", USERS, &auth, body).await;
+        assert!(head.starts_with("http/1.1 503"), "request {i}: {head}\n{body}");
+        assert!(head.contains("\r\nretry-after: 1"), "request {i}: {head}");
+        assert!(body.contains(r#""code":"redis_unavailable""#), "request {i}: {body}");
+    }
+    assert!(loading(&mut c).unwrap(), "the 503s must have been answered while Redis was loading");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (head, body) = raw(gw.addr, "POST", USERS, &auth, body).await;
+        if head.starts_with("http/1.1 200") {
+            break;
+        }
+        assert!(head.starts_with("http/1.1 503"), "{head}\n{body}");
+        assert!(Instant::now() < deadline, "no recovery after loading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop().await;
+}

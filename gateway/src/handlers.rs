@@ -29,8 +29,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
         Err(_) => Err(ApiError::Timeout(deadline.as_millis() as u64)),
     };
     let resp = result.unwrap_or_else(|e| {
+        state.metrics.error(route, e.code());
         if e.status().is_server_error() {
-            tracing::warn!(route, status = e.status().as_u16(), error = %e, "request failed");
+            // One line per interval, not per request: an outage fails them all.
+            state.failures.failed(route, e.status().as_u16(), &e);
         }
         if matches!(e, ApiError::Unavailable(_)) {
             state.metrics.redis_error();

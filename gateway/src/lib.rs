@@ -14,6 +14,7 @@
 pub mod arrow;
 pub mod auth;
 mod error;
+mod events;
 mod generations;
 mod handlers;
 mod metrics;
@@ -98,6 +99,7 @@ pub(crate) struct State {
     pub(crate) verifier: auth::Verifier,
     pub(crate) generations: Arc<generations::Generations>,
     pub(crate) metrics: metrics::Metrics,
+    pub(crate) failures: events::FailureLog,
     pub(crate) sql: Option<Arc<dyn sql::SqlEngine>>,
     /// Each served service's row schema, built once at start-up.
     pub(crate) schemas: std::collections::HashMap<String, Arc<daeda_online::codec::RowSchema>>,
@@ -147,7 +149,7 @@ impl Gateway {
             .filter(|s| s.serving.allowed)
             .map(|s| (s.name.clone(), Arc::new(daeda_online::codec::RowSchema::of(s))))
             .collect();
-        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), sql, schemas });
+        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), failures: Default::default(), sql, schemas });
         Ok(Gateway { state, listener, tls })
     }
 
@@ -159,6 +161,16 @@ impl Gateway {
     /// (up to 10 s).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let refresher = self.state.generations.spawn_refresher(self.state.cfg.refresh);
+        let flusher = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(events::FAILURE_LOG_INTERVAL / 2);
+                loop {
+                    tick.tick().await;
+                    state.failures.flush(false);
+                }
+            })
+        };
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
         tokio::pin!(shutdown);
@@ -167,7 +179,8 @@ impl Gateway {
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        // EMFILE and friends: logged like failed requests, not once per attempt.
+                        self.state.failures.failed("accept", 0, &e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -210,6 +223,8 @@ impl Gateway {
         }
         drop(self.listener);
         refresher.abort();
+        flusher.abort();
+        self.state.failures.flush(true);
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections were still open 10 s after shutdown began");
         }

@@ -1,5 +1,5 @@
 //! Prometheus text-format metrics: requests and latency by route and status,
-//! Redis errors, pool usage, entities served by status.
+//! errors by code, Redis errors, pool usage, entities served by status.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -35,6 +35,8 @@ type ByRoute = BTreeMap<(&'static str, u16), (u64, Histogram)>;
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<ByRoute>,
+    /// Failed requests by route and error code (`ApiError::code`).
+    errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     redis: Mutex<Histogram>,
     redis_errors: AtomicU64,
     entities_ok: AtomicU64,
@@ -48,6 +50,11 @@ impl Metrics {
         let (n, h) = m.entry((route, status)).or_default();
         *n += 1;
         h.record(took);
+    }
+
+    /// A request that failed, by its error code.
+    pub fn error(&self, route: &'static str, code: &'static str) {
+        *self.errors.lock().expect("metrics lock").entry((route, code)).or_default() += 1;
     }
 
     /// Time of one lookup's Redis round trip and row decoding.
@@ -82,6 +89,10 @@ impl Metrics {
             let _ = writeln!(out, "daeda_request_duration_seconds_count{{route=\"{route}\",status=\"{status}\"}} {}", h.count);
         }
         drop(m);
+        out.push_str("# HELP daeda_request_errors_total Failed requests by route and error code.\n# TYPE daeda_request_errors_total counter\n");
+        for ((route, code), n) in self.errors.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "daeda_request_errors_total{{route=\"{route}\",code=\"{code}\"}} {n}");
+        }
         let h = self.redis.lock().expect("metrics lock");
         out.push_str("# HELP daeda_redis_lookup_seconds Redis round trip and row decoding of a lookup.\n# TYPE daeda_redis_lookup_seconds histogram\n");
         for (i, b) in BUCKETS.iter().enumerate() {

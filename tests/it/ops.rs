@@ -221,3 +221,85 @@ async fn redis_loading_its_dataset_is_503_with_retry_after() {
     }
     gw.stop().await;
 }
+
+/// Strips ANSI colour codes from a log line.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `daeda serve` on a free port with `env`'s Redis; returns once it accepts connections.
+fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = env.command(&["serve", "--listen", &addr.to_string()]);
+    cmd.env("DAEDA_JWT_SECRET", http::SECRET).env("NO_COLOR", "1").stderr(std::process::Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "daeda serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+/// SIGTERM, then everything it wrote to stderr.
+fn stop(child: std::process::Child) -> String {
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).lines().map(plain).collect::<Vec<_>>().join("\n");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    stderr
+}
+
+/// Regression (issue 14): during an outage every failed request logged a
+/// warning. Now the first failure of each 10 s interval is logged in full and
+/// the rest are summed up in one line; every failure is still counted in /metrics.
+#[test]
+fn an_outage_logs_one_line_per_interval_not_one_per_request() {
+    let mut env = TestEnv::new(50);
+    env.materialize(&["--service", "user_features"]);
+    let (child, addr) = serve(&env, &[]);
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    env.redis.kill();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    const N: u64 = 40;
+    let metrics = rt.block_on(async {
+        for _ in 0..N {
+            let r = send(addr, "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#).await;
+            assert_eq!(r.status, 503);
+        }
+        send(addr, "GET", "/metrics", &[], "").await
+    });
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    let want = format!(r#"daeda_request_errors_total{{route="/v1/features/{{service}}",code="redis_unavailable"}} {N}"#);
+    assert!(metrics.contains(&want), "{metrics}");
+
+    let stderr = stop(child);
+    let full = stderr.lines().filter(|l| l.contains("request failed")).count() as u64;
+    let summed: u64 = stderr
+        .lines()
+        .filter(|l| l.contains("more requests failed"))
+        .map(|l| l.split("suppressed=").nth(1).and_then(|v| v.split_whitespace().next()).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!((1..=3).contains(&full), "{full} full lines (one per 10 s interval expected):\n{stderr}");
+    assert_eq!(full + summed, N, "every failure is logged or counted in a summary:\n{stderr}");
+}

@@ -47,6 +47,10 @@ pub enum ApiError {
     /// answered with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the gateway already holds `max_connections` connections; written
+    /// on the refused connection before it is closed.
+    #[error("the gateway is at its limit of {0} connections; retry shortly")]
+    TooManyConnections(usize),
     /// 504: the request ran past its deadline.
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
@@ -63,7 +67,7 @@ impl ApiError {
             ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::TooManyConnections(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -81,6 +85,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "redis_unavailable",
+            ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::Timeout(_) => "timeout",
         }
     }
@@ -89,7 +94,7 @@ impl ApiError {
     /// header), for errors that pass by themselves.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::Unavailable(_) => Some(RETRY_AFTER_SECS),
+            ApiError::Unavailable(_) | ApiError::TooManyConnections(_) => Some(RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -139,6 +144,7 @@ mod tests {
             (ApiError::TooLarge(10), 413, "body_too_large"),
             (ApiError::Internal("x".into()), 500, "internal"),
             (ApiError::Unavailable("x".into()), 503, "redis_unavailable"),
+            (ApiError::TooManyConnections(3), 503, "too_many_connections"),
             (ApiError::Timeout(5), 504, "timeout"),
         ];
         for (e, status, code) in cases {

@@ -93,7 +93,12 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         }
         "/metrics" => {
             only(Method::GET)?;
-            let text = state.metrics.render(state.store.pool_status());
+            let gauges = crate::metrics::Gauges {
+                pool: state.store.pool_status(),
+                connections_open: state.cfg.max_connections - state.slots.available_permits(),
+                max_connections: state.cfg.max_connections,
+            };
+            let text = state.metrics.render(&gauges);
             Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))
         }
         "/v1/services" => {

@@ -1,5 +1,6 @@
 //! Prometheus text-format metrics: requests and latency by route and status,
-//! errors by code, Redis errors, pool usage, entities served by status.
+//! errors by code, Redis errors, pool usage, entities served by status,
+//! connections.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -32,8 +33,35 @@ impl Histogram {
 /// Request count and latency per (route, status).
 type ByRoute = BTreeMap<(&'static str, u16), (u64, Histogram)>;
 
+/// What happened to a connection outside of its requests.
+#[derive(Debug, Clone, Copy)]
+pub enum ConnEvent {
+    /// Past `max_connections`: answered 503 and closed.
+    Refused,
+    /// A request head did not arrive within `header_read_timeout`.
+    HeaderTimeout,
+    /// No request for `idle_timeout`.
+    IdleClosed,
+    /// `accept` failed (e.g. out of file descriptors).
+    AcceptFailed,
+}
+
+impl ConnEvent {
+    const ALL: [ConnEvent; 4] = [ConnEvent::Refused, ConnEvent::HeaderTimeout, ConnEvent::IdleClosed, ConnEvent::AcceptFailed];
+
+    fn label(self) -> &'static str {
+        match self {
+            ConnEvent::Refused => "refused",
+            ConnEvent::HeaderTimeout => "header_timeout",
+            ConnEvent::IdleClosed => "idle_closed",
+            ConnEvent::AcceptFailed => "accept_failed",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    connections: [AtomicU64; 4],
     requests: Mutex<ByRoute>,
     /// Failed requests by route and error code (`ApiError::code`).
     errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -50,6 +78,10 @@ impl Metrics {
         let (n, h) = m.entry((route, status)).or_default();
         *n += 1;
         h.record(took);
+    }
+
+    pub fn connection_event(&self, e: ConnEvent) {
+        self.connections[e as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request that failed, by its error code.
@@ -72,7 +104,8 @@ impl Metrics {
         self.entities_stale.fetch_add(stale, Ordering::Relaxed);
     }
 
-    pub fn render(&self, pool: (usize, usize)) -> String {
+    pub fn render(&self, g: &Gauges) -> String {
+        let pool = g.pool;
         let mut out = String::new();
         let m = self.requests.lock().expect("metrics lock");
         out.push_str("# HELP daeda_requests_total HTTP requests by route and status.\n# TYPE daeda_requests_total counter\n");
@@ -107,6 +140,20 @@ impl Metrics {
             let _ = writeln!(out, "daeda_entities_served_total{{status=\"{status}\"}} {}", v.load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP daeda_redis_pool_connections Pooled Redis connections.\n# TYPE daeda_redis_pool_connections gauge\ndaeda_redis_pool_connections{{state=\"open\"}} {}\ndaeda_redis_pool_connections{{state=\"idle\"}} {}", pool.0, pool.1);
+        let _ = writeln!(out, "# HELP daeda_connections_open Client connections open now.\n# TYPE daeda_connections_open gauge\ndaeda_connections_open {}", g.connections_open);
+        let _ = writeln!(out, "# HELP daeda_connections_max Client connections allowed at once (max_connections).\n# TYPE daeda_connections_max gauge\ndaeda_connections_max {}", g.max_connections);
+        out.push_str("# HELP daeda_connection_events_total Connections refused past max_connections, closed for a slow request head or for idleness, and failed accepts.\n# TYPE daeda_connection_events_total counter\n");
+        for e in ConnEvent::ALL {
+            let _ = writeln!(out, "daeda_connection_events_total{{event=\"{}\"}} {}", e.label(), self.connections[e as usize].load(Ordering::Relaxed));
+        }
         out
     }
+}
+
+/// What `/metrics` reads from the rest of the gateway at scrape time.
+pub struct Gauges {
+    /// Pooled Redis connections: open, idle.
+    pub pool: (usize, usize),
+    pub connections_open: usize,
+    pub max_connections: usize,
 }

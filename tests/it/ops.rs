@@ -303,3 +303,109 @@ fn an_outage_logs_one_line_per_interval_not_one_per_request() {
     assert!((1..=3).contains(&full), "{full} full lines (one per 10 s interval expected):\n{stderr}");
     assert_eq!(full + summed, N, "every failure is logged or counted in a summary:\n{stderr}");
 }
+
+/// Reads until the server closes the connection, at most `within`; None if it
+/// is still open then.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A connection that sent half a request line and holds a slot (retried while
+/// the gateway still counts an earlier connection).
+async fn hold(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /hea").await.unwrap();
+        let mut buf = [0u8; 64];
+        if tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await.is_err() {
+            return s; // nothing said back: it holds a slot
+        }
+        assert!(Instant::now() < deadline, "no connection slot came free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Regression (issue 14): connections sending half a request line, or nothing,
+/// stayed open forever, and there was no cap. Now a request head has
+/// `header_read_timeout` to arrive, a connection without a request is closed
+/// after `idle_timeout` (HTTP/2 too), and past `max_connections` a connection
+/// is answered 503 and closed; each is counted in /metrics. Raw sockets, from outside.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_idle_and_surplus_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new(10);
+    env.materialize(&["--service", "user_features"]);
+    let mut cfg = http::config(&env);
+    cfg.max_connections = 100;
+    cfg.header_read_timeout = Duration::from_millis(700);
+    cfg.idle_timeout = Duration::from_millis(1500);
+    let gw = http::start(&env, cfg).await;
+
+    // A hundred slow clients take every slot...
+    let t = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET /hea").await.unwrap();
+        slow.push(s);
+    }
+    // ...so the next ones are answered 503 and closed.
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let text = closed_within(&mut s, Duration::from_secs(5)).await.expect("a surplus connection is closed at once");
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("retry-after: 1") && text.contains(r#""code":"too_many_connections""#), "{text}");
+    }
+    // The slow ones are closed once the header-read timeout passes.
+    for s in &mut slow {
+        assert!(closed_within(s, Duration::from_secs(10)).await.is_some(), "a half request line held its connection");
+    }
+    assert!(t.elapsed() >= Duration::from_millis(600), "closed before the timeout: {:?}", t.elapsed());
+
+    // A connection that says nothing is closed after the idle timeout.
+    let t = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(closed_within(&mut silent, Duration::from_secs(10)).await.as_deref(), Some(""));
+    assert!(t.elapsed() >= Duration::from_millis(1400), "{:?}", t.elapsed());
+
+    // So is an HTTP/2 connection once its last request is done.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{USERS}", gw.addr))
+        .header("authorization", &auth)
+        .body(http_body_util::Full::new(bytes::Bytes::from(r#"{"entities": {"user_id": [1]}}"#)))
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn).await.expect("an idle HTTP/2 connection stayed open").unwrap().ok();
+    assert!(t.elapsed() >= Duration::from_millis(1000), "{:?}", t.elapsed());
+
+    let m = send(gw.addr, "GET", "/metrics", &[], "").await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert_eq!(metric(&text, r#"daeda_connection_events_total{event="refused"}"#), 5.0);
+    assert_eq!(metric(&text, r#"daeda_connection_events_total{event="header_timeout"}"#), 100.0);
+    assert!(metric(&text, r#"daeda_connection_events_total{event="idle_closed"}"#) >= 2.0, "{text}");
+    assert_eq!(metric(&text, "daeda_connections_max"), 100.0);
+    assert_eq!(metric(&text, "daeda_connections_open"), 1.0, "only the /metrics request's own");
+    gw.stop().await;
+}

@@ -409,3 +409,49 @@ async fn slow_idle_and_surplus_connections_are_closed() {
     assert_eq!(metric(&text, "daeda_connections_open"), 1.0, "only the /metrics request's own");
     gw.stop().await;
 }
+
+/// Regression (issue 14): the pool size, Redis timeout, request deadline,
+/// refresh interval and connection limits were constants. They are keys of
+/// daeda.toml and environment variables (which win); a bad value is a usage
+/// error naming its key.
+#[test]
+fn serve_limits_come_from_daeda_toml_and_the_environment() {
+    let env = TestEnv::new(10);
+    let toml = env.dir.path().join("daeda.toml");
+    let bad = |file: &str, extra: &[(&str, &str)], names: &[&str]| {
+        std::fs::write(&toml, file).unwrap();
+        let mut cmd = env.command(&["serve", "--listen", "127.0.0.1:0"]);
+        cmd.env("DAEDA_JWT_SECRET", http::SECRET);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file} {extra:?}: {stderr}");
+        for n in names {
+            assert!(stderr.contains(n), "{file} {extra:?}: `{n}` not in {stderr}");
+        }
+    };
+    bad("request_timeout_ms = \"soon\"\n", &[], &["daeda.toml", "request_timeout_ms", "soon"]);
+    bad("refresh_interval_ms = 0\n", &[], &["refresh_interval_ms"]);
+    bad("idle_timeout_ms = -5\n", &[], &["daeda.toml", "idle_timeout_ms"]);
+    bad("max_connections = 0\n", &[], &["max_connections"]);
+    bad("", &[("DAEDA_REDIS_TIMEOUT_MS", "fast")], &["DAEDA_REDIS_TIMEOUT_MS", "redis_timeout_ms", "fast"]);
+    bad("", &[("DAEDA_REDIS_POOL_SIZE", "many")], &["DAEDA_REDIS_POOL_SIZE", "redis_pool_size"]);
+    bad("header_read_timeout_ms = 100\n", &[("DAEDA_HEADER_READ_TIMEOUT_MS", "0")], &["header_read_timeout_ms"]);
+
+    // The file's values are used, the environment's win over them.
+    std::fs::write(&toml, "max_connections = 50\nheader_read_timeout_ms = 2000\nredis_pool_size = 4\nrequest_timeout_ms = 3000\n").unwrap();
+    let (child, addr) = serve(&env, &[("DAEDA_MAX_CONNECTIONS", "1")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut held = hold(addr).await;
+        let t = Instant::now();
+        let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let text = closed_within(&mut next, Duration::from_secs(5)).await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 503"), "DAEDA_MAX_CONNECTIONS=1 wins over the file's 50: {text}");
+        assert!(closed_within(&mut held, Duration::from_secs(10)).await.is_some());
+        assert!(t.elapsed() >= Duration::from_millis(1500), "header_read_timeout_ms = 2000: {:?}", t.elapsed());
+    });
+    stop(child);
+}

@@ -97,6 +97,8 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
                 pool: state.store.pool_status(),
                 connections_open: state.cfg.max_connections - state.slots.available_permits(),
                 max_connections: state.cfg.max_connections,
+                live: state.schemas.keys().map(|s| (s.as_str(), state.generations.get(s))).collect(),
+                now: chrono::Utc::now(),
             };
             let text = state.metrics.render(&gauges);
             Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))

@@ -1,12 +1,16 @@
 //! Prometheus text-format metrics: requests and latency by route and status,
 //! errors by code, Redis errors, pool usage, entities served by status,
-//! connections.
+//! connections, and for operators the freshness of each service's live
+//! generation (read from its metadata in Redis at scrape time) and the build.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use daeda_online::GenerationMeta;
 
 const BUCKETS: [f64; 13] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
@@ -104,7 +108,7 @@ impl Metrics {
         self.entities_stale.fetch_add(stale, Ordering::Relaxed);
     }
 
-    pub fn render(&self, g: &Gauges) -> String {
+    pub fn render(&self, g: &Gauges<'_>) -> String {
         let pool = g.pool;
         let mut out = String::new();
         let m = self.requests.lock().expect("metrics lock");
@@ -146,14 +150,61 @@ impl Metrics {
         for e in ConnEvent::ALL {
             let _ = writeln!(out, "daeda_connection_events_total{{event=\"{}\"}} {}", e.label(), self.connections[e as usize].load(Ordering::Relaxed));
         }
+        render_freshness(&mut out, g);
+        let _ = writeln!(
+            out,
+            "# HELP daeda_build_info The running build.\n# TYPE daeda_build_info gauge\ndaeda_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         out
     }
 }
 
 /// What `/metrics` reads from the rest of the gateway at scrape time.
-pub struct Gauges {
+pub struct Gauges<'a> {
     /// Pooled Redis connections: open, idle.
     pub pool: (usize, usize),
     pub connections_open: usize,
     pub max_connections: usize,
+    /// Each served service and its live generation, if it has one.
+    pub live: Vec<(&'a str, Option<Arc<GenerationMeta>>)>,
+    pub now: DateTime<Utc>,
+}
+
+/// Per service with a live generation: how old it is, how old its data bound
+/// is, how many rows it holds. A service with nothing live has no series
+/// (alert on it with `absent()`).
+fn render_freshness(out: &mut String, g: &Gauges<'_>) {
+    /// A gauge per service: its name, help and value from the live generation's metadata.
+    type Series = (&'static str, &'static str, fn(&GenerationMeta, DateTime<Utc>) -> Option<f64>);
+    fn since(t: &str, now: DateTime<Utc>) -> Option<f64> {
+        DateTime::parse_from_rfc3339(t).ok().map(|t| (now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+    }
+    const SERIES: [Series; 4] = [
+        (
+            "daeda_live_generation_age_seconds",
+            "Seconds since the live generation was materialized (its materialized_at: the flip of a full run, or the last incremental run).",
+            |m, now| since(&m.materialized_at, now),
+        ),
+        (
+            "daeda_live_generation_as_of_age_seconds",
+            "Seconds since the live generation's as-of, the event-time bound of the run that wrote it: how old its newest possible feature row is.",
+            |m, now| since(&m.as_of, now),
+        ),
+        ("daeda_live_generation_rows", "Entities in the live generation.", |m, _| Some(m.row_count as f64)),
+        (
+            "daeda_seconds_since_last_materialization",
+            "Seconds since the last successful materialization (full or incremental) of the service, from the live generation's metadata in Redis.",
+            |m, now| since(&m.materialized_at, now),
+        ),
+    ];
+    let live: Vec<_> = g.live.iter().filter_map(|(s, m)| m.as_ref().map(|m| (*s, m))).collect();
+    for (name, help, value) in SERIES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (service, meta) in &live {
+            if let Some(v) = value(meta, g.now) {
+                let _ = writeln!(out, "{name}{{service=\"{service}\"}} {v}");
+            }
+        }
+    }
 }

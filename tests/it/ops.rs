@@ -455,3 +455,30 @@ fn serve_limits_come_from_daeda_toml_and_the_environment() {
     });
     stop(child);
 }
+
+/// Operator metrics: per service, how old the live generation and its data
+/// bound are, its rows, the time since the last successful run; and the build.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_each_live_generations_age_rows_and_the_build() {
+    let env = TestEnv::new(50);
+    let before = chrono::Utc::now();
+    env.materialize(&["--service", "user_features"]);
+    let gw = http::start(&env, http::config(&env)).await;
+    let m = send(gw.addr, "GET", "/metrics", &[], "").await;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    let since_run = (chrono::Utc::now() - before).num_milliseconds() as f64 / 1000.0;
+
+    let age = metric(&text, r#"daeda_live_generation_age_seconds{service="user_features"}"#);
+    assert!((0.0..=since_run + 1.0).contains(&age), "age {age}, run began {since_run} s ago");
+    assert_eq!(metric(&text, r#"daeda_seconds_since_last_materialization{service="user_features"}"#), age);
+    let as_of = chrono::DateTime::parse_from_rfc3339("2026-06-28T12:00:00Z").unwrap();
+    let want = (chrono::Utc::now() - as_of.with_timezone(&chrono::Utc)).num_seconds() as f64;
+    let as_of_age = metric(&text, r#"daeda_live_generation_as_of_age_seconds{service="user_features"}"#);
+    assert!((as_of_age - want).abs() < 60.0, "as-of age {as_of_age}, expected about {want}");
+    assert_eq!(metric(&text, r#"daeda_live_generation_rows{service="user_features"}"#), 50.0);
+    assert!(!text.contains(r#"daeda_live_generation_rows{service="item_features"}"#), "nothing live, no series:\n{text}");
+    assert!(!text.contains("pii_features"), "not served, not listed");
+    assert_eq!(metric(&text, &format!(r#"daeda_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))), 1.0);
+    assert!(text.contains("# TYPE daeda_live_generation_age_seconds gauge"), "{text}");
+    gw.stop().await;
+}

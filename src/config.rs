@@ -19,6 +19,14 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     allow_remote: Option<bool>,
     max_batch: Option<usize>,
+    // `daeda serve`'s bounds, see `ServeLimits`.
+    redis_pool_size: Option<usize>,
+    redis_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    refresh_interval_ms: Option<u64>,
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     jwt: Option<JwtFile>,
     sql: Option<SqlFile>,
 }
@@ -77,6 +85,7 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub allow_remote: bool,
     pub max_batch: usize,
+    pub limits: ServeLimits,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
@@ -108,7 +117,7 @@ fn env(name: &str) -> Option<String> {
 fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
     match env(name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value")),
+        Some(v) => v.parse().map(Some).map_err(|_| crate::UsageError(format!("{name}={v} is not a valid value")).into()),
     }
 }
 
@@ -119,6 +128,8 @@ impl Config {
             None if Path::new("daeda.toml").is_file() => read(Path::new("daeda.toml"))?,
             None => FileConfig::default(),
         };
+        let limits = ServeLimits::load(&file)?;
+
         let jwt = file.jwt.unwrap_or_default();
         let sql = file.sql.unwrap_or_default();
         let sql = SqlSettings {
@@ -158,6 +169,7 @@ impl Config {
             tls_key: env("DAEDA_TLS_KEY").map(PathBuf::from).or(file.tls_key),
             allow_remote: env_parse("DAEDA_ALLOW_REMOTE")?.or(file.allow_remote).unwrap_or(false),
             max_batch: env_parse("DAEDA_MAX_BATCH")?.or(file.max_batch).unwrap_or(1000),
+            limits,
             jwt_secret: env("DAEDA_JWT_SECRET").or(jwt.secret),
             jwt_public_key: env("DAEDA_JWT_PUBLIC_KEY").map(PathBuf::from).or(jwt.public_key),
             jwt_issuer: env("DAEDA_JWT_ISSUER").or(jwt.issuer),
@@ -169,5 +181,76 @@ impl Config {
 
 fn read(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| crate::UsageError(format!("{}: {}", path.display(), e.message())).into())
+    toml::from_str(&text).map_err(|e| {
+        // Name the line (and so the key) of a type error; toml's message alone does not.
+        let at = e.span().and_then(|span| {
+            let line = text.as_bytes()[..span.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1;
+            text.lines().nth(line - 1).map(|l| format!(" line {line} (`{}`)", l.trim()))
+        });
+        crate::UsageError(format!("{}{}: {}", path.display(), at.unwrap_or_default(), e.message())).into()
+    })
+}
+
+/// `daeda serve`'s pools, timeouts and connection limits: without explicit
+/// bounds a dead Redis or an idle client holds resources forever. Each is a
+/// key of `daeda.toml` and `DAEDA_<KEY>` (which wins); times are in ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// `redis_pool_size`: pooled Redis connections.
+    pub redis_pool_size: usize,
+    /// `redis_timeout_ms`: connecting, waiting for a pooled connection, each reply.
+    pub redis_timeout_ms: u64,
+    /// `request_timeout_ms`: past it a request answers 504.
+    pub request_timeout_ms: u64,
+    /// `refresh_interval_ms`: how often live generation pointers are re-read.
+    pub refresh_interval_ms: u64,
+    /// `max_connections`: client connections at once; past it, 503 and close.
+    pub max_connections: usize,
+    /// `header_read_timeout_ms`: for a request head to arrive (also the wait
+    /// for the next request on a kept-alive HTTP/1.1 connection).
+    pub header_read_timeout_ms: u64,
+    /// `idle_timeout_ms`: a connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            redis_pool_size: 32,
+            redis_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+            refresh_interval_ms: 500,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl ServeLimits {
+    /// The file's values, then the environment's; each must be at least 1,
+    /// and a bad one is a usage error naming its key.
+    fn load(file: &FileConfig) -> Result<ServeLimits> {
+        fn pick<T: std::str::FromStr + Copy + PartialOrd + From<u8>>(key: &str, from_file: Option<T>, default: T) -> Result<T> {
+            let var = format!("DAEDA_{}", key.to_ascii_uppercase());
+            let v = env_parse(&var)
+                .map_err(|_| crate::UsageError(format!("{var}: `{}` is not a whole number for {key}", env(&var).unwrap_or_default())))?
+                .or(from_file)
+                .unwrap_or(default);
+            if v < T::from(1) {
+                return Err(crate::UsageError(format!("{key} must be at least 1 (from {var} or daeda.toml)")).into());
+            }
+            Ok(v)
+        }
+        let d = ServeLimits::default();
+        Ok(ServeLimits {
+            redis_pool_size: pick("redis_pool_size", file.redis_pool_size, d.redis_pool_size)?,
+            redis_timeout_ms: pick("redis_timeout_ms", file.redis_timeout_ms, d.redis_timeout_ms)?,
+            request_timeout_ms: pick("request_timeout_ms", file.request_timeout_ms, d.request_timeout_ms)?,
+            refresh_interval_ms: pick("refresh_interval_ms", file.refresh_interval_ms, d.refresh_interval_ms)?,
+            max_connections: pick("max_connections", file.max_connections, d.max_connections)?,
+            header_read_timeout_ms: pick("header_read_timeout_ms", file.header_read_timeout_ms, d.header_read_timeout_ms)?,
+            idle_timeout_ms: pick("idle_timeout_ms", file.idle_timeout_ms, d.idle_timeout_ms)?,
+        })
+    }
 }

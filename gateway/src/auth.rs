@@ -76,8 +76,19 @@ struct Claims {
     nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+    /// RFC 7519 §4.1.3: one audience or an array of them. jsonwebtoken checks
+    /// it against `jwt.audience` (any element may match); this field only has
+    /// to accept both shapes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
+}
+
+/// The `aud` claim: a string or an array of strings.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// How tokens are verified.
@@ -249,7 +260,33 @@ pub fn mint(r: MintRequest<'_>) -> Result<String, jsonwebtoken::errors::Error> {
         iat: Some(iat),
         nbf: None,
         iss: r.issuer,
-        aud: r.audience,
+        aud: r.audience.map(Audience::One),
     };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(r.secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(aud: serde_json::Value) -> String {
+        let claims = serde_json::json!({"sub": "x", "exp": now() + 600, "services": ["*"], "planes": ["online"], "aud": aud});
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s")).unwrap()
+    }
+
+    /// Regression (issue 14): `aud` as an array (RFC 7519 §4.1.3) was refused
+    /// because the claim was read as a string.
+    #[test]
+    fn an_audience_array_passes_when_any_element_matches() {
+        let settings = AuthSettings { secret: Some("s".into()), audience: Some("daeda-gateway".into()), ..Default::default() };
+        let v = Verifier::new(&settings).unwrap();
+        let bearer = |t: String| format!("Bearer {t}");
+        let ok = v.verify(Some(&bearer(token(serde_json::json!(["another-gateway", "daeda-gateway"])))));
+        assert_eq!(ok.unwrap().sub, "x");
+        assert!(v.verify(Some(&bearer(token(serde_json::json!("daeda-gateway"))))).is_ok());
+        for wrong in [serde_json::json!(["another-gateway", "ads"]), serde_json::json!([]), serde_json::json!("ads"), serde_json::json!([1])] {
+            let e = v.verify(Some(&bearer(token(wrong.clone())))).unwrap_err();
+            assert!(matches!(e, ApiError::Unauthorized(_)), "{wrong}: {e}");
+        }
+    }
 }

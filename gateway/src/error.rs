@@ -5,6 +5,10 @@ use daeda_online::lookup::LookupError;
 use daeda_online::OnlineError;
 use hyper::StatusCode;
 
+/// `Retry-After` of a 503: the pool reconnects and Redis finishes loading in
+/// about this time, and clients that honour it do not hammer a recovering Redis.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request is malformed (JSON, key types, batch shape).
@@ -39,7 +43,8 @@ pub enum ApiError {
     /// 500: an online row does not decode.
     #[error("{0}")]
     Internal(String),
-    /// 503: Redis is unreachable.
+    /// 503: Redis is unreachable or not ready (e.g. loading its dataset);
+    /// answered with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
     /// 503: the SQL worker is (re)starting, died under the query, or is busy.
@@ -48,6 +53,10 @@ pub enum ApiError {
     /// 400: the SQL result is over its byte cap.
     #[error("{0}")]
     ResultTooLarge(String),
+    /// 503: the gateway already holds `max_connections` connections; written
+    /// on the refused connection before it is closed.
+    #[error("the gateway is at its limit of {0} connections; retry shortly")]
+    TooManyConnections(usize),
     /// 504: the request ran past its deadline.
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
@@ -64,7 +73,7 @@ impl ApiError {
             ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -84,7 +93,17 @@ impl ApiError {
             ApiError::Unavailable(_) => "redis_unavailable",
             ApiError::SqlUnavailable(_) => "sql_unavailable",
             ApiError::ResultTooLarge(_) => "result_too_large",
+            ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// Seconds a client should wait before retrying (the `Retry-After`
+    /// header), for errors that pass by themselves.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => Some(RETRY_AFTER_SECS),
+            _ => None,
         }
     }
 
@@ -135,6 +154,7 @@ mod tests {
             (ApiError::Unavailable("x".into()), 503, "redis_unavailable"),
             (ApiError::SqlUnavailable("x".into()), 503, "sql_unavailable"),
             (ApiError::ResultTooLarge("x".into()), 400, "result_too_large"),
+            (ApiError::TooManyConnections(3), 503, "too_many_connections"),
             (ApiError::Timeout(5), 504, "timeout"),
         ];
         for (e, status, code) in cases {
@@ -143,6 +163,7 @@ mod tests {
             assert_eq!(body["error"]["code"], code);
             assert!(body["error"]["message"].is_string());
             assert_eq!(body.as_object().unwrap().len(), 1);
+            assert_eq!(e.retry_after().is_some(), status == 503);
         }
     }
 }

@@ -9,7 +9,7 @@ use daeda_catalog::ServiceDef;
 use daeda_online::lookup::{self, EntityStatus, LookupRequest};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
@@ -28,13 +28,19 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
         Err(_) => Err(ApiError::Timeout(deadline.as_millis() as u64)),
     };
     let resp = result.unwrap_or_else(|e| {
+        state.metrics.error(route, e.code());
         if e.status().is_server_error() {
-            tracing::warn!(route, status = e.status().as_u16(), error = %e, "request failed");
+            // One line per interval, not per request: an outage fails them all.
+            state.failures.failed(route, e.status().as_u16(), &e);
         }
         if matches!(e, ApiError::Unavailable(_)) {
             state.metrics.redis_error();
         }
-        respond(e.status(), "application/json", e.body().into())
+        let mut resp = respond(e.status(), "application/json", e.body().into());
+        if let Some(secs) = e.retry_after() {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     });
     tracing::debug!(route, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
     state.metrics.observe(route, resp.status().as_u16(), start.elapsed());
@@ -86,7 +92,14 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         }
         "/metrics" => {
             only(Method::GET)?;
-            let mut text = state.metrics.render(state.store.pool_status());
+            let gauges = crate::metrics::Gauges {
+                pool: state.store.pool_status(),
+                connections_open: state.cfg.max_connections - state.slots.available_permits(),
+                max_connections: state.cfg.max_connections,
+                live: state.schemas.keys().map(|s| (s.as_str(), state.generations.get(s))).collect(),
+                now: chrono::Utc::now(),
+            };
+            let mut text = state.metrics.render(&gauges);
             if let Some(p) = &state.sql {
                 text.push_str(&crate::metrics::render_sql_worker(p.worker.is_up(), p.worker.restarts()));
             }

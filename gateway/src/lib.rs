@@ -9,13 +9,20 @@
 //!   two generations; rows of a generation whose fingerprint differs from the
 //!   loaded definition are refused, never decoded;
 //! - a non-loopback address is only bound with TLS and `allow_remote`;
-//! - Redis calls are bounded by timeouts: a dead Redis answers 503 quickly.
+//! - Redis calls are bounded by timeouts: a dead Redis answers 503 quickly;
+//! - connections are bounded too: at most `max_connections` at once (the next
+//!   one is answered 503 and closed), a request head must arrive within
+//!   `header_read_timeout`, and a connection with no request for
+//!   `idle_timeout` is closed, so idle or slow clients cannot hold the
+//!   gateway's file descriptors.
 
 pub mod arrow;
 pub mod auth;
 mod error;
+mod events;
 mod generations;
 mod handlers;
+mod limits;
 mod metrics;
 pub mod sql;
 mod tls;
@@ -29,10 +36,11 @@ use std::time::Duration;
 use daeda_catalog::Catalog;
 use daeda_online::OnlineStore;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 pub use auth::{AuthSettings, Plane};
 pub use error::ApiError;
@@ -52,6 +60,16 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// How often live generation pointers are re-read.
     pub refresh: Duration,
+    /// Connections open at once; past it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a request head (request line and headers) may take to arrive,
+    /// counted from when the connection starts waiting for it: a new HTTP/1.1
+    /// connection, or a kept-alive one after its last response. Also bounds the
+    /// TLS handshake.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (any
+    /// protocol, before a first request too).
+    pub idle_timeout: Duration,
     /// SQL plane: rows returned at most, and how long a query may run.
     pub sql_max_rows: usize,
     pub sql_timeout: Duration,
@@ -72,6 +90,9 @@ impl GatewayConfig {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
             refresh: Duration::from_millis(500),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             sql_max_rows: 10_000,
             sql_timeout: Duration::from_secs(4),
             sql_max_bytes: 16 << 20,
@@ -94,6 +115,9 @@ pub enum StartError {
     Tls(String),
     #[error(transparent)]
     Auth(#[from] auth::AuthConfigError),
+    /// A connection or time limit that cannot work (zero).
+    #[error("{0}")]
+    Limits(String),
 }
 
 /// What every request handler shares.
@@ -104,6 +128,9 @@ pub(crate) struct State {
     pub(crate) verifier: auth::Verifier,
     pub(crate) generations: Arc<generations::Generations>,
     pub(crate) metrics: metrics::Metrics,
+    pub(crate) failures: events::FailureLog,
+    /// One permit per open connection, `max_connections` in all.
+    pub(crate) slots: Arc<Semaphore>,
     pub(crate) sql: Option<SqlPlane>,
     /// Each served service's row schema, built once at start-up.
     pub(crate) schemas: std::collections::HashMap<String, Arc<daeda_online::codec::RowSchema>>,
@@ -147,6 +174,15 @@ impl Gateway {
                 return Err(StartError::RemoteNotAllowed(cfg.listen));
             }
         }
+        if cfg.max_connections == 0 {
+            return Err(StartError::Limits("max_connections must be at least 1".into()));
+        }
+        for (name, d) in [("request_timeout", cfg.request_timeout), ("header_read_timeout", cfg.header_read_timeout), ("idle_timeout", cfg.idle_timeout), ("refresh", cfg.refresh)] {
+            if d.is_zero() {
+                return Err(StartError::Limits(format!("{name} must be longer than zero")));
+            }
+        }
+        limits::ensure_open_files(cfg.max_connections);
         let verifier = auth::Verifier::new(&cfg.auth)?;
         let tls = match &cfg.tls {
             Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(StartError::Tls)?),
@@ -172,7 +208,8 @@ impl Gateway {
                 supervisor,
             }
         });
-        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), sql, schemas });
+        let slots = Arc::new(Semaphore::new(cfg.max_connections));
+        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), failures: Default::default(), slots, sql, schemas });
         Ok(Gateway { state, listener, tls })
     }
 
@@ -184,62 +221,173 @@ impl Gateway {
     /// (up to 10 s).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let refresher = self.state.generations.spawn_refresher(self.state.cfg.refresh);
+        let flusher = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(events::FAILURE_LOG_INTERVAL / 2);
+                loop {
+                    tick.tick().await;
+                    state.failures.flush(false);
+                }
+            })
+        };
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.state.cfg.header_read_timeout);
+        let slots = self.state.slots.clone();
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        // EMFILE and friends: back off instead of spinning.
+                        self.state.metrics.connection_event(metrics::ConnEvent::AcceptFailed);
+                        self.state.failures.failed("accept", 0, &e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
                 _ = &mut shutdown => break,
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                self.state.metrics.connection_event(metrics::ConnEvent::Refused);
+                if self.tls.is_none() {
+                    // Best effort, without waiting: a fresh socket's send buffer is empty.
+                    let _ = stream.try_write(&refusal(self.state.cfg.max_connections));
+                }
+                continue; // dropping the stream closes it
+            };
             let _ = stream.set_nodelay(true);
             let state = self.state.clone();
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, req).await) }
+            let activity = Arc::new(Activity::default());
+            let svc = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    let state = state.clone();
+                    let busy = Busy::new(activity.clone());
+                    async move {
+                        let resp = handlers::handle(state, req).await;
+                        drop(busy);
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                })
+            };
+            let (builder, watcher, state, tls) = (builder.clone(), graceful.watcher(), self.state.clone(), self.tls.clone());
+            let (header_timeout, idle) = (state.cfg.header_read_timeout, state.cfg.idle_timeout);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let served = async {
+                    match tls {
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+                        Some(acceptor) => {
+                            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                            };
+                            watcher.watch(builder.serve_connection(TokioIo::new(tls), svc).into_owned()).await
+                        }
+                    }
+                    .unwrap_or_else(|e| {
+                        let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_timeout());
+                        if timed_out {
+                            state.metrics.connection_event(metrics::ConnEvent::HeaderTimeout);
+                        }
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    })
+                };
+                tokio::select! {
+                    () = served => {}
+                    () = activity.idle_for(idle) => {
+                        // No request in flight: dropping the connection closes it.
+                        state.metrics.connection_event(metrics::ConnEvent::IdleClosed);
+                        tracing::debug!(%peer, "closed an idle connection");
+                    }
+                }
             });
-            match &self.tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    let builder = builder.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-            }
         }
         drop(self.listener);
         refresher.abort();
         if let Some(sql) = &self.state.sql {
             sql.supervisor.abort(); // drops the worker's process handle, which kills it
         }
+        flusher.abort();
+        self.state.failures.flush(true);
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections were still open 10 s after shutdown began");
         }
+    }
+}
+
+/// The answer to a connection past `max_connections`, written before closing it.
+fn refusal(max: usize) -> Vec<u8> {
+    let e = ApiError::TooManyConnections(max);
+    let body = e.body();
+    let status = e.status();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    if let Some(secs) = e.retry_after() {
+        head.push_str(&format!("retry-after: {secs}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    head.into_bytes()
+}
+
+/// Requests in flight on one connection, and when it last had one.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity { in_flight: 0.into(), since: std::sync::Mutex::new(tokio::time::Instant::now()) }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.since.lock().expect("activity lock") = tokio::time::Instant::now();
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let deadline = *self.since.lock().expect("activity lock") + idle;
+            let now = tokio::time::Instant::now();
+            if now < deadline {
+                tokio::time::sleep_until(deadline).await;
+            } else if self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            } else {
+                // A request is running (bounded by request_timeout); look again later.
+                tokio::time::sleep(idle).await;
+            }
+        }
+    }
+}
+
+/// A request in flight; its drop (the response made, or the request dropped)
+/// restarts the idle clock.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: Arc<Activity>) -> Busy {
+        a.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        a.touch();
+        Busy(a)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

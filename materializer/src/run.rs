@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use daeda_catalog::ServiceDef;
-use daeda_metadata_store::{MetadataStore, RunRecord};
+use daeda_metadata_store::{MetadataStore, RunKind, RunRecord, RunStatus};
 use daeda_online::{GenerationMeta, OnlineError, OnlineStore};
 use duckdb::arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, Mutex};
@@ -154,12 +154,12 @@ impl Materializer {
         let started = Utc::now();
         let mut record = RunRecord {
             run_id: run_id.clone(),
-            kind: "materialize".into(),
+            kind: RunKind::Materialize,
             service: def.name.clone(),
             version: def.version.clone(),
             mode: req.mode.as_str().into(),
-            status: "running".into(),
-            attempt: records.next_attempt(&def.name, "materialize")?,
+            status: RunStatus::Running,
+            attempt: records.next_attempt(&def.name, RunKind::Materialize)?,
             started_at: rfc3339(started),
             as_of: Some(rfc3339(req.as_of)),
             git_sha: req.git_sha.clone(),
@@ -172,7 +172,7 @@ impl Materializer {
         record.ended_at = Some(rfc3339(Utc::now()));
         match &result {
             Ok(s) => {
-                record.status = if req.dry_run { "dry_run" } else { "succeeded" }.into();
+                record.status = if req.dry_run { RunStatus::DryRun } else { RunStatus::Succeeded };
                 record.row_count = Some(s.entities);
                 record.generation = s.generation.clone();
                 record.source_snapshot = Some(s.source_snapshot.clone());
@@ -182,7 +182,7 @@ impl Materializer {
                 record.details = serde_json::to_value(s).ok();
             }
             Err(e) => {
-                record.status = "failed".into();
+                record.status = RunStatus::Failed;
                 record.error = Some(e.to_string());
                 record.generation = partial.clone();
             }

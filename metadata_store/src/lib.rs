@@ -1,8 +1,12 @@
 //! The MetadataStore: one SQLite file (WAL mode) under the run root holding an
 //! append-only log of run records. A run appends a `running` record when it starts
-//! and a final one (`succeeded`, `failed`, `dry_run`) when it ends; triggers refuse
-//! UPDATE and DELETE, so history cannot be rewritten. Definitions never move in
-//! here: the YAML stays the file of record.
+//! and a final one when it ends ([`RunStatus`]); triggers refuse UPDATE and
+//! DELETE, so history cannot be rewritten. Definitions never move in here: the
+//! YAML stays the file of record.
+//!
+//! Kinds and statuses are enums, stored as their lower-case names; whether a
+//! status ends a streak of failures is [`RunStatus::is_success`], and nothing
+//! else decides it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,19 +30,114 @@ pub enum StoreError {
     UnknownRun(String),
 }
 
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// `daeda materialize`.
+    #[default]
+    Materialize,
+    /// `daeda skew check`.
+    SkewCheck,
+}
+
+/// Where a run stands. A run's first record is `Running`; its last one is one
+/// of the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    #[default]
+    Running,
+    /// A materialization that finished (and flipped or updated the generation).
+    Succeeded,
+    /// A materialization that read and encoded everything and wrote nothing.
+    DryRun,
+    /// A skew check within its threshold.
+    Passed,
+    /// A skew check over its threshold.
+    Skewed,
+    /// The run stopped with an error.
+    Failed,
+}
+
+macro_rules! names {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),*
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<$ty, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)*
+                    other => Err(format!("unknown {} `{other}`", stringify!($ty))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl rusqlite::ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $ty {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<$ty> {
+                v.as_str()?.parse().map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+    };
+}
+
+names!(RunKind { Materialize => "materialize", SkewCheck => "skew_check" });
+names!(RunStatus {
+    Running => "running",
+    Succeeded => "succeeded",
+    DryRun => "dry_run",
+    Passed => "passed",
+    Skewed => "skewed",
+    Failed => "failed",
+});
+
+impl RunStatus {
+    /// The run did what it was for: a materialization that went live or a skew
+    /// check that passed. A success resets the attempt counter.
+    pub fn is_success(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Passed)
+    }
+
+    /// The run ended without success: it failed, or the check found skew. Each
+    /// one since the last success adds one to the next run's attempt.
+    pub fn is_failure(self) -> bool {
+        matches!(self, RunStatus::Failed | RunStatus::Skewed)
+    }
+}
+
 /// One record of one run. JSON-valued fields are kept as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunRecord {
     pub run_id: String,
-    /// `materialize` or `skew_check`.
-    pub kind: String,
+    pub kind: RunKind,
     pub service: String,
     pub version: String,
     /// `full` or `incremental` for materializations.
     pub mode: String,
-    /// `running`, `succeeded`, `failed` or `dry_run`.
-    pub status: String,
-    /// 1 + the failed runs of this service and kind since its last success.
+    pub status: RunStatus,
+    /// 1 + the unsuccessful runs ([`RunStatus::is_failure`]) of this service and
+    /// kind since its last success.
     pub attempt: u32,
     pub started_at: String,
     pub ended_at: Option<String>,
@@ -136,12 +235,21 @@ impl MetadataStore {
         Ok(())
     }
 
-    /// 1 + the failed runs of `service`/`kind` since its last success.
-    pub fn next_attempt(&self, service: &str, kind: &str) -> Result<u32, StoreError> {
+    /// 1 + the unsuccessful runs of `service`/`kind` since its last success.
+    pub fn next_attempt(&self, service: &str, kind: RunKind) -> Result<u32, StoreError> {
+        // The SQL lists are built from the enum, so `is_success` is the only definition.
+        let quoted = |keep: fn(RunStatus) -> bool| {
+            let names: Vec<String> =
+                RunStatus::ALL.iter().filter(|s| keep(**s)).map(|s| format!("'{}'", s.as_str())).collect();
+            names.join(", ")
+        };
         let last_ok: Option<i64> = self
             .conn
             .query_row(
-                "SELECT max(seq) FROM run_records WHERE service = ?1 AND kind = ?2 AND status = 'succeeded'",
+                &format!(
+                    "SELECT max(seq) FROM run_records WHERE service = ?1 AND kind = ?2 AND status IN ({})",
+                    quoted(RunStatus::is_success)
+                ),
                 params![service, kind],
                 |r| r.get(0),
             )
@@ -151,7 +259,10 @@ impl MetadataStore {
         let failed: u32 = self
             .conn
             .query_row(
-                "SELECT count(*) FROM run_records WHERE service = ?1 AND kind = ?2 AND status = 'failed' AND seq > ?3",
+                &format!(
+                    "SELECT count(*) FROM run_records WHERE service = ?1 AND kind = ?2 AND status IN ({}) AND seq > ?3",
+                    quoted(RunStatus::is_failure)
+                ),
                 params![service, kind, last_ok.unwrap_or(0)],
                 |r| r.get(0),
             )
@@ -216,14 +327,18 @@ fn read_record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
 mod tests {
     use super::*;
 
-    fn rec(run: &str, status: &str) -> RunRecord {
+    fn rec(run: &str, status: RunStatus) -> RunRecord {
+        kind_rec(run, RunKind::Materialize, status)
+    }
+
+    fn kind_rec(run: &str, kind: RunKind, status: RunStatus) -> RunRecord {
         RunRecord {
             run_id: run.into(),
-            kind: "materialize".into(),
+            kind,
             service: "s".into(),
             version: "2026-01-01".into(),
             mode: "full".into(),
-            status: status.into(),
+            status,
             attempt: 1,
             started_at: "2026-01-01T00:00:00Z".into(),
             source_snapshot: Some(serde_json::json!({"files": []})),
@@ -235,12 +350,12 @@ mod tests {
     fn records_append_and_cannot_be_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let store = MetadataStore::open(dir.path()).unwrap();
-        store.append(&rec("r1", "running")).unwrap();
-        store.append(&rec("r1", "failed")).unwrap();
-        assert_eq!(store.next_attempt("s", "materialize").unwrap(), 2);
-        store.append(&rec("r2", "running")).unwrap();
-        store.append(&rec("r2", "succeeded")).unwrap();
-        assert_eq!(store.next_attempt("s", "materialize").unwrap(), 1);
+        store.append(&rec("r1", RunStatus::Running)).unwrap();
+        store.append(&rec("r1", RunStatus::Failed)).unwrap();
+        assert_eq!(store.next_attempt("s", RunKind::Materialize).unwrap(), 2);
+        store.append(&rec("r2", RunStatus::Running)).unwrap();
+        store.append(&rec("r2", RunStatus::Succeeded)).unwrap();
+        assert_eq!(store.next_attempt("s", RunKind::Materialize).unwrap(), 1);
 
         let list = store.list(10).unwrap();
         assert_eq!(list.iter().map(|r| (r.run_id.as_str(), r.status.as_str())).collect::<Vec<_>>(), [("r2", "succeeded"), ("r1", "failed")]);
@@ -253,5 +368,47 @@ mod tests {
         assert!(store.conn.execute("DELETE FROM run_records", []).is_err());
         let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// Regression (issue 14): skew checks end `passed` or `skewed`, but only
+    /// `succeeded` reset the counter, so every check after a failed one kept
+    /// counting up. Each kind resets on its own success and counts its own failures.
+    #[test]
+    fn the_attempt_counter_resets_on_the_success_of_each_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        let run = |id: &str, kind, status| {
+            store.append(&kind_rec(id, kind, RunStatus::Running)).unwrap();
+            store.append(&kind_rec(id, kind, status)).unwrap();
+        };
+        for kind in [RunKind::Materialize, RunKind::SkewCheck] {
+            let ok = if kind == RunKind::Materialize { RunStatus::Succeeded } else { RunStatus::Passed };
+            assert_eq!(store.next_attempt("s", kind).unwrap(), 1, "{kind}");
+            run(&format!("{kind}-1"), kind, RunStatus::Failed);
+            run(&format!("{kind}-2"), kind, RunStatus::Failed);
+            assert_eq!(store.next_attempt("s", kind).unwrap(), 3, "{kind}");
+            run(&format!("{kind}-3"), kind, ok);
+            assert_eq!(store.next_attempt("s", kind).unwrap(), 1, "{kind}: {ok} resets");
+        }
+        // A check that found skew is an unsuccessful attempt; a dry run is neither.
+        run("c4", RunKind::SkewCheck, RunStatus::Skewed);
+        assert_eq!(store.next_attempt("s", RunKind::SkewCheck).unwrap(), 2);
+        run("m4", RunKind::Materialize, RunStatus::DryRun);
+        assert_eq!(store.next_attempt("s", RunKind::Materialize).unwrap(), 1);
+        // Kinds do not count each other's runs.
+        run("m5", RunKind::Materialize, RunStatus::Failed);
+        assert_eq!(store.next_attempt("s", RunKind::SkewCheck).unwrap(), 2);
+        assert_eq!(store.next_attempt("s", RunKind::Materialize).unwrap(), 2);
+
+        // Stored as their names; read back typed.
+        let last = store.show("c4").unwrap().pop().unwrap();
+        assert_eq!((last.kind, last.status), (RunKind::SkewCheck, RunStatus::Skewed));
+        let raw: String = store.conn.query_row("SELECT status FROM run_records WHERE run_id = 'c4' ORDER BY seq DESC", [], |r| r.get(0)).unwrap();
+        assert_eq!(raw, "skewed");
+        assert_eq!(serde_json::to_value(&last).unwrap()["kind"], "skew_check");
+        for s in RunStatus::ALL {
+            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), *s);
+            assert!(!(s.is_success() && s.is_failure()), "{s}");
+        }
     }
 }

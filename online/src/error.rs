@@ -6,7 +6,9 @@ pub enum OnlineError {
     /// The Redis URL cannot be used.
     #[error("invalid Redis URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
-    /// Redis cannot be reached (refused, timed out, connection lost).
+    /// Redis cannot answer now: refused, timed out, connection lost, or a
+    /// transient server state (loading its dataset, cluster down or resharding,
+    /// a replica whose primary is down). Retrying later may succeed.
     #[error("Redis at {url} is unavailable: {reason}")]
     Unavailable { url: String, reason: String },
     /// Redis answered with an error.
@@ -29,15 +31,27 @@ impl OnlineError {
     }
 
     pub(crate) fn from_redis(url: &str, e: RedisError) -> OnlineError {
-        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
+        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() || transient(&e) {
             Self::unavailable(url, e)
         } else {
             OnlineError::Command { url: url.to_string(), reason: e.to_string() }
         }
     }
 
-    /// True when Redis could not be reached, as opposed to refusing a command.
+    /// True when Redis could not be reached or cannot answer yet, as opposed to refusing a command.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, OnlineError::Unavailable { .. })
     }
+}
+
+/// Server states that pass by themselves: `LOADING` after a restart with a
+/// dataset, `CLUSTERDOWN`, `TRYAGAIN` during resharding, `MASTERDOWN`.
+fn transient(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading | ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+        )
+    )
 }

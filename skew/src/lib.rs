@@ -16,7 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use daeda_catalog::ServiceDef;
 use daeda_materializer::encode::Encoder;
 use daeda_materializer::{offline, source, MaterializeError, Progress};
-use daeda_metadata_store::{MetadataStore, RunRecord, StoreError};
+use daeda_metadata_store::{MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
 use daeda_online::codec::{self, RowSchema, Value};
 use daeda_online::{keys, lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
 use duckdb::arrow::record_batch::RecordBatch;
@@ -128,12 +128,12 @@ pub async fn check(
     let run_id = format!("{}-skew-{}-{:04x}", started.format("%Y%m%dT%H%M%SZ"), def.name, started.timestamp_subsec_nanos() & 0xffff);
     let mut record = RunRecord {
         run_id: run_id.clone(),
-        kind: "skew_check".into(),
+        kind: RunKind::SkewCheck,
         service: def.name.clone(),
         version: def.version.clone(),
         mode: opts.sample.map_or("all".to_string(), |n| format!("sample {n}")),
-        status: "running".into(),
-        attempt: records.next_attempt(&def.name, "skew_check")?,
+        status: RunStatus::Running,
+        attempt: records.next_attempt(&def.name, RunKind::SkewCheck)?,
         started_at: rfc3339(started),
         ..Default::default()
     };
@@ -142,14 +142,14 @@ pub async fn check(
     record.ended_at = Some(rfc3339(Utc::now()));
     match &result {
         Ok(r) => {
-            record.status = if r.passed { "passed" } else { "skewed" }.into();
+            record.status = if r.passed { RunStatus::Passed } else { RunStatus::Skewed };
             record.row_count = Some(r.entities_compared);
             record.generation = Some(r.generation.clone());
             record.as_of = Some(r.as_of.clone());
             record.details = serde_json::to_value(r).ok();
         }
         Err(e) => {
-            record.status = "failed".into();
+            record.status = RunStatus::Failed;
             record.error = Some(e.to_string());
         }
     }

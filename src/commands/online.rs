@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use daeda_online::lookup::{self, LookupRequest};
+use daeda_online::{OnlineError, OnlineStore};
 
 use crate::config::{Config, Overrides};
 use crate::UsageError;
@@ -68,15 +69,17 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                 }
                 e => anyhow::Error::new(e),
             })?;
-            let body: serde_json::Value = serde_json::from_slice(&body)?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            println!("{}", pretty(&body));
         }
         Command::Gc { dry_run } => {
-            let removed = rt.block_on(gc(&store, &catalog, dry_run)).context("online gc")?;
-            for line in &removed {
+            let report = rt.block_on(gc(&store, &catalog, dry_run)).context("online gc")?;
+            for line in &report.removed {
                 println!("{}{line}", if dry_run { "would remove " } else { "removed " });
             }
-            if removed.is_empty() {
+            for line in &report.skipped {
+                println!("skipped {line}");
+            }
+            if report.removed.is_empty() && report.skipped.is_empty() {
                 println!("nothing to remove");
             }
         }
@@ -84,31 +87,162 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Services that left the catalog lose everything; catalog services lose
-/// generations that are not live and not being written (no lease held).
-async fn gc(store: &daeda_online::OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for service in store.services_online().await? {
-        if !catalog.contains(&service) {
-            let gens = store.generations(&service).await?;
-            if !dry_run {
-                let n = store.drop_service(&service).await?;
-                out.push(format!("service {service} (not in the catalog): generations {gens:?}, {n} rows"));
-            } else {
-                out.push(format!("service {service} (not in the catalog): generations {gens:?}"));
+/// Indents a JSON text the way `serde_json::to_string_pretty` does, copying
+/// every token as written. Parsing the body again would round numbers:
+/// serde_json (without `float_roundtrip`) reads `1.1500000000000001` as 1.15,
+/// and `online get` must print exactly the values the gateway answers.
+fn pretty(json: &[u8]) -> String {
+    let text = String::from_utf8_lossy(json);
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
             }
             continue;
         }
-        if store.lease_holder(&service).await?.is_some() {
-            continue; // a run is writing; its generation is not garbage
-        }
-        let live = store.current_generation(&service).await?;
-        for g in store.generations(&service).await? {
-            if Some(&g) != live.as_ref() {
-                let n = if dry_run { 0 } else { store.retire(&service, &g).await? };
-                out.push(format!("{service} generation {g} (not live){}", if dry_run { String::new() } else { format!(", {n} rows") }));
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
             }
+            '{' | '[' => {
+                out.push(c);
+                // An empty object or array stays on one line.
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}' | ']')) {
+                    out.push(chars.next().expect("peeked"));
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
         }
     }
-    Ok(out)
+    out
+}
+
+/// What gc removed (or would), and the services it left alone.
+struct GcReport {
+    removed: Vec<String>,
+    skipped: Vec<String>,
+}
+
+/// How long gc's lease on a service lasts without renewal; it is renewed after
+/// each generation it removes, and expires on its own if gc dies.
+const GC_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Services that left the catalog lose everything; catalog services lose
+/// generations that are not live. gc works on a service only while holding its
+/// lease, as a run does, so a run cannot start between gc deciding what is
+/// garbage and removing it (a starting run's new generation is not yet live
+/// and would look like garbage). A service whose lease a run holds is skipped.
+async fn gc(store: &OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool) -> Result<GcReport> {
+    let holder = format!("gc-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
+    let mut report = GcReport { removed: Vec::new(), skipped: Vec::new() };
+    for service in store.services_online().await? {
+        let taken = if dry_run {
+            // Removes nothing, so it takes nothing; it reports what a real gc would skip.
+            match store.lease_holder(&service).await? {
+                Some(run) => Err(OnlineError::LeaseHeld { service: service.clone(), holder: run }),
+                None => Ok(()),
+            }
+        } else {
+            store.acquire_lease(&service, &holder, GC_LEASE).await
+        };
+        match taken {
+            Ok(()) => {}
+            Err(OnlineError::LeaseHeld { holder: run, .. }) => {
+                report.skipped.push(format!("{service}: run {run} holds its lease"));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let result = gc_service(store, catalog, &service, &holder, dry_run, &mut report.removed).await;
+        if !dry_run {
+            if let Err(e) = store.release_lease(&service, &holder).await {
+                tracing::warn!(service, error = %e, "could not release gc's lease; it expires on its own");
+            }
+        }
+        result?;
+    }
+    Ok(report)
+}
+
+/// One service, under its lease (unless `dry_run`).
+async fn gc_service(
+    store: &OnlineStore,
+    catalog: &daeda_catalog::Catalog,
+    service: &str,
+    holder: &str,
+    dry_run: bool,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    let gens = store.generations(service).await?;
+    if !catalog.contains(service) {
+        if dry_run {
+            out.push(format!("service {service} (not in the catalog): generations {gens:?}"));
+        } else {
+            let n = store.drop_service(service).await?;
+            out.push(format!("service {service} (not in the catalog): generations {gens:?}, {n} rows"));
+        }
+        return Ok(());
+    }
+    let live = store.current_generation(service).await?;
+    for g in gens {
+        if Some(&g) == live.as_ref() {
+            continue;
+        }
+        if dry_run {
+            out.push(format!("{service} generation {g} (not live)"));
+            continue;
+        }
+        let n = store.retire(service, &g).await?;
+        out.push(format!("{service} generation {g} (not live), {n} rows"));
+        if !store.renew_lease(service, holder, GC_LEASE).await? {
+            anyhow::bail!("gc lost its lease on `{service}` while removing generation {g}; stopped before removing more");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pretty_prints_like_serde_json_and_keeps_every_digit() {
+        let body = r#"{"a":[1.1500000000000001,null,-2e-7],"b":{},"c":[],"d":"x, {\\\"y\\\": [z]}","e":{"f":[[1],[]]}}"#;
+        let ours = super::pretty(body.as_bytes());
+        assert!(ours.contains("1.1500000000000001"), "{ours}");
+        // Same layout as serde_json's pretty printer (on a value it reads back exactly).
+        let exact = body.replace("1.1500000000000001", "1.5");
+        let v: serde_json::Value = serde_json::from_str(&exact).unwrap();
+        assert_eq!(super::pretty(exact.as_bytes()), serde_json::to_string_pretty(&v).unwrap());
+    }
 }

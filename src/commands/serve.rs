@@ -58,6 +58,11 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     let mut gw = GatewayConfig::new(listen, auth_settings(&cfg));
     gw.allow_remote = a.allow_remote || cfg.allow_remote;
     gw.max_batch = cfg.max_batch;
+    gw.request_timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
+    gw.refresh = Duration::from_millis(cfg.limits.refresh_interval_ms);
+    gw.max_connections = cfg.limits.max_connections;
+    gw.header_read_timeout = Duration::from_millis(cfg.limits.header_read_timeout_ms);
+    gw.idle_timeout = Duration::from_millis(cfg.limits.idle_timeout_ms);
     gw.tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         (None, None) => None,
@@ -66,7 +71,7 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     // A lookup must fail fast when Redis is gone: bound every Redis call.
     let store = daeda_online::OnlineStore::connect(
         &cfg.redis_url,
-        &daeda_online::StoreSettings { pool_size: 32, timeout: Duration::from_millis(1000) },
+        &daeda_online::StoreSettings { pool_size: cfg.limits.redis_pool_size, timeout: Duration::from_millis(cfg.limits.redis_timeout_ms) },
     )?;
     gw.sql_timeout = Duration::from_millis(cfg.sql.timeout_ms);
     gw.sql_max_rows = cfg.sql.max_rows;
@@ -85,7 +90,8 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         let gateway = Gateway::bind_with_sql(gw, catalog, store, sql).await.map_err(|e| match e {
             e @ (daeda_gateway::StartError::RemoteWithoutTls(_)
             | daeda_gateway::StartError::RemoteNotAllowed(_)
-            | daeda_gateway::StartError::Auth(_)) => anyhow::Error::new(UsageError(e.to_string())),
+            | daeda_gateway::StartError::Auth(_)
+            | daeda_gateway::StartError::Limits(_)) => anyhow::Error::new(UsageError(e.to_string())),
             e => anyhow::Error::new(e),
         })?;
         eprintln!("daeda: serving on {}://{}", if cfg.tls_cert.is_some() { "https" } else { "http" }, gateway.local_addr());

@@ -215,12 +215,22 @@ fn serving_not_allowed_is_never_materialized() {
 
 #[test]
 fn usage_and_definition_errors_exit_2() {
+    // Each with the message that names the mistake: exit 2 alone is also what
+    // any mistyped flag gets from the argument parser.
     let env = TestEnv::new(100);
-    env.expect(2, &["materialize", "--online"]);
-    env.expect(2, &["materialize", "--service", "user_features"]);
-    env.expect(2, &["materialize", "--online", "--service", "nope"]);
-    env.expect(2, &["materialize", "--online", "--all", "--as-of", "yesterday"]);
-    env.expect(2, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id":["x"]}"#]);
+    for (args, message) in [
+        (&["materialize", "--online"][..], "name services with --service NAME"),
+        (&["materialize", "--service", "user_features"], "say where to materialize: --online"),
+        (&["materialize", "--online", "--service", "nope"], "unknown feature service `nope`"),
+        (&["materialize", "--online", "--all", "--as-of", "yesterday"], "--as-of `yesterday` is not RFC 3339"),
+        (&["materialize", "--online", "--all", "--mode", "sideways"], "invalid value 'sideways' for '--mode"),
+        (&["online", "get", "--service", "user_features", "--entities", r#"{"user_id":["x"]}"#], r#"entities.user_id[0] is "x", expected an integer"#),
+        (&["online", "get", "--service", "user_features", "--entities", "[1]"], "--entities must be a JSON object of arrays"),
+    ] {
+        let (_, stderr) = env.expect(2, args);
+        assert!(stderr.contains(message), "daeda {args:?}: want {message:?} in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
     env.edit("item_features", "kind: ducklake", "kind: ducklak");
     let (_, stderr) = env.expect(2, &["validate"]);
     assert!(stderr.contains("item_features.yaml: source.kind: unknown source kind `ducklak`"), "{stderr}");

@@ -81,6 +81,57 @@ fn all_three_source_kinds_serve_the_latest_row_per_entity() {
 }
 
 #[test]
+fn fresh_rows_are_served_ok_with_values_and_the_ttl_boundary_is_the_ttl() {
+    // Data dated by the real clock: yesterday's rows are within the 7-day ttl.
+    // Two more users sit on either side of the boundary, half an hour in.
+    let env = TestEnv::fresh(300);
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    let (inside, outside) = (at(now - chrono::Duration::days(7) + chrono::Duration::minutes(30)), at(now - chrono::Duration::days(7) - chrono::Duration::minutes(30)));
+    let edge = env.data().join("user_features/ds=edge/edge.parquet");
+    std::fs::create_dir_all(edge.parent().unwrap()).unwrap();
+    env.duckdb()
+        .execute_batch(&format!(
+            "COPY (SELECT * EXCLUDE (ds) REPLACE (u AS user_id, t::TIMESTAMP AS event_ts)
+                   FROM read_parquet('{}', hive_partitioning = true),
+                        (VALUES (1000001, '{inside}'), (1000002, '{outside}')) v(u, t)
+                   WHERE user_id = 1 QUALIFY row_number() OVER (PARTITION BY u ORDER BY event_ts DESC) = 1)
+             TO '{}' (FORMAT parquet)",
+            env.data().join("user_features/*/*.parquet").display(),
+            edge.display()
+        ))
+        .unwrap();
+    env.materialize(&["--service", "user_features"]);
+
+    let ctr: f64 = env
+        .duckdb()
+        .query_row(
+            &format!(
+                "SELECT ctr_7d FROM read_parquet('{}') WHERE user_id = 1 ORDER BY event_ts DESC LIMIT 1",
+                env.data().join("user_features/ds=2*/*.parquet").display()
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let body = env.json(&["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1, 1000001, 1000002, 999999999]}"#]);
+    assert_eq!(body["status"], serde_json::json!(["ok", "ok", "stale", "missing"]), "{body}");
+    let cols = &body["columns"];
+    assert_eq!(cols["ctr_7d"][0].as_f64(), Some(ctr), "an ok row carries its values: {body}");
+    assert_eq!(cols["ctr_7d"][1].as_f64(), Some(ctr), "just inside the ttl: {body}");
+    assert_eq!(cols["embedding"][1].as_array().map(Vec::len), Some(64));
+    assert_eq!(cols["ctr_7d"][2], Value::Null, "just outside the ttl, values are withheld: {body}");
+    assert_eq!(cols["embedding"][2], Value::Null);
+    assert!(body["event_ts"][2].as_str().unwrap().starts_with(&outside[..10]), "{body}");
+    let body = env.json(&["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1000002]}"#, "--include-stale"]);
+    assert_eq!(body["columns"]["ctr_7d"][0].as_f64(), Some(ctr), "asked for, a stale row's values are returned");
+
+    // The skew check counts the one stale row without calling it skew.
+    let report = env.json(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    assert_eq!((report["stale"].as_u64(), report["passed"].as_bool()), (Some(1), Some(true)), "{report}");
+}
+
+#[test]
 fn null_join_keys_are_skipped_and_counted_never_written() {
     let env = TestEnv::new(2000);
     let out = env.materialize(&["--service", "user_features"]);

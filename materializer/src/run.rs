@@ -194,12 +194,25 @@ impl Materializer {
         result
     }
 
-    /// Best effort after a failure: drop the unfinished generation and the lease.
-    /// If Redis is gone this fails too; the next full run removes the leftovers.
+    /// Best effort after a failure: drop the generation this run wrote into
+    /// unless it is live, and the lease. The writers have stopped by now, so
+    /// this SCAN sees every row they wrote: it also removes rows an incremental
+    /// run that lost its lease wrote into a generation another run retired
+    /// meanwhile (on a cluster, where the lease is checked per batch, not per
+    /// row). If Redis is gone this fails too; the next full run removes the
+    /// leftovers of a generation still registered.
     async fn clean_up_failed(&self, service: &str, run_id: &str, partial: Option<&str>) {
         if let Some(g) = partial {
-            if let Err(e) = self.store.retire(service, g).await {
-                tracing::info!(service, generation = g, error = %e, "could not remove the unfinished generation; the next full run will");
+            // Never the live generation: an incremental run's, or a full run's
+            // whose flip went through but whose reply was lost.
+            match self.store.current_generation(service).await {
+                Ok(live) if live.as_deref() != Some(g) => {
+                    if let Err(e) = self.store.retire(service, g).await {
+                        tracing::info!(service, generation = g, error = %e, "could not remove the unfinished generation; the next full run will");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(service, generation = g, error = %e, "could not check the live generation; the next full run removes leftovers"),
             }
         }
         if let Err(e) = self.store.release_lease(service, run_id).await {
@@ -234,10 +247,10 @@ impl Materializer {
         self.store.acquire_lease(&def.name, run_id, self.settings.lease_ttl).await?;
         let lease_lost = Arc::new(AtomicBool::new(false));
         let renewer = self.spawn_lease_renewal(&def.name, run_id, lease_lost.clone());
-        let lease = LeaseWatch { service: def.name.clone(), lost: lease_lost };
+        let lease = LeaseWatch { service: def.name.clone(), run_id: run_id.to_string(), lost: lease_lost };
         let result = match req.mode {
             Mode::Full => self.full(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
-            Mode::Incremental => self.incremental(def, req, run_id, progress, &mut warnings, t0, &lease).await,
+            Mode::Incremental => self.incremental(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
         };
         renewer.abort();
         if result.is_ok() {
@@ -357,6 +370,7 @@ impl Materializer {
         req: &RunRequest,
         run_id: &str,
         progress: Arc<dyn Progress>,
+        partial: &mut Option<String>,
         warnings: &mut Vec<String>,
         t0: Instant,
         lease: &LeaseWatch,
@@ -375,6 +389,9 @@ impl Materializer {
         let watermark = DateTime::<Utc>::from_timestamp_micros(live.watermark_micros);
         let (tx, rx) = mpsc::channel::<EncodedBatch>(self.settings.queue);
         let producer = self.spawn_producer(def, req, watermark, live.generation.clone(), tx);
+        // If the run fails, this generation is removed unless it is still live
+        // (another run may have retired it while this one was writing).
+        *partial = Some(live.generation.clone());
         let written = self.write_all(rx, true, progress, lease).await;
         let produced = join(producer).await;
         let (_, writes) = written?;
@@ -386,6 +403,7 @@ impl Materializer {
         meta.source_snapshot = produced.opened.snapshot.to_string();
         let wm = produced.max_event_ts.unwrap_or(live.watermark_micros).max(live.watermark_micros);
         self.store.advance(&meta, wm, writes.inserted, writes.bytes).await?;
+        *partial = None;
         Ok(self.summary(
             def, req, run_id, t0, Some(live.generation.clone()), None, &produced,
             writes.inserted + writes.replaced, writes.kept, writes.bytes, warnings.clone(),
@@ -475,7 +493,7 @@ impl Materializer {
                     }
                     let n = batch.rows.len() as u64;
                     if conditional {
-                        let r = store.put_rows_if_newer(&mut conn, &batch.rows).await?;
+                        let r = store.put_rows_if_newer(&mut conn, &batch.rows, &lease.service, &lease.run_id).await?;
                         w.inserted += r.inserted;
                         w.replaced += r.replaced;
                         w.kept += r.kept;
@@ -516,10 +534,11 @@ impl Materializer {
     }
 }
 
-/// Set by the renewal task when the lease was lost.
+/// The lease a run's writes depend on; `lost` is set by the renewal task.
 #[derive(Clone)]
 struct LeaseWatch {
     service: String,
+    run_id: String,
     lost: Arc<AtomicBool>,
 }
 

@@ -1,9 +1,12 @@
 //! `daeda materialize --online` end to end: every source kind, the generation
 //! flip, and every way a run can fail without losing the live generation.
 
+use std::process::Stdio;
+use std::time::Duration;
+
 use serde_json::Value;
 
-use crate::support::TestEnv;
+use crate::support::{output_timeout, poll, TestEnv, DAEDA_LIMIT, FIXED_AS_OF};
 
 fn get(env: &TestEnv, service: &str, entities: &str) -> Value {
     env.json(&["online", "get", "--service", service, "--entities", entities, "--include-stale"])
@@ -444,37 +447,104 @@ fn incremental_runs_write_only_newer_entities_and_never_go_back_in_time() {
     assert_eq!(out["runs"][0]["entities"], 0);
 }
 
-#[test]
-fn the_online_compare_keeps_the_newer_row_when_writers_race() {
-    // Two writers racing on one key: whichever order they land in, the newer
-    // event time wins (the compare runs inside Redis).
-    use daeda_online::codec::{RowSchema, RowWriter};
-    let env = TestEnv::new(10);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = daeda_online::OnlineStore::connect(&env.redis.url(), &Default::default()).unwrap();
-    let schema = RowSchema { names: vec!["x".into()], types: vec![daeda_catalog::ColumnType::parse("BIGINT", None).unwrap()] };
-    let row = |ts: i64, x: i64| {
-        let mut buf = Vec::new();
-        let mut w = RowWriter::begin(&mut buf, &schema, ts);
-        w.i64(x);
-        w.finish();
-        buf
-    };
-    rt.block_on(async {
-        let mut c = store.conn().await.unwrap();
-        let one = |ts, x| {
-            let mut b = daeda_online::RowBatch::default();
-            b.push(b"daeda:row:t:1:1", &row(ts, x));
-            b
+/// Runs `f` on two threads at once, each with its own runtime and connection
+/// pool, as two writer processes would; returns both results.
+fn race<T: Send>(url: &str, f: impl Fn(usize, daeda_online::OnlineStore) -> T + Sync) -> [T; 2] {
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let run = |who: usize| {
+            let (barrier, f) = (&barrier, &f);
+            s.spawn(move || {
+                let store = daeda_online::OnlineStore::connect(url, &Default::default()).unwrap();
+                barrier.wait();
+                f(who, store)
+            })
         };
-        let w = store.put_rows_if_newer(&mut c, &one(200, 2)).await.unwrap();
-        assert_eq!(w.inserted, 1);
-        let w = store.put_rows_if_newer(&mut c, &one(100, 1)).await.unwrap();
-        assert_eq!(w.kept, 1);
-        let w = store.put_rows_if_newer(&mut c, &one(300, 3)).await.unwrap();
-        assert_eq!(w.replaced, 1);
-    });
-    assert_eq!(daeda_online::codec::event_ts(&env.redis.get("daeda:row:t:1:1").unwrap()).unwrap(), 300);
+        let (a, b) = (run(0), run(1));
+        [a.join().unwrap(), b.join().unwrap()]
+    })
+}
+
+#[test]
+fn conditional_writes_racing_from_two_writers_keep_the_newer_row_and_never_replace_an_equal_one() {
+    use daeda_online::codec::{self, RowSchema, RowWriter};
+    use daeda_online::ConditionalWrites;
+    const N: i64 = 3000;
+    let env = TestEnv::new(10);
+    let schema = RowSchema { names: vec!["x".into()], types: vec![daeda_catalog::ColumnType::parse("BIGINT", None).unwrap()] };
+    let key = |k: i64| format!("daeda:row:t:1:{k}");
+    let _: () = redis::cmd("SET").arg("daeda:{svc:t}:lease").arg("race").query(&mut env.redis.conn()).unwrap();
+    // Writer `who` writes every key, in opposite orders, in batches of 100;
+    // `ts(who, k)` is its row's event time, its value is `who`.
+    let write = |ts: &(dyn Fn(usize, i64) -> i64 + Sync)| {
+        race(&env.redis.url(), |who, store| {
+            let keys: Vec<i64> = if who == 0 { (0..N).collect() } else { (0..N).rev().collect() };
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let mut c = store.conn().await.unwrap();
+                let mut total = ConditionalWrites::default();
+                for chunk in keys.chunks(100) {
+                    let mut batch = daeda_online::RowBatch::default();
+                    for &k in chunk {
+                        let mut w = RowWriter::begin(batch.start(key(k).as_bytes()), &schema, ts(who, k));
+                        w.i64(who as i64);
+                        w.finish();
+                        batch.seal();
+                    }
+                    let w = store.put_rows_if_newer(&mut c, &batch, "t", "race").await.unwrap();
+                    total.inserted += w.inserted;
+                    total.replaced += w.replaced;
+                    total.kept += w.kept;
+                }
+                total
+            })
+        })
+    };
+    let stored = |k: i64| {
+        let row = codec::decode(&env.redis.get(&key(k)).unwrap(), &schema).unwrap();
+        (row.event_ts_micros, row.values[0].clone())
+    };
+
+    // Different event times: whatever the interleaving, the newer row wins.
+    // Writer 0 is newer on even keys, writer 1 on odd ones.
+    let [a, b] = write(&|who, k| 1_000 + i64::from((k % 2 == 0) == (who == 0)));
+    assert_eq!(a.inserted + b.inserted, N as u64, "{a:?} {b:?}");
+    assert_eq!(a.inserted + a.replaced + a.kept + b.inserted + b.replaced + b.kept, 2 * N as u64);
+    for k in 0..N {
+        let winner = codec::Value::BigInt(if k % 2 == 0 { 0 } else { 1 });
+        assert_eq!(stored(k), (1_001, winner), "key {k}");
+    }
+
+    // Equal event times (newer than all of the above): on each key the first
+    // writer replaces the old row, the second is kept out; an equal row never
+    // replaces another.
+    let [a, b] = write(&|_, _| 5_000);
+    assert_eq!((a.inserted, b.inserted), (0, 0));
+    assert_eq!((a.replaced + b.replaced, a.kept + b.kept), (N as u64, N as u64), "{a:?} {b:?}");
+    let holds = |who: i64| (0..N).filter(|&k| stored(k) == (5_000, codec::Value::BigInt(who))).count() as u64;
+    assert_eq!((holds(0), holds(1)), (a.replaced, b.replaced), "a row was overwritten by an equal one");
+    assert!(a.replaced > 0 && b.replaced > 0, "the writers did not interleave: {a:?} {b:?}");
+}
+
+#[test]
+fn two_incremental_processes_started_together_one_runs_and_one_is_refused() {
+    let env = TestEnv::new(50_000);
+    env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
+    let args = ["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--json", "--as-of", FIXED_AS_OF];
+    let spawn = || env.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let outs = [output_timeout(a, DAEDA_LIMIT, "incremental run a"), output_timeout(b, DAEDA_LIMIT, "incremental run b")];
+    let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    let refused: Vec<_> = outs.iter().filter(|o| !o.status.success()).collect();
+    let show = || outs.iter().map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).collect::<Vec<_>>().join("\n---\n");
+    assert_eq!((ok.len(), refused.len()), (1, 1), "{}", show());
+    assert_eq!(refused[0].status.code(), Some(1));
+    let refusal: Value = serde_json::from_slice(&refused[0].stdout).unwrap();
+    assert!(refusal["failed"][0]["error"].as_str().unwrap().contains("is materializing `user_features`"), "{}", show());
+    let summary: Value = serde_json::from_slice(&ok[0].stdout).unwrap();
+    assert_eq!(summary["runs"][0]["rows_written"], 50_000, "{summary}");
+    // What is online is what the offline data says.
+    let report = env.json(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    assert_eq!(report["passed"], true, "{report}");
 }
 
 #[test]
@@ -518,4 +588,67 @@ fn a_run_that_loses_its_lease_never_flips() {
     assert!(stderr.contains("lost its lease"), "{stderr}");
     assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
     assert_eq!(rows(&env, "user_features", "1"), 200_000);
+}
+
+/// `calls` of a command in `INFO commandstats` (0 before its first call).
+fn calls(env: &TestEnv, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut env.redis.conn()).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a_retired_generation() {
+    const USERS: u64 = 200_000;
+    let env = TestEnv::new(USERS);
+    // Generation 1 holds the older row of every user; the incremental run
+    // then has a newer row for all of them to write, one compare each.
+    env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
+    let child = env
+        .command(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll(Duration::from_secs(120), "the incremental run never started writing", || (calls(&env, "evalsha") > 100).then_some(()));
+
+    // Another run takes the service over, as a full run does once this run's
+    // lease has expired: it flips to its own generation and retires
+    // generation 1. Atomically, so no write of the incremental run lands in
+    // between.
+    let takeover = r"
+        redis.call('SET', KEYS[1], 'intruder')
+        redis.call('SET', KEYS[2], '2')
+        redis.call('SADD', KEYS[3], '2')
+        local rows = redis.call('KEYS', ARGV[1])
+        for i = 1, #rows, 1000 do redis.call('UNLINK', unpack(rows, i, math.min(i + 999, #rows))) end
+        redis.call('UNLINK', KEYS[4])
+        redis.call('SREM', KEYS[3], '1')
+        return #rows";
+    let removed: u64 = redis::cmd("EVAL")
+        .arg(takeover)
+        .arg(4)
+        .arg("daeda:{svc:user_features}:lease")
+        .arg("daeda:{svc:user_features}:current")
+        .arg("daeda:{svc:user_features}:gens")
+        .arg("daeda:{svc:user_features}:gen:1")
+        .arg("daeda:row:user_features:1:*")
+        .query(&mut env.redis.conn())
+        .unwrap();
+    assert!(removed > 0);
+    let done = calls(&env, "evalsha");
+    assert!(done + 10_000 < USERS, "the run had (almost) finished writing before the takeover ({done} compares)");
+
+    let out = output_timeout(child, DAEDA_LIMIT, "the incremental run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost its lease"), "{stderr}");
+    assert_eq!(rows(&env, "user_features", "1"), 0, "rows written into the retired generation after the takeover remain");
+    assert_eq!(env.redis.meta("user_features", "1", "row_count"), None);
+    let lease: Option<String> = redis::cmd("GET").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
+    assert_eq!(lease.as_deref(), Some("intruder"), "the losing run never releases another run's lease");
+    let runs = env.json(&["runs", "list", "--json"]);
+    assert_eq!((runs[0]["mode"].as_str(), runs[0]["status"].as_str()), (Some("incremental"), Some("failed")), "{}", runs[0]);
 }

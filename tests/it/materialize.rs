@@ -652,3 +652,103 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
     let runs = env.json(&["runs", "list", "--json"]);
     assert_eq!((runs[0]["mode"].as_str(), runs[0]["status"].as_str()), (Some("incremental"), Some("failed")), "{}", runs[0]);
 }
+
+#[test]
+fn all_with_one_failing_service_runs_the_others_and_exits_1() {
+    let env = TestEnv::new(200);
+    // item_features comes first in the catalog: the failure must not stop the rest.
+    std::fs::remove_file(env.data().join("item_features/metadata.ducklake")).unwrap();
+    let out = env.daeda(&["materialize", "--online", "--all", "--json", "--as-of", FIXED_AS_OF]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let ran: Vec<&str> = json["runs"].as_array().unwrap().iter().map(|r| r["service"].as_str().unwrap()).collect();
+    assert_eq!(ran, ["user_features", "user_item_reranker"], "{json}");
+    assert_eq!(json["failed"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["failed"][0]["service"], "item_features");
+    assert!(json["failed"][0]["error"].as_str().unwrap().contains("metadata.ducklake does not exist"), "{json}");
+    assert_eq!(json["skipped_not_allowed"], serde_json::json!(["pii_features"]));
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
+    assert_eq!(env.redis.current("user_item_reranker").as_deref(), Some("1"));
+    assert_eq!(env.redis.current("item_features"), None);
+    // The failed run leaves no rows, no generation and no lease behind (only
+    // the counter that numbers generations).
+    let keys: Vec<String> = redis::cmd("KEYS").arg("daeda:*item_features*").query(&mut env.redis.conn()).unwrap();
+    assert_eq!(keys, ["daeda:{svc:item_features}:genseq"]);
+
+    // Without --json: the failure on stderr, the successes on stdout, still exit 1.
+    let out = env.daeda(&["materialize", "--online", "--all", "--as-of", FIXED_AS_OF]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("error: item_features: the DuckLake catalog"), "{stderr}");
+    assert!(stdout.contains("user_features: 200 entities") && stdout.contains("user_item_reranker:"), "{stdout}");
+    let runs = env.json(&["runs", "list", "--json"]);
+    let statuses: Vec<(&str, &str)> = runs.as_array().unwrap().iter().take(3).map(|r| (r["service"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+    assert!(statuses.contains(&("item_features", "failed")), "{statuses:?}");
+}
+
+#[test]
+fn null_timestamps_are_skipped_and_counted_never_written() {
+    let env = TestEnv::new(300);
+    // User 5's newer row and both rows of user 6 lose their timestamp.
+    let db = env.duckdb();
+    let glob = env.data().join("user_features/*/*.parquet");
+    for ds in ["2026-06-26", "2026-06-27"] {
+        let file = env.data().join(format!("user_features/ds={ds}/nulls.parquet"));
+        let dir = env.data().join(format!("user_features/ds={ds}"));
+        db.execute_batch(&format!(
+            "CREATE OR REPLACE TABLE t AS SELECT * EXCLUDE (ds) REPLACE (
+                 CASE WHEN user_id = 6 OR (user_id = 5 AND ds = '2026-06-27') THEN NULL ELSE event_ts END AS event_ts)
+               FROM read_parquet('{}', hive_partitioning = true) WHERE ds = '{ds}';
+             COPY t TO '{}' (FORMAT parquet);",
+            glob.display(),
+            file.display()
+        ))
+        .unwrap();
+        // Replace the partition's files by the rewritten one.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p != file {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+    let out = env.materialize(&["--service", "user_features"]);
+    let run = &out["runs"][0];
+    assert_eq!(run["rows_read"], 600, "{run}");
+    // The three NULL timestamps (with 300 users the demo has no NULL user_id:
+    // those start at user 996).
+    assert_eq!(run["skipped_null_keys"], 3, "{run}");
+    assert_eq!(run["entities"], 299, "user 6 has no servable row: {run}");
+    assert_eq!(env.redis.count("daeda:row:user_features:1:*"), 299);
+    let body = get(&env, "user_features", r#"{"user_id": [5, 6, 7]}"#);
+    assert_eq!(body["status"][1], "missing", "{body}");
+    assert!(body["event_ts"][0].as_str().unwrap().starts_with("2026-06-26"), "user 5 is served its older row: {body}");
+    assert!(body["event_ts"][2].as_str().unwrap().starts_with("2026-06-27"), "{body}");
+    let runs = env.json(&["runs", "list", "--json"]);
+    assert_eq!(runs[0]["details"]["skipped_null_keys"], 3, "{}", runs[0]);
+    // The skew check recomputes the same rows.
+    let report = env.json(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    assert_eq!(report["passed"], true, "{report}");
+}
+
+#[test]
+fn an_incremental_run_is_refused_when_the_definition_changed_since_the_live_generation() {
+    let env = TestEnv::new(300);
+    env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
+    let before = env.redis.meta("user_features", "1", "watermark_micros");
+    let row = env.redis.get("daeda:row:user_features:1:7");
+    // The source still has the column; the definition no longer declares it.
+    env.edit("user_features", "  - {name: age_bucket,     type: INTEGER}\n", "");
+    let out = env.daeda(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("an incremental run cannot mix them, run a full materialization (--mode full)"), "{stderr}");
+    assert_eq!(env.redis.get("daeda:row:user_features:1:7"), row, "nothing was written");
+    assert_eq!(env.redis.meta("user_features", "1", "watermark_micros"), before);
+    // A full run serves the new shape.
+    let out = env.materialize(&["--service", "user_features"]);
+    assert_eq!(out["runs"][0]["generation"], "2");
+    let body = get(&env, "user_features", r#"{"user_id": [7]}"#);
+    assert!(body["columns"].get("age_bucket").is_none(), "{body}");
+}

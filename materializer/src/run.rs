@@ -108,6 +108,8 @@ pub struct RunSummary {
 pub struct Materializer {
     store: OnlineStore,
     settings: Settings,
+    /// Set from outside (the CLI's SIGTERM handler) to stop every run.
+    stop: Arc<AtomicBool>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -136,7 +138,16 @@ struct Produced {
 
 impl Materializer {
     pub fn new(store: OnlineStore, settings: Settings) -> Materializer {
-        Materializer { store, settings }
+        Materializer { store, settings, stop: Arc::default() }
+    }
+
+    /// Setting the flag stops runs the way a failure does, cleanly: the
+    /// writers stop at their next batch (within a fraction of a second), the
+    /// generation is neither flipped nor advanced, the unfinished one is
+    /// removed, the lease released, and the run recorded as failed
+    /// ([`MaterializeError::Interrupted`]). A run not yet started fails at once.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 
     /// Runs one service and records the run (start and end) in `records`.
@@ -243,11 +254,15 @@ impl Materializer {
             return Ok(self.summary(def, req, run_id, t0, None, None, &produced, 0, 0, produced.bytes, warnings));
         }
 
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(MaterializeError::Interrupted(def.name.clone()));
+        }
         self.store.ping().await?;
         self.store.acquire_lease(&def.name, run_id, self.settings.lease_ttl).await?;
         let lease_lost = Arc::new(AtomicBool::new(false));
         let renewer = self.spawn_lease_renewal(&def.name, run_id, lease_lost.clone());
-        let lease = LeaseWatch { service: def.name.clone(), run_id: run_id.to_string(), lost: lease_lost };
+        let lease =
+            LeaseWatch { service: def.name.clone(), run_id: run_id.to_string(), lost: lease_lost, stop: self.stop.clone() };
         let result = match req.mode {
             Mode::Full => self.full(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
             Mode::Incremental => self.incremental(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
@@ -350,6 +365,7 @@ impl Materializer {
             source_snapshot: produced.opened.snapshot.to_string(),
             watermark_micros: produced.max_event_ts.unwrap_or(i64::MIN),
         };
+        lease.check()?;
         let previous = self.store.flip(&meta).await?;
         *partial = None;
         if let Some(old) = &previous {
@@ -402,6 +418,7 @@ impl Materializer {
         meta.as_of = rfc3339(req.as_of);
         meta.source_snapshot = produced.opened.snapshot.to_string();
         let wm = produced.max_event_ts.unwrap_or(live.watermark_micros).max(live.watermark_micros);
+        lease.check()?;
         self.store.advance(&meta, wm, writes.inserted, writes.bytes).await?;
         *partial = None;
         Ok(self.summary(
@@ -485,12 +502,10 @@ impl Materializer {
                 let mut conn = store.conn().await?;
                 let mut w = IncrementalWrites::default();
                 loop {
-                    let next = rx.lock().await.recv().await;
+                    let next = lease.next(&rx).await?;
                     let Some(batch) = next else { return Ok::<_, MaterializeError>(w) };
-                    // Another run owns the service now: stop writing at once.
-                    if lease.lost.load(Ordering::Relaxed) {
-                        return Err(OnlineError::LeaseLost { service: lease.service.clone() }.into());
-                    }
+                    // Another run owns the service now, or the run was asked to stop.
+                    lease.check()?;
                     let n = batch.rows.len() as u64;
                     if conditional {
                         let r = store.put_rows_if_newer(&mut conn, &batch.rows, &lease.service, &lease.run_id).await?;
@@ -534,12 +549,39 @@ impl Materializer {
     }
 }
 
-/// The lease a run's writes depend on; `lost` is set by the renewal task.
+/// What a run's writes depend on: its lease (`lost` is set by the renewal
+/// task) and not being asked to stop.
 #[derive(Clone)]
 struct LeaseWatch {
     service: String,
     run_id: String,
     lost: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl LeaseWatch {
+    fn check(&self) -> Result<(), MaterializeError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(MaterializeError::Interrupted(self.service.clone()));
+        }
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(OnlineError::LeaseLost { service: self.service.clone() }.into());
+        }
+        Ok(())
+    }
+
+    /// The next batch from the queue, waking up every 100 ms to notice a stop
+    /// or a lost lease while DuckDB is still producing.
+    async fn next(&self, rx: &Mutex<mpsc::Receiver<EncodedBatch>>) -> Result<Option<EncodedBatch>, MaterializeError> {
+        let mut rx = rx.lock().await;
+        loop {
+            self.check()?;
+            // recv is cancel-safe: a batch is never lost to the timeout.
+            if let Ok(next) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                return Ok(next);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]

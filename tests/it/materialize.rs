@@ -334,20 +334,16 @@ fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
     assert_eq!(rows(&env, "user_features", "1"), USERS);
 
     let before = env.redis.dbsize();
-    let mut child = env.command(&["materialize", "--online", "--service", "user_features"]).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut child = env.command(&["materialize", "--online", "--service", "user_features"]).stderr(Stdio::null()).spawn().unwrap();
     let mut c = env.redis.conn();
     // DBSIZE is O(1): poll it, not a SCAN, so the pause lands early in the run.
-    while env.redis.dbsize() < before + 1000 {
-        assert!(std::time::Instant::now() < deadline, "the second run never started writing");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() >= before + 1000).then_some(()));
     // Freeze writes where they are (mid-run: rows of generation 2 exist, its
     // metadata does not), then kill Redis under the writer.
     let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE").query(&mut c).unwrap();
     assert!(rows(&env, "user_features", "2") < USERS, "the run finished before it could be interrupted");
     env.redis.kill();
-    let status = child.wait().unwrap();
+    let status = crate::support::wait_timeout(&mut child, Duration::from_secs(120), "the materializer after Redis died");
     assert_eq!(status.code(), Some(1));
 
     env.redis.restart();
@@ -357,7 +353,35 @@ fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
     assert_eq!(runs[0]["status"], "failed");
     assert!(runs[0]["error"].as_str().unwrap().contains("Redis"), "{}", runs[0]);
 
-    // The lease of the dead run is still held until it expires; a rerun waits it out.
+    // The live generation's values are readable, directly and through the gateway.
+    let offline: (f64, String) = env
+        .duckdb()
+        .query_row(
+            &format!(
+                "SELECT ctr_7d, ltv::VARCHAR FROM read_parquet('{}') WHERE user_id = 4242 ORDER BY event_ts DESC LIMIT 1",
+                env.data().join("user_features/*/*.parquet").display()
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let body = get(&env, "user_features", r#"{"user_id": [4242]}"#);
+    assert_eq!((body["columns"]["ctr_7d"][0].as_f64(), body["columns"]["ltv"][0].as_str()), (Some(offline.0), Some(offline.1.as_str())), "{body}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let gw = crate::http::start(&env, crate::http::config(&env)).await;
+        let auth = crate::http::bearer(&crate::http::mint(&["user_features"], &[daeda_gateway::Plane::Online]));
+        let r = crate::http::send(gw.addr, "POST", "/v1/features/user_features", &[("authorization", &auth)], r#"{"entities": {"user_id": [4242]}, "include_stale": true}"#).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["generation"], "1");
+        assert_eq!(r.json()["columns"]["ctr_7d"][0].as_f64(), Some(offline.0));
+        gw.stop().await;
+    });
+
+    // The failed run could not clean up (Redis was gone): its lease came back
+    // with the AOF and expires on its own; skip the wait.
+    let ttl: i64 = redis::cmd("PTTL").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "PTTL {ttl}");
     let _: () = redis::cmd("DEL").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
     let out = env.materialize(&["--service", "user_features"]);
     assert_eq!(out["runs"][0]["generation"], "3");
@@ -574,15 +598,11 @@ fn a_run_that_loses_its_lease_never_flips() {
     let env = TestEnv::new(200_000);
     env.materialize(&["--service", "user_features"]);
     let before = env.redis.dbsize();
-    let child = env.command(&["materialize", "--online", "--service", "user_features"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while env.redis.dbsize() <= before + 1 {
-        assert!(std::time::Instant::now() < deadline, "the second run never started writing");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let child = env.command(&["materialize", "--online", "--service", "user_features"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() > before + 1).then_some(()));
     // Another run takes the service over (as if this one had stalled past its lease).
     let _: () = redis::cmd("SET").arg("daeda:{svc:user_features}:lease").arg("intruder").query(&mut env.redis.conn()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_timeout(child, DAEDA_LIMIT, "the run that lost its lease");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lost its lease"), "{stderr}");
@@ -751,4 +771,70 @@ fn an_incremental_run_is_refused_when_the_definition_changed_since_the_live_gene
     assert_eq!(out["runs"][0]["generation"], "2");
     let body = get(&env, "user_features", r#"{"user_id": [7]}"#);
     assert!(body["columns"].get("age_bucket").is_none(), "{body}");
+}
+
+/// Starts a full run of user_features and returns it once it has written
+/// `min_rows` rows of its new generation (DBSIZE above `before`).
+fn full_run_writing(env: &TestEnv, before: u64, min_rows: u64) -> std::process::Child {
+    let child = env
+        .command(&["materialize", "--online", "--service", "user_features", "--as-of", FIXED_AS_OF])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll(Duration::from_secs(120), "the run never started writing", || (env.redis.dbsize() > before + min_rows).then_some(()));
+    child
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+fn lease_pttl(env: &TestEnv) -> i64 {
+    redis::cmd("PTTL").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap()
+}
+
+#[test]
+fn a_materializer_stopped_by_sigterm_or_killed_leaves_the_live_generation_and_the_next_run_cleans_up() {
+    const USERS: u64 = 200_000;
+    let env = TestEnv::new(USERS);
+    env.materialize(&["--service", "user_features"]);
+    let before = env.redis.dbsize();
+
+    // SIGTERM mid-run: the run stops writing, removes its unfinished
+    // generation, releases its lease and records the failure, then exits 1.
+    let child = full_run_writing(&env, before, 1000);
+    signal(&child, "-TERM");
+    let out = output_timeout(child, Duration::from_secs(120), "the materializer after SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(lease_pttl(&env), -2, "the lease is released");
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
+    assert_eq!(rows(&env, "user_features", "2"), 0, "the unfinished generation is removed");
+    assert_eq!(rows(&env, "user_features", "1"), USERS as usize);
+    let runs = env.json(&["runs", "list", "--json"]);
+    assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+    assert!(runs[0]["error"].as_str().unwrap().contains("interrupted"), "{}", runs[0]);
+
+    // SIGKILL mid-run: nothing can clean up. The lease stays with the dead run
+    // but expires (no one renews it), and a run before that is refused.
+    let mut child = full_run_writing(&env, before, 1000);
+    signal(&child, "-KILL");
+    crate::support::wait_timeout(&mut child, Duration::from_secs(30), "the killed materializer");
+    let ttl = lease_pttl(&env);
+    assert!(ttl > 0 && ttl <= 30_000, "the dead run's lease must expire on its own: PTTL {ttl}");
+    let partial = rows(&env, "user_features", "3");
+    assert!(partial > 0 && partial < USERS as usize, "{partial}");
+    let (_, stderr) = env.expect(1, &["materialize", "--online", "--service", "user_features", "--as-of", FIXED_AS_OF]);
+    assert!(stderr.contains("is materializing `user_features`"), "{stderr}");
+    poll(Duration::from_secs(45), "the dead run's lease never expired", || (lease_pttl(&env) == -2).then_some(()));
+
+    // The next run removes the dead run's rows and serves a whole generation.
+    let out = env.materialize(&["--service", "user_features"]);
+    assert_eq!(out["runs"][0]["generation"], "4", "{out}");
+    assert_eq!(rows(&env, "user_features", "3"), 0, "the killed run's rows are removed");
+    assert_eq!(rows(&env, "user_features", "1"), 0);
+    assert_eq!(rows(&env, "user_features", "4"), USERS as usize);
+    assert_eq!(env.redis.dbsize(), before, "nothing else is left behind");
 }

@@ -431,6 +431,7 @@ fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
     assert_eq!(p.planes, [Plane::Online, Plane::Sql]);
     let out = output(env.command(&["token", "mint", "--sub", "svc", "--services", "x"]).env_remove("DAEDA_JWT_SECRET"));
     assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set DAEDA_JWT_SECRET to mint tokens"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,10 @@
 //! - the pointer flips only after every row of the generation is written and
 //!   counted, and only while this run holds the service's lease;
 //! - a run that fails, at any step, leaves the live generation whole and serving,
-//!   and is recorded as failed in the MetadataStore;
+//!   and is recorded as failed in the MetadataStore; once its writers have
+//!   stopped it removes the generation it wrote into unless that one is live
+//!   (an incremental run that lost its lease may have written into a
+//!   generation another run retired meanwhile);
 //! - memory is bounded by a few batches in flight, not by the table size.
 
 mod duck;

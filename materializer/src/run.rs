@@ -108,6 +108,8 @@ pub struct RunSummary {
 pub struct Materializer {
     store: OnlineStore,
     settings: Settings,
+    /// Set from outside (the CLI's SIGTERM handler) to stop every run.
+    stop: Arc<AtomicBool>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -136,7 +138,16 @@ struct Produced {
 
 impl Materializer {
     pub fn new(store: OnlineStore, settings: Settings) -> Materializer {
-        Materializer { store, settings }
+        Materializer { store, settings, stop: Arc::default() }
+    }
+
+    /// Setting the flag stops runs the way a failure does, cleanly: the
+    /// writers stop at their next batch (within a fraction of a second), the
+    /// generation is neither flipped nor advanced, the unfinished one is
+    /// removed, the lease released, and the run recorded as failed
+    /// ([`MaterializeError::Interrupted`]). A run not yet started fails at once.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 
     /// Runs one service and records the run (start and end) in `records`.
@@ -194,12 +205,25 @@ impl Materializer {
         result
     }
 
-    /// Best effort after a failure: drop the unfinished generation and the lease.
-    /// If Redis is gone this fails too; the next full run removes the leftovers.
+    /// Best effort after a failure: drop the generation this run wrote into
+    /// unless it is live, and the lease. The writers have stopped by now, so
+    /// this SCAN sees every row they wrote: it also removes rows an incremental
+    /// run that lost its lease wrote into a generation another run retired
+    /// meanwhile (on a cluster, where the lease is checked per batch, not per
+    /// row). If Redis is gone this fails too; the next full run removes the
+    /// leftovers of a generation still registered.
     async fn clean_up_failed(&self, service: &str, run_id: &str, partial: Option<&str>) {
         if let Some(g) = partial {
-            if let Err(e) = self.store.retire(service, g).await {
-                tracing::info!(service, generation = g, error = %e, "could not remove the unfinished generation; the next full run will");
+            // Never the live generation: an incremental run's, or a full run's
+            // whose flip went through but whose reply was lost.
+            match self.store.current_generation(service).await {
+                Ok(live) if live.as_deref() != Some(g) => {
+                    if let Err(e) = self.store.retire(service, g).await {
+                        tracing::info!(service, generation = g, error = %e, "could not remove the unfinished generation; the next full run will");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(service, generation = g, error = %e, "could not check the live generation; the next full run removes leftovers"),
             }
         }
         if let Err(e) = self.store.release_lease(service, run_id).await {
@@ -230,14 +254,18 @@ impl Materializer {
             return Ok(self.summary(def, req, run_id, t0, None, None, &produced, 0, 0, produced.bytes, warnings));
         }
 
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(MaterializeError::Interrupted(def.name.clone()));
+        }
         self.store.ping().await?;
         self.store.acquire_lease(&def.name, run_id, self.settings.lease_ttl).await?;
         let lease_lost = Arc::new(AtomicBool::new(false));
         let renewer = self.spawn_lease_renewal(&def.name, run_id, lease_lost.clone());
-        let lease = LeaseWatch { service: def.name.clone(), lost: lease_lost };
+        let lease =
+            LeaseWatch { service: def.name.clone(), run_id: run_id.to_string(), lost: lease_lost, stop: self.stop.clone() };
         let result = match req.mode {
             Mode::Full => self.full(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
-            Mode::Incremental => self.incremental(def, req, run_id, progress, &mut warnings, t0, &lease).await,
+            Mode::Incremental => self.incremental(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
         };
         renewer.abort();
         if result.is_ok() {
@@ -337,6 +365,7 @@ impl Materializer {
             source_snapshot: produced.opened.snapshot.to_string(),
             watermark_micros: produced.max_event_ts.unwrap_or(i64::MIN),
         };
+        lease.check()?;
         let previous = self.store.flip(&meta).await?;
         *partial = None;
         if let Some(old) = &previous {
@@ -357,6 +386,7 @@ impl Materializer {
         req: &RunRequest,
         run_id: &str,
         progress: Arc<dyn Progress>,
+        partial: &mut Option<String>,
         warnings: &mut Vec<String>,
         t0: Instant,
         lease: &LeaseWatch,
@@ -375,6 +405,9 @@ impl Materializer {
         let watermark = DateTime::<Utc>::from_timestamp_micros(live.watermark_micros);
         let (tx, rx) = mpsc::channel::<EncodedBatch>(self.settings.queue);
         let producer = self.spawn_producer(def, req, watermark, live.generation.clone(), tx);
+        // If the run fails, this generation is removed unless it is still live
+        // (another run may have retired it while this one was writing).
+        *partial = Some(live.generation.clone());
         let written = self.write_all(rx, true, progress, lease).await;
         let produced = join(producer).await;
         let (_, writes) = written?;
@@ -385,7 +418,9 @@ impl Materializer {
         meta.as_of = rfc3339(req.as_of);
         meta.source_snapshot = produced.opened.snapshot.to_string();
         let wm = produced.max_event_ts.unwrap_or(live.watermark_micros).max(live.watermark_micros);
+        lease.check()?;
         self.store.advance(&meta, wm, writes.inserted, writes.bytes).await?;
+        *partial = None;
         Ok(self.summary(
             def, req, run_id, t0, Some(live.generation.clone()), None, &produced,
             writes.inserted + writes.replaced, writes.kept, writes.bytes, warnings.clone(),
@@ -467,15 +502,13 @@ impl Materializer {
                 let mut conn = store.conn().await?;
                 let mut w = IncrementalWrites::default();
                 loop {
-                    let next = rx.lock().await.recv().await;
+                    let next = lease.next(&rx).await?;
                     let Some(batch) = next else { return Ok::<_, MaterializeError>(w) };
-                    // Another run owns the service now: stop writing at once.
-                    if lease.lost.load(Ordering::Relaxed) {
-                        return Err(OnlineError::LeaseLost { service: lease.service.clone() }.into());
-                    }
+                    // Another run owns the service now, or the run was asked to stop.
+                    lease.check()?;
                     let n = batch.rows.len() as u64;
                     if conditional {
-                        let r = store.put_rows_if_newer(&mut conn, &batch.rows).await?;
+                        let r = store.put_rows_if_newer(&mut conn, &batch.rows, &lease.service, &lease.run_id).await?;
                         w.inserted += r.inserted;
                         w.replaced += r.replaced;
                         w.kept += r.kept;
@@ -516,11 +549,39 @@ impl Materializer {
     }
 }
 
-/// Set by the renewal task when the lease was lost.
+/// What a run's writes depend on: its lease (`lost` is set by the renewal
+/// task) and not being asked to stop.
 #[derive(Clone)]
 struct LeaseWatch {
     service: String,
+    run_id: String,
     lost: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl LeaseWatch {
+    fn check(&self) -> Result<(), MaterializeError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(MaterializeError::Interrupted(self.service.clone()));
+        }
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(OnlineError::LeaseLost { service: self.service.clone() }.into());
+        }
+        Ok(())
+    }
+
+    /// The next batch from the queue, waking up every 100 ms to notice a stop
+    /// or a lost lease while DuckDB is still producing.
+    async fn next(&self, rx: &Mutex<mpsc::Receiver<EncodedBatch>>) -> Result<Option<EncodedBatch>, MaterializeError> {
+        let mut rx = rx.lock().await;
+        loop {
+            self.check()?;
+            // recv is cancel-safe: a batch is never lost to the timeout.
+            if let Ok(next) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                return Ok(next);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]

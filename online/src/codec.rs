@@ -430,7 +430,9 @@ mod tests {
         assert_eq!(row.event_ts_micros, -1_234_567);
         assert_eq!(event_ts(&buf[1..]).unwrap(), -1_234_567);
         let v = &row.values;
+        assert_eq!(v.len(), s.len(), "one value per column");
         assert_eq!(v[0], Value::Bool(true));
+        assert_eq!(v[1], Value::Int(-7));
         assert_eq!(v[2], Value::BigInt(i64::MAX));
         assert!(matches!(v[3], Value::Float(f) if f.is_nan()));
         assert!(matches!(v[4], Value::Double(f) if f == 0.0 && f.is_sign_negative()));

@@ -18,7 +18,10 @@ pub enum OnlineError {
     #[error("another run ({holder}) is materializing `{service}`; wait for it to finish (its lease expires on its own if it died)")]
     LeaseHeld { service: String, holder: String },
     /// The lease expired or was taken while this run was writing.
-    #[error("this run lost its lease on `{service}` before it could flip the generation; nothing was made live")]
+    #[error(
+        "this run lost its lease on `{service}` (it expired, or another run took the service over); it stopped \
+         writing and neither flipped nor advanced a generation"
+    )]
     LeaseLost { service: String },
     /// A generation's metadata hash is unreadable.
     #[error("generation metadata {key} is corrupt: {reason}")]

@@ -6,6 +6,10 @@
 //!   in the same atomic script, that the writer still holds the service's lease;
 //! - a generation is registered in the service's `gens` set before its first row
 //!   is written, so rows of a run that died are always found and removed later;
+//! - conditional (incremental) writes are fenced by the lease: on one server
+//!   each write checks it in the same script, on a cluster before each batch
+//!   (lease and rows live in different slots), so a run that lost its lease
+//!   stops writing into a generation that another run may be retiring;
 //! - removal never blocks Redis: SCAN + batched UNLINK, never KEYS;
 //! - on a Redis Cluster every whole-keyspace command (SCAN, INFO) visits each
 //!   primary, and a pipeline never spans two slots.
@@ -83,8 +87,12 @@ return 0
 "#;
 
 /// Writes a row unless the stored one is as new or newer (event time at byte 2
-/// of both, see `codec`). 1 = inserted, 2 = replaced, 0 = kept.
+/// of both, see `codec`). 1 = inserted, 2 = replaced, 0 = kept. With a second
+/// key (the service's lease; one server only, where it may share a script with
+/// a row key), nothing is written and -1 returned unless the lease still holds
+/// the run id in ARGV[2]: a run that lost its lease cannot write a single row.
 const PUT_IF_NEWER: &str = r#"
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if struct.unpack('<i8', cur, 2) >= struct.unpack('<i8', ARGV[1], 2) then return 0 end
@@ -534,19 +542,30 @@ impl OnlineStore {
         cmd.query_async::<()>(&mut **conn).await.map_err(|e| self.err(e))
     }
 
-    /// Writes each row unless the online one is as new or newer, in one pipeline.
+    /// Writes each row unless the online one is as new or newer, in one pipeline,
+    /// as long as `run_id` holds the service's lease: on one server every write
+    /// checks it atomically; on a cluster (where the lease and a row live in
+    /// different slots) it is checked before the batch. A lost lease is
+    /// [`OnlineError::LeaseLost`].
     pub async fn put_rows_if_newer(
         &self,
         conn: &mut Connection,
         rows: &RowBatch,
+        service: &str,
+        run_id: &str,
     ) -> Result<ConditionalWrites, OnlineError> {
         let script = Script::new(PUT_IF_NEWER);
         // EVALSHA in a pipeline cannot fall back to EVAL, so make sure the script is loaded.
         let _: String = script.prepare_invoke().load_async(&mut **conn).await.map_err(|e| self.err(e))?;
+        let lease = keys::lease(service);
         // A pipeline may only span one slot of a cluster: group the rows by slot.
         type Rows<'r> = Vec<(&'r [u8], &'r [u8])>;
         let mut groups: Vec<Rows<'_>> = Vec::new();
         if self.cluster {
+            let holder: Option<String> = conn.get(&lease).await.map_err(|e| self.err(e))?;
+            if holder.as_deref() != Some(run_id) {
+                return Err(OnlineError::LeaseLost { service: service.to_string() });
+            }
             let mut by_slot: HashMap<redis::cluster_routing::Slot, Rows<'_>> = HashMap::new();
             for (k, v) in rows.iter() {
                 by_slot.entry(redis::cluster_routing::Slot::for_key(k)).or_default().push((k, v));
@@ -559,7 +578,12 @@ impl OnlineStore {
         for group in groups {
             let mut p = redis::pipe();
             for (k, v) in group {
-                p.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(k).arg(v);
+                let cmd = p.cmd("EVALSHA").arg(script.get_hash());
+                if self.cluster {
+                    cmd.arg(1).arg(k).arg(v);
+                } else {
+                    cmd.arg(2).arg(k).arg(&lease).arg(v).arg(run_id);
+                }
             }
             let r: Vec<i64> = p.query_async(&mut **conn).await.map_err(|e| self.err(e))?;
             results.extend(r);
@@ -567,6 +591,7 @@ impl OnlineStore {
         let mut w = ConditionalWrites::default();
         for r in results {
             match r {
+                -1 => return Err(OnlineError::LeaseLost { service: service.to_string() }),
                 1 => w.inserted += 1,
                 2 => w.replaced += 1,
                 _ => w.kept += 1,

@@ -1,6 +1,7 @@
 //! `daeda materialize --online`.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -105,9 +106,18 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
         git_sha: git_sha(&cfg.catalog),
     };
     let rt = super::runtime()?;
+    let stop = materializer.stop_handle();
+    stop_on_signal(&rt, stop.clone())?;
     let mut summaries = Vec::new();
     let mut failures = Vec::new();
     for def in services {
+        if stop.load(Ordering::Relaxed) {
+            if !a.json {
+                eprintln!("error: {}: not started: interrupted", def.name);
+            }
+            failures.push(serde_json::json!({"service": def.name, "error": "not started: interrupted"}));
+            continue;
+        }
         let bar = Arc::new(Bar::rows(&def.name, a.json));
         let result = rt.block_on(materializer.run(def.clone(), &req, &records, bar.clone()));
         bar.finish();
@@ -143,6 +153,32 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
         }))?;
     }
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// SIGTERM (cron, Dagster, systemd stopping the job) or SIGINT (Ctrl-C) stops
+/// the runs cleanly: the current one removes its unfinished generation,
+/// releases its lease and is recorded as failed; later ones do not start. A
+/// second signal exits at once (the lease then expires on its own).
+fn stop_on_signal(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _guard = rt.enter();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    rt.spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if n > 0 {
+                eprintln!("daeda: stopped at once");
+                std::process::exit(1);
+            }
+            eprintln!("daeda: stopping: the current run cleans up and fails (signal again to exit at once)");
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    Ok(())
 }
 
 fn line(s: &daeda_materializer::RunSummary) -> String {

@@ -6,10 +6,10 @@ use daeda_gateway::Plane;
 use serde_json::Value;
 
 use crate::http::{self, bearer, mint, send};
-use crate::support::{Cluster, TestEnv};
+use crate::support::{output, Cluster, TestEnv};
 
 fn run(env: &TestEnv, cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = env.command(args).env("DAEDA_REDIS_URL", cluster.url()).output().unwrap();
+    let out = output(env.command(args).env("DAEDA_REDIS_URL", cluster.url()));
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use crate::http::{self, bearer, mint, send, SECRET};
-use crate::support::TestEnv;
+use crate::support::{output, wait_timeout, TestEnv};
 
 const USERS: &str = "/v1/features/user_features";
 
@@ -238,77 +238,145 @@ async fn a_generation_written_for_another_schema_is_refused_not_decoded() {
     gw.stop().await;
 }
 
+/// The value of an unlabelled metric (or a labelled series, given with its
+/// labels); None when the exposition does not have it.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_going_away_is_a_fast_503_and_the_gateway_recovers_by_itself() {
     let mut env = TestEnv::with_redis(200, true);
     env.materialize(&["--service", "user_features"]);
-    let gw = http::start(&env, http::config(&env)).await;
+    let cfg = http::config(&env);
+    let deadline = cfg.request_timeout;
+    let gw = http::start(&env, cfg).await;
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     let body = r#"{"entities": {"user_id": [1]}}"#;
     assert_eq!(send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await.status, 200);
+    let errors = |text: &str| metric(text, "daeda_redis_errors_total").unwrap_or_else(|| panic!("no daeda_redis_errors_total: {text}"));
+    let m = send(gw.addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(errors(&String::from_utf8_lossy(&m.body)), 0.0);
 
     env.redis.kill();
+    // Every answer that says Redis is unavailable is one Redis error.
+    let mut unavailable = 0;
     for _ in 0..3 {
         let t = Instant::now();
         let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await;
         assert_eq!((r.status.as_u16(), r.code()), (503, "redis_unavailable".into()), "{}", String::from_utf8_lossy(&r.body));
-        assert!(t.elapsed() < Duration::from_secs(3), "503 took {:?}", t.elapsed());
+        // A hang would end at the request deadline as a 504: the Redis timeout
+        // answered first.
+        assert!(t.elapsed() < deadline, "503 took {:?}", t.elapsed());
+        unavailable += 1;
     }
-    assert_eq!(send(gw.addr, "GET", "/readyz", &[], "").await.status, 503);
+    let r = send(gw.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!((r.status.as_u16(), r.code()), (503, "redis_unavailable".into()));
+    unavailable += 1;
     assert_eq!(send(gw.addr, "GET", "/healthz", &[], "").await.status, 200);
 
     env.redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await;
         if r.status == 200 {
             break;
         }
+        if r.code() == "redis_unavailable" {
+            unavailable += 1;
+        }
         assert!(Instant::now() < deadline, "no recovery: {}", String::from_utf8_lossy(&r.body));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let m = send(gw.addr, "GET", "/metrics", &[], "").await;
-    assert!(!String::from_utf8_lossy(&m.body).contains("daeda_redis_errors_total 0"));
+    assert_eq!(errors(&String::from_utf8_lossy(&m.body)), f64::from(unavailable));
     gw.stop().await;
+}
+
+/// Writes, for every user, a row newer than the generated ones whose `ctr_7d`
+/// and `clicks_7d` are `marker`: the next full run serves `marker` everywhere.
+fn write_marker(env: &TestEnv, marker: i64) {
+    let dir = env.data().join("user_features/ds=9999-12-31");
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%d %H:%M:%S");
+    let tmp = env.dir.path().join("marker.parquet");
+    env.duckdb()
+        .execute_batch(&format!(
+            "COPY (SELECT * EXCLUDE (ds) REPLACE (TIMESTAMP '{at}' AS event_ts, {marker}::DOUBLE AS ctr_7d, {marker}::BIGINT AS clicks_7d)
+                   FROM read_parquet('{}', hive_partitioning = true) WHERE user_id IS NOT NULL AND ds <> '9999-12-31'
+                   QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY event_ts DESC) = 1)
+             TO '{}' (FORMAT parquet)",
+            env.data().join("user_features/*/*.parquet").display(),
+            tmp.display()
+        ))
+        .unwrap();
+    std::fs::rename(tmp, dir.join("marker.parquet")).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flip_under_load_never_mixes_or_loses_rows() {
-    let env = TestEnv::new(2000);
-    env.materialize(&["--service", "user_features"]);
+    // Each generation serves its own value in every row (its marker), so a
+    // response mixing two generations, or labelled with the wrong one, shows.
+    let env = TestEnv::fresh(2000);
+    let mut marker_of = std::collections::BTreeMap::new();
+    write_marker(&env, 100);
+    let out = env.materialize(&["--service", "user_features"]);
+    marker_of.insert(out["runs"][0]["generation"].as_str().unwrap().to_string(), 100.0);
     let gw = http::start(&env, http::config(&env)).await;
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     let ids: Vec<String> = (0..100).map(|i| (i * 7).to_string()).collect();
-    let body = format!(r#"{{"entities": {{"user_id": [{}]}}, "include_stale": true}}"#, ids.join(","));
+    let body = format!(r#"{{"entities": {{"user_id": [{}]}}, "features": ["ctr_7d", "clicks_7d"]}}"#, ids.join(","));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for _ in 0..4 {
         let (addr, auth, body, stop) = (gw.addr, auth.clone(), body.clone(), stop.clone());
         clients.push(tokio::spawn(async move {
-            let mut seen = std::collections::BTreeSet::new();
-            let mut n = 0;
+            // generation -> the values its responses held
+            let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = send(addr, "POST", USERS, &[("authorization", &auth)], &body).await;
-                assert_eq!(r.status, 200);
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
                 let j = r.json();
-                assert!(j["status"].as_array().unwrap().iter().all(|s| s == "stale"), "a row went missing: {j}");
-                seen.insert(j["generation"].as_str().unwrap().to_string());
-                n += 1;
+                assert!(j["status"].as_array().unwrap().iter().all(|s| s == "ok"), "a row went missing or stale: {j}");
+                let mut values: std::collections::BTreeSet<String> = Default::default();
+                for col in ["ctr_7d", "clicks_7d"] {
+                    values.extend(j["columns"][col].as_array().unwrap().iter().map(|v| v.as_f64().unwrap().to_string()));
+                }
+                assert_eq!(values.len(), 1, "one response, several generations: {j}");
+                seen.entry(j["generation"].as_str().unwrap().to_string()).or_default().extend(values);
             }
-            (n, seen)
+            seen
         }));
     }
-    for _ in 0..3 {
+    for marker in [200, 300, 400] {
         let env_ref = &env;
-        tokio::task::block_in_place(|| env_ref.materialize(&["--service", "user_features"]));
+        let out = tokio::task::block_in_place(|| {
+            write_marker(env_ref, marker);
+            env_ref.materialize(&["--service", "user_features"])
+        });
+        marker_of.insert(out["runs"][0]["generation"].as_str().unwrap().to_string(), marker as f64);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the clients see the last generation before stopping them.
+    let last = marker_of.keys().last().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], &body).await;
+        if r.json()["generation"] == last.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway never served generation {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut generations = std::collections::BTreeSet::new();
     for c in clients {
-        let (n, seen) = c.await.unwrap();
-        assert!(n > 0);
-        generations.extend(seen);
+        let seen = c.await.unwrap();
+        assert!(!seen.is_empty(), "a client got no answer");
+        for (generation, values) in seen {
+            let want = marker_of.get(&generation).unwrap_or_else(|| panic!("served generation {generation}, never written"));
+            assert_eq!(values, [want.to_string()].into(), "generation {generation} served another generation's values");
+            generations.insert(generation);
+        }
     }
     assert!(generations.len() >= 2, "the flips were not observed: {generations:?}");
     gw.stop().await;
@@ -350,10 +418,10 @@ async fn tls_serves_https_and_remote_binds_need_tls_and_consent() {
 #[test]
 fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
     let env = TestEnv::new(10);
-    let out = env.command(&["serve", "--listen", "0.0.0.0:7999"]).env("DAEDA_JWT_SECRET", SECRET).output().unwrap();
+    let out = output(env.command(&["serve", "--listen", "0.0.0.0:7999"]).env("DAEDA_JWT_SECRET", SECRET));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs TLS"));
-    let out = env.command(&["token", "mint", "--sub", "svc", "--services", "user_features", "--planes", "online,sql"]).env("DAEDA_JWT_SECRET", SECRET).output().unwrap();
+    let out = output(env.command(&["token", "mint", "--sub", "svc", "--services", "user_features", "--planes", "online,sql"]).env("DAEDA_JWT_SECRET", SECRET));
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap();
     assert_eq!(token.trim().split('.').count(), 3);
@@ -361,8 +429,9 @@ fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
     let p = v.verify(Some(&bearer(token.trim()))).unwrap();
     assert_eq!(p.sub, "svc");
     assert_eq!(p.planes, [Plane::Online, Plane::Sql]);
-    let out = env.command(&["token", "mint", "--sub", "svc", "--services", "x"]).env_remove("DAEDA_JWT_SECRET").output().unwrap();
+    let out = output(env.command(&["token", "mint", "--sub", "svc", "--services", "x"]).env_remove("DAEDA_JWT_SECRET"));
     assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set DAEDA_JWT_SECRET to mint tokens"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -396,25 +465,46 @@ async fn http2_with_prior_knowledge_is_served() {
 
 #[test]
 fn serve_stops_cleanly_on_sigterm() {
+    use std::io::BufRead;
     let env = env_with_data();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = env
-        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+    // Port 0: the server picks its port and prints it, so no other process can
+    // take the port between choosing and binding it.
+    let mut child = env
+        .command(&["serve", "--listen", "127.0.0.1:0"])
         .env("DAEDA_JWT_SECRET", SECRET)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daeda serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let addr: std::net::SocketAddr = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let addr = line.split("serving on http://").nth(1).map(|a| a.trim().parse().unwrap());
+                lines.push(line);
+                if let Some(a) = addr {
+                    break a;
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("daeda serve did not say where it serves ({e}): {lines:?}");
+            }
+        }
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let r = rt.block_on(send(format!("127.0.0.1:{port}").parse().unwrap(), "GET", "/healthz", &[], ""));
+    let r = rt.block_on(send(addr, "GET", "/healthz", &[], ""));
     assert_eq!(r.status, 200);
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("serving on http://127.0.0.1") && stderr.contains("stopped"), "{stderr}");
+    let status = wait_timeout(&mut child, Duration::from_secs(60), "daeda serve after SIGTERM");
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:?}");
 }

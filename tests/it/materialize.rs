@@ -1,9 +1,12 @@
 //! `daeda materialize --online` end to end: every source kind, the generation
 //! flip, and every way a run can fail without losing the live generation.
 
+use std::process::Stdio;
+use std::time::Duration;
+
 use serde_json::Value;
 
-use crate::support::TestEnv;
+use crate::support::{output_timeout, poll, TestEnv, DAEDA_LIMIT, FIXED_AS_OF};
 
 fn get(env: &TestEnv, service: &str, entities: &str) -> Value {
     env.json(&["online", "get", "--service", service, "--entities", entities, "--include-stale"])
@@ -78,6 +81,57 @@ fn all_three_source_kinds_serve_the_latest_row_per_entity() {
     assert_eq!(body["columns"]["tower"][0].as_array().unwrap().len(), 32);
     let lake = runs.iter().find(|r| r["service"] == "item_features").unwrap();
     assert_eq!(lake["source_snapshot"]["snapshot_id"], 2);
+}
+
+#[test]
+fn fresh_rows_are_served_ok_with_values_and_the_ttl_boundary_is_the_ttl() {
+    // Data dated by the real clock: yesterday's rows are within the 7-day ttl.
+    // Two more users sit on either side of the boundary, half an hour in.
+    let env = TestEnv::fresh(300);
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    let (inside, outside) = (at(now - chrono::Duration::days(7) + chrono::Duration::minutes(30)), at(now - chrono::Duration::days(7) - chrono::Duration::minutes(30)));
+    let edge = env.data().join("user_features/ds=edge/edge.parquet");
+    std::fs::create_dir_all(edge.parent().unwrap()).unwrap();
+    env.duckdb()
+        .execute_batch(&format!(
+            "COPY (SELECT * EXCLUDE (ds) REPLACE (u AS user_id, t::TIMESTAMP AS event_ts)
+                   FROM read_parquet('{}', hive_partitioning = true),
+                        (VALUES (1000001, '{inside}'), (1000002, '{outside}')) v(u, t)
+                   WHERE user_id = 1 QUALIFY row_number() OVER (PARTITION BY u ORDER BY event_ts DESC) = 1)
+             TO '{}' (FORMAT parquet)",
+            env.data().join("user_features/*/*.parquet").display(),
+            edge.display()
+        ))
+        .unwrap();
+    env.materialize(&["--service", "user_features"]);
+
+    let ctr: f64 = env
+        .duckdb()
+        .query_row(
+            &format!(
+                "SELECT ctr_7d FROM read_parquet('{}') WHERE user_id = 1 ORDER BY event_ts DESC LIMIT 1",
+                env.data().join("user_features/ds=2*/*.parquet").display()
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let body = env.json(&["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1, 1000001, 1000002, 999999999]}"#]);
+    assert_eq!(body["status"], serde_json::json!(["ok", "ok", "stale", "missing"]), "{body}");
+    let cols = &body["columns"];
+    assert_eq!(cols["ctr_7d"][0].as_f64(), Some(ctr), "an ok row carries its values: {body}");
+    assert_eq!(cols["ctr_7d"][1].as_f64(), Some(ctr), "just inside the ttl: {body}");
+    assert_eq!(cols["embedding"][1].as_array().map(Vec::len), Some(64));
+    assert_eq!(cols["ctr_7d"][2], Value::Null, "just outside the ttl, values are withheld: {body}");
+    assert_eq!(cols["embedding"][2], Value::Null);
+    assert!(body["event_ts"][2].as_str().unwrap().starts_with(&outside[..10]), "{body}");
+    let body = env.json(&["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1000002]}"#, "--include-stale"]);
+    assert_eq!(body["columns"]["ctr_7d"][0].as_f64(), Some(ctr), "asked for, a stale row's values are returned");
+
+    // The skew check counts the one stale row without calling it skew.
+    let report = env.json(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    assert_eq!((report["stale"].as_u64(), report["passed"].as_bool()), (Some(1), Some(true)), "{report}");
 }
 
 #[test]
@@ -215,12 +269,22 @@ fn serving_not_allowed_is_never_materialized() {
 
 #[test]
 fn usage_and_definition_errors_exit_2() {
+    // Each with the message that names the mistake: exit 2 alone is also what
+    // any mistyped flag gets from the argument parser.
     let env = TestEnv::new(100);
-    env.expect(2, &["materialize", "--online"]);
-    env.expect(2, &["materialize", "--service", "user_features"]);
-    env.expect(2, &["materialize", "--online", "--service", "nope"]);
-    env.expect(2, &["materialize", "--online", "--all", "--as-of", "yesterday"]);
-    env.expect(2, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id":["x"]}"#]);
+    for (args, message) in [
+        (&["materialize", "--online"][..], "name services with --service NAME"),
+        (&["materialize", "--service", "user_features"], "say where to materialize: --online"),
+        (&["materialize", "--online", "--service", "nope"], "unknown feature service `nope`"),
+        (&["materialize", "--online", "--all", "--as-of", "yesterday"], "--as-of `yesterday` is not RFC 3339"),
+        (&["materialize", "--online", "--all", "--mode", "sideways"], "invalid value 'sideways' for '--mode"),
+        (&["online", "get", "--service", "user_features", "--entities", r#"{"user_id":["x"]}"#], r#"entities.user_id[0] is "x", expected an integer"#),
+        (&["online", "get", "--service", "user_features", "--entities", "[1]"], "--entities must be a JSON object of arrays"),
+    ] {
+        let (_, stderr) = env.expect(2, args);
+        assert!(stderr.contains(message), "daeda {args:?}: want {message:?} in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
     env.edit("item_features", "kind: ducklake", "kind: ducklak");
     let (_, stderr) = env.expect(2, &["validate"]);
     assert!(stderr.contains("item_features.yaml: source.kind: unknown source kind `ducklak`"), "{stderr}");
@@ -270,20 +334,16 @@ fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
     assert_eq!(rows(&env, "user_features", "1"), USERS);
 
     let before = env.redis.dbsize();
-    let mut child = env.command(&["materialize", "--online", "--service", "user_features"]).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut child = env.command(&["materialize", "--online", "--service", "user_features"]).stderr(Stdio::null()).spawn().unwrap();
     let mut c = env.redis.conn();
     // DBSIZE is O(1): poll it, not a SCAN, so the pause lands early in the run.
-    while env.redis.dbsize() < before + 1000 {
-        assert!(std::time::Instant::now() < deadline, "the second run never started writing");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() >= before + 1000).then_some(()));
     // Freeze writes where they are (mid-run: rows of generation 2 exist, its
     // metadata does not), then kill Redis under the writer.
     let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE").query(&mut c).unwrap();
     assert!(rows(&env, "user_features", "2") < USERS, "the run finished before it could be interrupted");
     env.redis.kill();
-    let status = child.wait().unwrap();
+    let status = crate::support::wait_timeout(&mut child, Duration::from_secs(120), "the materializer after Redis died");
     assert_eq!(status.code(), Some(1));
 
     env.redis.restart();
@@ -293,7 +353,35 @@ fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
     assert_eq!(runs[0]["status"], "failed");
     assert!(runs[0]["error"].as_str().unwrap().contains("Redis"), "{}", runs[0]);
 
-    // The lease of the dead run is still held until it expires; a rerun waits it out.
+    // The live generation's values are readable, directly and through the gateway.
+    let offline: (f64, String) = env
+        .duckdb()
+        .query_row(
+            &format!(
+                "SELECT ctr_7d, ltv::VARCHAR FROM read_parquet('{}') WHERE user_id = 4242 ORDER BY event_ts DESC LIMIT 1",
+                env.data().join("user_features/*/*.parquet").display()
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let body = get(&env, "user_features", r#"{"user_id": [4242]}"#);
+    assert_eq!((body["columns"]["ctr_7d"][0].as_f64(), body["columns"]["ltv"][0].as_str()), (Some(offline.0), Some(offline.1.as_str())), "{body}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let gw = crate::http::start(&env, crate::http::config(&env)).await;
+        let auth = crate::http::bearer(&crate::http::mint(&["user_features"], &[daeda_gateway::Plane::Online]));
+        let r = crate::http::send(gw.addr, "POST", "/v1/features/user_features", &[("authorization", &auth)], r#"{"entities": {"user_id": [4242]}, "include_stale": true}"#).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["generation"], "1");
+        assert_eq!(r.json()["columns"]["ctr_7d"][0].as_f64(), Some(offline.0));
+        gw.stop().await;
+    });
+
+    // The failed run could not clean up (Redis was gone): its lease came back
+    // with the AOF and expires on its own; skip the wait.
+    let ttl: i64 = redis::cmd("PTTL").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "PTTL {ttl}");
     let _: () = redis::cmd("DEL").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
     let out = env.materialize(&["--service", "user_features"]);
     assert_eq!(out["runs"][0]["generation"], "3");
@@ -383,37 +471,104 @@ fn incremental_runs_write_only_newer_entities_and_never_go_back_in_time() {
     assert_eq!(out["runs"][0]["entities"], 0);
 }
 
-#[test]
-fn the_online_compare_keeps_the_newer_row_when_writers_race() {
-    // Two writers racing on one key: whichever order they land in, the newer
-    // event time wins (the compare runs inside Redis).
-    use daeda_online::codec::{RowSchema, RowWriter};
-    let env = TestEnv::new(10);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = daeda_online::OnlineStore::connect(&env.redis.url(), &Default::default()).unwrap();
-    let schema = RowSchema { names: vec!["x".into()], types: vec![daeda_catalog::ColumnType::parse("BIGINT", None).unwrap()] };
-    let row = |ts: i64, x: i64| {
-        let mut buf = Vec::new();
-        let mut w = RowWriter::begin(&mut buf, &schema, ts);
-        w.i64(x);
-        w.finish();
-        buf
-    };
-    rt.block_on(async {
-        let mut c = store.conn().await.unwrap();
-        let one = |ts, x| {
-            let mut b = daeda_online::RowBatch::default();
-            b.push(b"daeda:row:t:1:1", &row(ts, x));
-            b
+/// Runs `f` on two threads at once, each with its own runtime and connection
+/// pool, as two writer processes would; returns both results.
+fn race<T: Send>(url: &str, f: impl Fn(usize, daeda_online::OnlineStore) -> T + Sync) -> [T; 2] {
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let run = |who: usize| {
+            let (barrier, f) = (&barrier, &f);
+            s.spawn(move || {
+                let store = daeda_online::OnlineStore::connect(url, &Default::default()).unwrap();
+                barrier.wait();
+                f(who, store)
+            })
         };
-        let w = store.put_rows_if_newer(&mut c, &one(200, 2)).await.unwrap();
-        assert_eq!(w.inserted, 1);
-        let w = store.put_rows_if_newer(&mut c, &one(100, 1)).await.unwrap();
-        assert_eq!(w.kept, 1);
-        let w = store.put_rows_if_newer(&mut c, &one(300, 3)).await.unwrap();
-        assert_eq!(w.replaced, 1);
-    });
-    assert_eq!(daeda_online::codec::event_ts(&env.redis.get("daeda:row:t:1:1").unwrap()).unwrap(), 300);
+        let (a, b) = (run(0), run(1));
+        [a.join().unwrap(), b.join().unwrap()]
+    })
+}
+
+#[test]
+fn conditional_writes_racing_from_two_writers_keep_the_newer_row_and_never_replace_an_equal_one() {
+    use daeda_online::codec::{self, RowSchema, RowWriter};
+    use daeda_online::ConditionalWrites;
+    const N: i64 = 3000;
+    let env = TestEnv::new(10);
+    let schema = RowSchema { names: vec!["x".into()], types: vec![daeda_catalog::ColumnType::parse("BIGINT", None).unwrap()] };
+    let key = |k: i64| format!("daeda:row:t:1:{k}");
+    let _: () = redis::cmd("SET").arg("daeda:{svc:t}:lease").arg("race").query(&mut env.redis.conn()).unwrap();
+    // Writer `who` writes every key, in opposite orders, in batches of 100;
+    // `ts(who, k)` is its row's event time, its value is `who`.
+    let write = |ts: &(dyn Fn(usize, i64) -> i64 + Sync)| {
+        race(&env.redis.url(), |who, store| {
+            let keys: Vec<i64> = if who == 0 { (0..N).collect() } else { (0..N).rev().collect() };
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let mut c = store.conn().await.unwrap();
+                let mut total = ConditionalWrites::default();
+                for chunk in keys.chunks(100) {
+                    let mut batch = daeda_online::RowBatch::default();
+                    for &k in chunk {
+                        let mut w = RowWriter::begin(batch.start(key(k).as_bytes()), &schema, ts(who, k));
+                        w.i64(who as i64);
+                        w.finish();
+                        batch.seal();
+                    }
+                    let w = store.put_rows_if_newer(&mut c, &batch, "t", "race").await.unwrap();
+                    total.inserted += w.inserted;
+                    total.replaced += w.replaced;
+                    total.kept += w.kept;
+                }
+                total
+            })
+        })
+    };
+    let stored = |k: i64| {
+        let row = codec::decode(&env.redis.get(&key(k)).unwrap(), &schema).unwrap();
+        (row.event_ts_micros, row.values[0].clone())
+    };
+
+    // Different event times: whatever the interleaving, the newer row wins.
+    // Writer 0 is newer on even keys, writer 1 on odd ones.
+    let [a, b] = write(&|who, k| 1_000 + i64::from((k % 2 == 0) == (who == 0)));
+    assert_eq!(a.inserted + b.inserted, N as u64, "{a:?} {b:?}");
+    assert_eq!(a.inserted + a.replaced + a.kept + b.inserted + b.replaced + b.kept, 2 * N as u64);
+    for k in 0..N {
+        let winner = codec::Value::BigInt(if k % 2 == 0 { 0 } else { 1 });
+        assert_eq!(stored(k), (1_001, winner), "key {k}");
+    }
+
+    // Equal event times (newer than all of the above): on each key the first
+    // writer replaces the old row, the second is kept out; an equal row never
+    // replaces another.
+    let [a, b] = write(&|_, _| 5_000);
+    assert_eq!((a.inserted, b.inserted), (0, 0));
+    assert_eq!((a.replaced + b.replaced, a.kept + b.kept), (N as u64, N as u64), "{a:?} {b:?}");
+    let holds = |who: i64| (0..N).filter(|&k| stored(k) == (5_000, codec::Value::BigInt(who))).count() as u64;
+    assert_eq!((holds(0), holds(1)), (a.replaced, b.replaced), "a row was overwritten by an equal one");
+    assert!(a.replaced > 0 && b.replaced > 0, "the writers did not interleave: {a:?} {b:?}");
+}
+
+#[test]
+fn two_incremental_processes_started_together_one_runs_and_one_is_refused() {
+    let env = TestEnv::new(50_000);
+    env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
+    let args = ["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--json", "--as-of", FIXED_AS_OF];
+    let spawn = || env.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let outs = [output_timeout(a, DAEDA_LIMIT, "incremental run a"), output_timeout(b, DAEDA_LIMIT, "incremental run b")];
+    let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    let refused: Vec<_> = outs.iter().filter(|o| !o.status.success()).collect();
+    let show = || outs.iter().map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).collect::<Vec<_>>().join("\n---\n");
+    assert_eq!((ok.len(), refused.len()), (1, 1), "{}", show());
+    assert_eq!(refused[0].status.code(), Some(1));
+    let refusal: Value = serde_json::from_slice(&refused[0].stdout).unwrap();
+    assert!(refusal["failed"][0]["error"].as_str().unwrap().contains("is materializing `user_features`"), "{}", show());
+    let summary: Value = serde_json::from_slice(&ok[0].stdout).unwrap();
+    assert_eq!(summary["runs"][0]["rows_written"], 50_000, "{summary}");
+    // What is online is what the offline data says.
+    let report = env.json(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    assert_eq!(report["passed"], true, "{report}");
 }
 
 #[test]
@@ -443,18 +598,243 @@ fn a_run_that_loses_its_lease_never_flips() {
     let env = TestEnv::new(200_000);
     env.materialize(&["--service", "user_features"]);
     let before = env.redis.dbsize();
-    let child = env.command(&["materialize", "--online", "--service", "user_features"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while env.redis.dbsize() <= before + 1 {
-        assert!(std::time::Instant::now() < deadline, "the second run never started writing");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let child = env.command(&["materialize", "--online", "--service", "user_features"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() > before + 1).then_some(()));
     // Another run takes the service over (as if this one had stalled past its lease).
     let _: () = redis::cmd("SET").arg("daeda:{svc:user_features}:lease").arg("intruder").query(&mut env.redis.conn()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_timeout(child, DAEDA_LIMIT, "the run that lost its lease");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lost its lease"), "{stderr}");
     assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
     assert_eq!(rows(&env, "user_features", "1"), 200_000);
+}
+
+/// `calls` of a command in `INFO commandstats` (0 before its first call).
+fn calls(env: &TestEnv, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut env.redis.conn()).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a_retired_generation() {
+    const USERS: u64 = 200_000;
+    let env = TestEnv::new(USERS);
+    // Generation 1 holds the older row of every user; the incremental run
+    // then has a newer row for all of them to write, one compare each.
+    env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
+    let child = env
+        .command(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll(Duration::from_secs(120), "the incremental run never started writing", || (calls(&env, "evalsha") > 100).then_some(()));
+
+    // Another run takes the service over, as a full run does once this run's
+    // lease has expired: it flips to its own generation and retires
+    // generation 1. Atomically, so no write of the incremental run lands in
+    // between.
+    let takeover = r"
+        redis.call('SET', KEYS[1], 'intruder')
+        redis.call('SET', KEYS[2], '2')
+        redis.call('SADD', KEYS[3], '2')
+        local rows = redis.call('KEYS', ARGV[1])
+        for i = 1, #rows, 1000 do redis.call('UNLINK', unpack(rows, i, math.min(i + 999, #rows))) end
+        redis.call('UNLINK', KEYS[4])
+        redis.call('SREM', KEYS[3], '1')
+        return #rows";
+    let removed: u64 = redis::cmd("EVAL")
+        .arg(takeover)
+        .arg(4)
+        .arg("daeda:{svc:user_features}:lease")
+        .arg("daeda:{svc:user_features}:current")
+        .arg("daeda:{svc:user_features}:gens")
+        .arg("daeda:{svc:user_features}:gen:1")
+        .arg("daeda:row:user_features:1:*")
+        .query(&mut env.redis.conn())
+        .unwrap();
+    assert!(removed > 0);
+    let done = calls(&env, "evalsha");
+    assert!(done + 10_000 < USERS, "the run had (almost) finished writing before the takeover ({done} compares)");
+
+    let out = output_timeout(child, DAEDA_LIMIT, "the incremental run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost its lease"), "{stderr}");
+    assert_eq!(rows(&env, "user_features", "1"), 0, "rows written into the retired generation after the takeover remain");
+    assert_eq!(env.redis.meta("user_features", "1", "row_count"), None);
+    let lease: Option<String> = redis::cmd("GET").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
+    assert_eq!(lease.as_deref(), Some("intruder"), "the losing run never releases another run's lease");
+    let runs = env.json(&["runs", "list", "--json"]);
+    assert_eq!((runs[0]["mode"].as_str(), runs[0]["status"].as_str()), (Some("incremental"), Some("failed")), "{}", runs[0]);
+}
+
+#[test]
+fn all_with_one_failing_service_runs_the_others_and_exits_1() {
+    let env = TestEnv::new(200);
+    // item_features comes first in the catalog: the failure must not stop the rest.
+    std::fs::remove_file(env.data().join("item_features/metadata.ducklake")).unwrap();
+    let out = env.daeda(&["materialize", "--online", "--all", "--json", "--as-of", FIXED_AS_OF]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let ran: Vec<&str> = json["runs"].as_array().unwrap().iter().map(|r| r["service"].as_str().unwrap()).collect();
+    assert_eq!(ran, ["user_features", "user_item_reranker"], "{json}");
+    assert_eq!(json["failed"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["failed"][0]["service"], "item_features");
+    assert!(json["failed"][0]["error"].as_str().unwrap().contains("metadata.ducklake does not exist"), "{json}");
+    assert_eq!(json["skipped_not_allowed"], serde_json::json!(["pii_features"]));
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
+    assert_eq!(env.redis.current("user_item_reranker").as_deref(), Some("1"));
+    assert_eq!(env.redis.current("item_features"), None);
+    // The failed run leaves no rows, no generation and no lease behind (only
+    // the counter that numbers generations).
+    let keys: Vec<String> = redis::cmd("KEYS").arg("daeda:*item_features*").query(&mut env.redis.conn()).unwrap();
+    assert_eq!(keys, ["daeda:{svc:item_features}:genseq"]);
+
+    // Without --json: the failure on stderr, the successes on stdout, still exit 1.
+    let out = env.daeda(&["materialize", "--online", "--all", "--as-of", FIXED_AS_OF]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("error: item_features: the DuckLake catalog"), "{stderr}");
+    assert!(stdout.contains("user_features: 200 entities") && stdout.contains("user_item_reranker:"), "{stdout}");
+    let runs = env.json(&["runs", "list", "--json"]);
+    let statuses: Vec<(&str, &str)> = runs.as_array().unwrap().iter().take(3).map(|r| (r["service"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+    assert!(statuses.contains(&("item_features", "failed")), "{statuses:?}");
+}
+
+#[test]
+fn null_timestamps_are_skipped_and_counted_never_written() {
+    let env = TestEnv::new(300);
+    // User 5's newer row and both rows of user 6 lose their timestamp.
+    let db = env.duckdb();
+    let glob = env.data().join("user_features/*/*.parquet");
+    for ds in ["2026-06-26", "2026-06-27"] {
+        let file = env.data().join(format!("user_features/ds={ds}/nulls.parquet"));
+        let dir = env.data().join(format!("user_features/ds={ds}"));
+        db.execute_batch(&format!(
+            "CREATE OR REPLACE TABLE t AS SELECT * EXCLUDE (ds) REPLACE (
+                 CASE WHEN user_id = 6 OR (user_id = 5 AND ds = '2026-06-27') THEN NULL ELSE event_ts END AS event_ts)
+               FROM read_parquet('{}', hive_partitioning = true) WHERE ds = '{ds}';
+             COPY t TO '{}' (FORMAT parquet);",
+            glob.display(),
+            file.display()
+        ))
+        .unwrap();
+        // Replace the partition's files by the rewritten one.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p != file {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+    let out = env.materialize(&["--service", "user_features"]);
+    let run = &out["runs"][0];
+    assert_eq!(run["rows_read"], 600, "{run}");
+    // The three NULL timestamps (with 300 users the demo has no NULL user_id:
+    // those start at user 996).
+    assert_eq!(run["skipped_null_keys"], 3, "{run}");
+    assert_eq!(run["entities"], 299, "user 6 has no servable row: {run}");
+    assert_eq!(env.redis.count("daeda:row:user_features:1:*"), 299);
+    let body = get(&env, "user_features", r#"{"user_id": [5, 6, 7]}"#);
+    assert_eq!(body["status"][1], "missing", "{body}");
+    assert!(body["event_ts"][0].as_str().unwrap().starts_with("2026-06-26"), "user 5 is served its older row: {body}");
+    assert!(body["event_ts"][2].as_str().unwrap().starts_with("2026-06-27"), "{body}");
+    let runs = env.json(&["runs", "list", "--json"]);
+    assert_eq!(runs[0]["details"]["skipped_null_keys"], 3, "{}", runs[0]);
+    // The skew check recomputes the same rows.
+    let report = env.json(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    assert_eq!(report["passed"], true, "{report}");
+}
+
+#[test]
+fn an_incremental_run_is_refused_when_the_definition_changed_since_the_live_generation() {
+    let env = TestEnv::new(300);
+    env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
+    let before = env.redis.meta("user_features", "1", "watermark_micros");
+    let row = env.redis.get("daeda:row:user_features:1:7");
+    // The source still has the column; the definition no longer declares it.
+    env.edit("user_features", "  - {name: age_bucket,     type: INTEGER}\n", "");
+    let out = env.daeda(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("an incremental run cannot mix them, run a full materialization (--mode full)"), "{stderr}");
+    assert_eq!(env.redis.get("daeda:row:user_features:1:7"), row, "nothing was written");
+    assert_eq!(env.redis.meta("user_features", "1", "watermark_micros"), before);
+    // A full run serves the new shape.
+    let out = env.materialize(&["--service", "user_features"]);
+    assert_eq!(out["runs"][0]["generation"], "2");
+    let body = get(&env, "user_features", r#"{"user_id": [7]}"#);
+    assert!(body["columns"].get("age_bucket").is_none(), "{body}");
+}
+
+/// Starts a full run of user_features and returns it once it has written
+/// `min_rows` rows of its new generation (DBSIZE above `before`).
+fn full_run_writing(env: &TestEnv, before: u64, min_rows: u64) -> std::process::Child {
+    let child = env
+        .command(&["materialize", "--online", "--service", "user_features", "--as-of", FIXED_AS_OF])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll(Duration::from_secs(120), "the run never started writing", || (env.redis.dbsize() > before + min_rows).then_some(()));
+    child
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+fn lease_pttl(env: &TestEnv) -> i64 {
+    redis::cmd("PTTL").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap()
+}
+
+#[test]
+fn a_materializer_stopped_by_sigterm_or_killed_leaves_the_live_generation_and_the_next_run_cleans_up() {
+    const USERS: u64 = 200_000;
+    let env = TestEnv::new(USERS);
+    env.materialize(&["--service", "user_features"]);
+    let before = env.redis.dbsize();
+
+    // SIGTERM mid-run: the run stops writing, removes its unfinished
+    // generation, releases its lease and records the failure, then exits 1.
+    let child = full_run_writing(&env, before, 1000);
+    signal(&child, "-TERM");
+    let out = output_timeout(child, Duration::from_secs(120), "the materializer after SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(lease_pttl(&env), -2, "the lease is released");
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
+    assert_eq!(rows(&env, "user_features", "2"), 0, "the unfinished generation is removed");
+    assert_eq!(rows(&env, "user_features", "1"), USERS as usize);
+    let runs = env.json(&["runs", "list", "--json"]);
+    assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+    assert!(runs[0]["error"].as_str().unwrap().contains("interrupted"), "{}", runs[0]);
+
+    // SIGKILL mid-run: nothing can clean up. The lease stays with the dead run
+    // but expires (no one renews it), and a run before that is refused.
+    let mut child = full_run_writing(&env, before, 1000);
+    signal(&child, "-KILL");
+    crate::support::wait_timeout(&mut child, Duration::from_secs(30), "the killed materializer");
+    let ttl = lease_pttl(&env);
+    assert!(ttl > 0 && ttl <= 30_000, "the dead run's lease must expire on its own: PTTL {ttl}");
+    let partial = rows(&env, "user_features", "3");
+    assert!(partial > 0 && partial < USERS as usize, "{partial}");
+    let (_, stderr) = env.expect(1, &["materialize", "--online", "--service", "user_features", "--as-of", FIXED_AS_OF]);
+    assert!(stderr.contains("is materializing `user_features`"), "{stderr}");
+    poll(Duration::from_secs(45), "the dead run's lease never expired", || (lease_pttl(&env) == -2).then_some(()));
+
+    // The next run removes the dead run's rows and serves a whole generation.
+    let out = env.materialize(&["--service", "user_features"]);
+    assert_eq!(out["runs"][0]["generation"], "4", "{out}");
+    assert_eq!(rows(&env, "user_features", "3"), 0, "the killed run's rows are removed");
+    assert_eq!(rows(&env, "user_features", "1"), 0);
+    assert_eq!(rows(&env, "user_features", "4"), USERS as usize);
+    assert_eq!(env.redis.dbsize(), before, "nothing else is left behind");
 }

@@ -138,10 +138,35 @@ fn the_check_reads_the_snapshot_the_generation_read() {
         env.data().join("user_features/ds=2026-06-28/newer.parquet").display()
     ))
     .unwrap();
+    // A third DuckLake snapshot: newer rows (within the as-of) for every item,
+    // with other values, written through the lake as a producer would.
+    let lake = daeda_materializer::session().unwrap();
+    daeda_materializer::load_ducklake(&lake).unwrap();
+    lake.execute_batch(&format!(
+        "ATTACH 'ducklake:{}' AS lake (DATA_PATH '{}', OVERRIDE_DATA_PATH true);
+         INSERT INTO lake.item_features
+         SELECT * REPLACE (TIMESTAMPTZ '2026-06-28 01:00:00+00' AS event_ts, popularity + 1 AS popularity)
+         FROM lake.item_features;
+         DETACH lake;",
+        env.data().join("item_features/metadata.ducklake").display(),
+        env.data().join("item_features/files").display()
+    ))
+    .unwrap();
+    drop(lake);
+
     let (code, report) = check(&env, "user_features", &["--all"]);
     assert_eq!(code, 0, "{report}");
     let (code, report) = check(&env, "item_features", &["--all"]);
     assert_eq!(code, 0, "{report}");
     let (_, stderr) = env.expect(2, &["skew", "check", "--service", "pii_features", "--all"]);
     assert!(stderr.contains("not approved for serving"), "{stderr}");
+
+    // The new data is visible to a new run, so the checks above had something
+    // to get wrong: a rematerialized generation reads snapshot 3.
+    let out = env.materialize(&["--service", "item_features"]);
+    assert_eq!(out["runs"][0]["source_snapshot"]["snapshot_id"], 3, "{out}");
+    let body = env.json(&["online", "get", "--service", "item_features", "--entities", r#"{"item_id": [1]}"#, "--include-stale"]);
+    assert_eq!(body["event_ts"][0], "2026-06-28T01:00:00.000000Z", "{body}");
+    let (code, report) = check(&env, "item_features", &["--all"]);
+    assert_eq!(code, 0, "{report}");
 }

@@ -1,47 +1,195 @@
 //! `TestEnv`: a throwaway redis-server on a free port, a temp dir holding a copy
 //! of the example catalog and freshly generated offline data, and helpers to
 //! run the real `daeda` binary against them.
+//!
+//! Ports are picked, then bound by redis-server: another test may take the port
+//! in between. A start therefore only counts when the server that answers is
+//! our own child (its `INFO server` `process_id` is the child's pid); when the
+//! child exits instead (port taken), it is retried on another port. Every wait
+//! on a child process has a deadline, so a stuck process fails a test instead
+//! of hanging CI.
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long a redis-server gets to answer after it was spawned (an AOF restart
+/// replays the file first; a loaded machine is slow).
+const REDIS_START: Duration = Duration::from_secs(30);
+/// Replies of the tests' own Redis connections.
+const REDIS_REPLY: Duration = Duration::from_secs(60);
+/// Attempts to start a server on a fresh port when the picked one was taken.
+const PORT_ATTEMPTS: usize = 8;
+
+/// A port the kernel just handed out and took back (bind 0, then drop).
+fn ephemeral_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A port for a cluster node. Redis refuses a cluster port above 55535 (its
+/// bus port is port + 10000), which `bind(0)` may hand out, so cluster ports
+/// are chosen explicitly: below the kernel's ephemeral range when there is
+/// room (so `bind(0)` elsewhere never collides with port or bus port), and both
+/// checked free.
+fn cluster_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let (lo, hi) = match ephemeral_low.saturating_sub(10_000) {
+        hi if hi >= 12_000 => (10_000u32, hi),
+        _ => (10_000, 55_536),
+    };
+    let mut seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    for _ in 0..1000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = lo + (seed % u64::from(hi - lo)) as u32;
+        let (port, bus) = (port as u16, (port + 10_000) as u16);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free cluster port (and bus port) in {lo}..{hi}");
+}
+
+/// Waits for `child` at most `limit`; past it, kills the child and panics.
+pub fn wait_timeout(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `wait_with_output` with a deadline: stdout and stderr (when piped) are read
+/// on threads while waiting.
+pub fn output_timeout(mut child: Child, limit: Duration, what: &str) -> Output {
+    fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let status = wait_timeout(&mut child, limit, what);
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// Runs `cmd` to the end, capturing stdout and stderr (killed past [`DAEDA_LIMIT`]).
+pub fn output(cmd: &mut Command) -> Output {
+    let what = format!("{cmd:?}");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    output_timeout(child, DAEDA_LIMIT, &what)
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `limit`.
+pub fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 pub struct Redis {
     pub port: u16,
     dir: PathBuf,
-    aof: bool,
+    /// Everything but the port.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     /// Starts redis-server; with `aof`, data survives a kill and restart.
     pub fn start(dir: &Path, aof: bool) -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Redis { port, dir: dir.to_path_buf(), aof, child: None };
-        r.spawn();
-        r
+        let args = ["--appendonly", if aof { "yes" } else { "no" }, "--appendfsync", "always"];
+        Redis::start_on(dir, &args, &mut ephemeral_port)
     }
 
-    fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+    /// Starts a server with `args` on a port from `pick`, on another one when
+    /// that port turns out to be taken.
+    fn start_on(dir: &Path, args: &[&str], pick: &mut dyn FnMut() -> u16) -> Redis {
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let mut r = Redis { port: pick(), dir: dir.to_path_buf(), args: args.iter().map(|a| a.to_string()).collect(), child: None };
+            match r.spawn() {
+                Ok(()) => return r,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("redis-server did not start in {PORT_ATTEMPTS} attempts:\n{}", failures.join("\n"));
+    }
+
+    /// Spawns the server on `self.port` and waits until it, and not some other
+    /// process on that port, answers.
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = self.dir.join("redis.log");
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .arg("--dir")
             .arg(&self.dir)
-            .args(["--appendonly", if self.aof { "yes" } else { "no" }, "--appendfsync", "always"])
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("redis-server must be installed (scripts/bootstrap.sh)"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut c) = self.client().get_connection() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return;
-                }
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/bootstrap.sh)");
+        let pid = child.id();
+        let deadline = Instant::now() + REDIS_START;
+        let mut last;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(3).collect();
+                return Err(format!("port {}: redis-server exited ({status}): {}", self.port, tail.join(" | ")));
+            }
+            match self.ours(pid) {
+                Ok(true) => break,
+                Ok(false) => last = "another process answers on this port".into(),
+                Err(e) => last = e,
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("port {}: not ready after {REDIS_START:?}: {last}", self.port));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not start on port {}", self.port);
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// True when the server on our port is process `pid` and serves commands.
+    fn ours(&self, pid: u32) -> Result<bool, String> {
+        let mut c = self.client().get_connection_with_timeout(Duration::from_secs(1)).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut c).map_err(|e| e.to_string())?;
+        let answering = info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse::<u32>().ok());
+        if answering != Some(pid) {
+            return Ok(false);
+        }
+        // An AOF restart answers LOADING until the file is replayed.
+        redis::cmd("PING").query::<String>(&mut c).map_err(|e| e.to_string())?;
+        Ok(true)
     }
 
     pub fn url(&self) -> String {
@@ -53,20 +201,26 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        self.client().get_connection().unwrap()
+        let c = self.client().get_connection_with_timeout(Duration::from_secs(10)).unwrap();
+        c.set_read_timeout(Some(REDIS_REPLY)).unwrap();
+        c
     }
 
     /// SIGKILL, like an OOM kill or a crashed node.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            wait_timeout(&mut c, Duration::from_secs(30), "a killed redis-server");
         }
     }
 
+    /// Kills the server and starts it again on the same port (clients keep
+    /// their URL), from its AOF when it has one.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("redis-server did not restart on its port: {e}");
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -102,22 +256,44 @@ impl Drop for Redis {
     }
 }
 
+/// The day the fixed fixtures' newest rows belong to, and the as-of the tests
+/// materialize them at. Against the real clock every such row is stale (older
+/// than any ttl); [`TestEnv::fresh`] makes data that is not.
+pub const FIXED_BASE_DATE: &str = "2026-06-28";
+pub const FIXED_AS_OF: &str = "2026-06-28T12:00:00Z";
+
+/// How long one `daeda` command of a test may take before it is killed.
+pub const DAEDA_LIMIT: Duration = Duration::from_secs(600);
+
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub redis: Redis,
+    /// The `--as-of` that [`TestEnv::materialize`] passes (None: now).
+    as_of: Option<&'static str>,
 }
 
 impl TestEnv {
-    /// Example catalog + data for `users` users (the demo's other sizes scale down).
+    /// Example catalog + data for `users` users (the demo's other sizes scale
+    /// down), dated [`FIXED_BASE_DATE`].
     pub fn new(users: u64) -> TestEnv {
         Self::with_redis(users, false)
     }
 
     pub fn with_redis(users: u64, aof: bool) -> TestEnv {
+        Self::build(users, aof, FIXED_BASE_DATE.to_string(), Some(FIXED_AS_OF))
+    }
+
+    /// Data whose newest rows are from yesterday by the real clock (base date
+    /// today, UTC), materialized as of now: lookups see status `ok` and values.
+    pub fn fresh(users: u64) -> TestEnv {
+        Self::build(users, false, chrono::Utc::now().date_naive().to_string(), None)
+    }
+
+    fn build(users: u64, aof: bool, base_date: String, as_of: Option<&'static str>) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let redis_dir = dir.path().join("redis");
         std::fs::create_dir_all(&redis_dir).unwrap();
-        let env = TestEnv { redis: Redis::start(&redis_dir, aof), dir };
+        let env = TestEnv { redis: Redis::start(&redis_dir, aof), dir, as_of };
         let catalog = env.catalog();
         std::fs::create_dir_all(&catalog).unwrap();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services");
@@ -128,7 +304,7 @@ impl TestEnv {
         // Generate elsewhere, then move: the DuckLake catalog then records a data
         // path that no longer exists, as when a lake is copied or mounted elsewhere.
         let staging = env.dir.path().join("staging");
-        let out = env.daeda(&["demo", "generate", "--out", staging.to_str().unwrap(), "--users", &users.to_string(), "--items", "500", "--base-date", "2026-06-28"]);
+        let out = env.daeda(&["demo", "generate", "--out", staging.to_str().unwrap(), "--users", &users.to_string(), "--items", "500", "--base-date", &base_date]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::rename(&staging, env.data()).unwrap();
         env
@@ -166,8 +342,9 @@ impl TestEnv {
         c
     }
 
+    /// Runs daeda to the end (killed past [`DAEDA_LIMIT`]).
     pub fn daeda(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
+        output(&mut self.command(args))
     }
 
     /// Runs daeda expecting `code`; returns stdout, and stderr.
@@ -183,11 +360,12 @@ impl TestEnv {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
     }
 
-    /// `materialize --online --json` (as of 2026-06-28T12:00Z unless `extra` says), expecting success.
+    /// `materialize --online --json` (as of [`FIXED_AS_OF`] for the fixed
+    /// fixtures, now for fresh ones, unless `extra` says), expecting success.
     pub fn materialize(&self, extra: &[&str]) -> serde_json::Value {
         let mut args = vec!["materialize", "--online", "--json"];
-        if !extra.contains(&"--as-of") {
-            args.extend(["--as-of", "2026-06-28T12:00:00Z"]);
+        if let (false, Some(at)) = (extra.contains(&"--as-of"), self.as_of) {
+            args.extend(["--as-of", at]);
         }
         args.extend_from_slice(extra);
         self.json(&args)
@@ -199,7 +377,8 @@ impl TestEnv {
     }
 }
 
-/// A three-primary Redis Cluster on free ports, for the cluster tests.
+/// A three-primary Redis Cluster, for the cluster tests. Its ports are chosen
+/// by [`cluster_port`], not `bind(0)`: see there.
 pub struct Cluster {
     pub nodes: Vec<Redis>,
 }
@@ -210,44 +389,27 @@ impl Cluster {
         for i in 0..3 {
             let node_dir = dir.join(format!("cluster-{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .arg("--cluster-config-file")
-                .arg(node_dir.join("nodes.conf"))
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let r = Redis { port, dir: node_dir, aof: false, child: Some(child) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while r.client().get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
-                assert!(Instant::now() < deadline, "cluster node did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            nodes.push(r);
+            let conf = node_dir.join("nodes.conf");
+            let args = ["--appendonly", "no", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-config-file", conf.to_str().unwrap()];
+            nodes.push(Redis::start_on(&node_dir, &args, &mut cluster_port));
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let out = Command::new("redis-cli")
+        let child = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let out = output_timeout(child, Duration::from_secs(60), "redis-cli --cluster create");
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         for n in &nodes {
-            loop {
+            poll(Duration::from_secs(30), "the cluster did not become ok", || {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut n.conn()).unwrap();
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "the cluster did not become ok");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+                info.contains("cluster_state:ok").then_some(())
+            });
         }
         Cluster { nodes }
     }
@@ -260,5 +422,33 @@ impl Cluster {
     /// Keys matching `pattern` on every node.
     pub fn count(&self, pattern: &str) -> usize {
         self.nodes.iter().map(|n| n.count(pattern)).sum()
+    }
+}
+
+/// The harness itself: a start never attaches to a server that is not its own.
+#[test]
+fn a_redis_start_on_a_taken_port_moves_to_another_port_and_never_attaches_to_the_other_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Redis::start(&a_dir, false);
+    // The first port offered to b is a's, as when another test took it between
+    // bind(0) and redis-server's bind.
+    let mut offers = vec![a.port];
+    let b = Redis::start_on(&b_dir, &["--appendonly", "no"], &mut || offers.pop().unwrap_or_else(ephemeral_port));
+    assert_ne!(b.port, a.port);
+    let pid = |r: &Redis| -> u32 {
+        let info: String = redis::cmd("INFO").arg("server").query(&mut r.conn()).unwrap();
+        info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(pid(&b), b.child.as_ref().unwrap().id());
+    assert_eq!(pid(&a), a.child.as_ref().unwrap().id());
+
+    // Cluster ports leave room for the bus port (port + 10000) under 65536,
+    // and Redis's own limit (55535).
+    for _ in 0..100 {
+        let p = cluster_port();
+        assert!(p <= 55_535, "{p}");
     }
 }

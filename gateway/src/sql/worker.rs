@@ -96,8 +96,14 @@ impl SqlWorker {
     /// Sends `q` and waits for its reply. The worker stops the query at
     /// `q.timeout_ms` by itself; past that plus `grace` the gateway cancels
     /// it, and past twice `grace` kills the worker.
-    pub async fn run(&self, q: Query, grace: Duration) -> Result<Reply, WorkerError> {
+    pub async fn run(&self, mut q: Query, grace: Duration) -> Result<Reply, WorkerError> {
+        // Waiting for a starting worker spends the query's own time.
+        let asked = std::time::Instant::now();
         let conn = self.connection(Duration::from_millis(q.timeout_ms)).await?;
+        q.timeout_ms = q.timeout_ms.saturating_sub(asked.elapsed().as_millis() as u64);
+        if q.timeout_ms == 0 {
+            return Ok(Reply::Timeout("the query's deadline passed while the SQL worker was starting".into()));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);

@@ -175,6 +175,8 @@ fn the_session_refuses_writes_and_settings_with_every_other_wall_off() {
             "RESET lock_configuration".to_string(),
             "SET memory_limit = '100GB'".to_string(),
             "SET threads = 64".to_string(),
+            "PRAGMA memory_limit = '100GB'".to_string(),
+            "PRAGMA threads = 64".to_string(),
             "INSTALL httpfs".to_string(),
             "LOAD httpfs".to_string(),
             "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')".to_string(),

@@ -266,10 +266,13 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     let grace = Duration::from_millis(500);
     let budget = state.cfg.request_timeout.saturating_sub(grace * 2 + Duration::from_millis(100));
     let timeout = state.cfg.sql_timeout.min(budget);
-    let _slot = tokio::time::timeout(timeout, plane.slots.acquire())
+    let asked = Instant::now();
+    let slot = tokio::time::timeout(timeout, plane.slots.clone().acquire_owned())
         .await
         .map_err(|_| ApiError::SqlUnavailable("the SQL plane is busy; retry shortly".into()))?
         .map_err(|_| ApiError::SqlUnavailable("the SQL plane is stopping".into()))?;
+    // Waiting for a slot spends the query's own time.
+    let timeout = timeout.saturating_sub(asked.elapsed());
     let query = daeda_sql_wire::Query {
         sql: approved.sql,
         grants: granted,
@@ -278,12 +281,17 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         max_bytes: state.cfg.sql_max_bytes,
         timeout_ms: timeout.as_millis() as u64,
     };
-    // Its own task: if this request is dropped, the query is still cancelled
-    // (or its worker killed) on time.
+    // Its own task, holding the slot: if the client hangs up, the query still
+    // counts against the concurrency limit until it ends, is cancelled, or its
+    // worker is killed.
     let worker = plane.worker.clone();
-    let reply = tokio::spawn(async move { worker.run(query, grace).await })
-        .await
-        .map_err(|e| ApiError::Internal(format!("the SQL task failed: {e}")))?;
+    let reply = tokio::spawn(async move {
+        let reply = worker.run(query, grace).await;
+        drop(slot);
+        reply
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the SQL task failed: {e}")))?;
     use daeda_sql_wire::Reply;
     let (ipc, truncated) = match reply {
         Ok(Reply::Rows { arrow_ipc, truncated }) => (arrow_ipc, truncated),
@@ -310,7 +318,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         // Decoding and rendering take CPU in proportion to the result: never
         // on the async threads the online lookups run on.
         let max_bytes = state.cfg.sql_max_bytes;
-        let json = plane.policy.run(move || {
+        let json = plane.render.run(move || {
             let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
             crate::sql::to_json(&output, max_bytes).map_err(|e| match e {
                 e @ crate::sql::JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),

@@ -140,8 +140,10 @@ pub(crate) struct State {
 /// process, and the slots that bound how many queries run at once.
 pub(crate) struct SqlPlane {
     pub(crate) policy: sql::policy_runner::PolicyRunner,
+    /// Renders results as JSON, apart from the policy's threads.
+    pub(crate) render: sql::policy_runner::CpuPool,
     pub(crate) worker: Arc<sql::SqlWorker>,
-    pub(crate) slots: tokio::sync::Semaphore,
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     supervisor: tokio::task::JoinHandle<()>,
 }
 
@@ -202,9 +204,10 @@ impl Gateway {
         let sql = sql.map(|cmd| {
             let (worker, supervisor) = sql::SqlWorker::spawn(cmd);
             SqlPlane {
-                policy: sql::policy_runner::PolicyRunner::start(2, 256),
+                policy: sql::policy_runner::PolicyRunner::start(2, 64),
+                render: sql::policy_runner::CpuPool::start("sql-render", 1, 8),
                 worker,
-                slots: tokio::sync::Semaphore::new(cfg.sql_concurrency.max(1)),
+                slots: Arc::new(tokio::sync::Semaphore::new(cfg.sql_concurrency.max(1))),
                 supervisor,
             }
         });

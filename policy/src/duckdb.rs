@@ -50,7 +50,7 @@ pub fn view(serialized: &Value, grants: &Grants) -> Result<DuckView, Disagreemen
     if statement.get("named_param_map").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
         return differ("DuckDB reads parameters");
     }
-    let mut walk = DuckWalk { grants, view: DuckView::default() };
+    let mut walk = DuckWalk { grants, view: DuckView::default(), amplifiers: 0 };
     walk.value(node, &[], false)?;
     Ok(walk.view)
 }
@@ -67,6 +67,8 @@ pub fn agree(serialized: &Value, grants: &Grants, approved: &Approved) -> Result
 struct DuckWalk<'g> {
     grants: &'g Grants,
     view: DuckView,
+    /// Amplifying calls ([`rules::AMPLIFIERS`]) enclosing the current node.
+    amplifiers: usize,
 }
 
 /// `type` strings of objects that are not expressions: query nodes, table
@@ -120,6 +122,11 @@ impl DuckWalk<'_> {
 
     fn object(&mut self, o: &Map<String, Value>, ctes: &[String], in_columns: bool) -> Result<(), Disagreement> {
         let mut in_columns = in_columns;
+        let amplifier = o.get("class").and_then(Value::as_str) == Some("FUNCTION")
+            && o.get("function_name").and_then(Value::as_str).is_some_and(|n| rules::AMPLIFIERS.contains(&n.to_ascii_lowercase().as_str()));
+        if amplifier && self.amplifiers > 0 {
+            return differ("DuckDB reads an amplifying function inside another");
+        }
         if let Some(class) = o.get("class").and_then(Value::as_str) {
             if !KNOWN_CLASSES.contains(&class) {
                 return differ(format!("DuckDB reads an expression of class {class}"));
@@ -151,11 +158,13 @@ impl DuckWalk<'_> {
                 scope.push(name.to_ascii_lowercase());
             }
         }
+        self.amplifiers += usize::from(amplifier);
         for (key, child) in o {
             if key != "cte_map" {
                 self.value(child, &scope, in_columns)?;
             }
         }
+        self.amplifiers -= usize::from(amplifier);
         Ok(())
     }
 
@@ -193,12 +202,12 @@ impl DuckWalk<'_> {
         if !allowed {
             return differ(format!("DuckDB reads a call to {name}, which is not allowed"));
         }
-        if let Some((arg, cap)) = rules::capped_argument(&name) {
+        if let Some((arg, cap)) = rules::short_literal_argument(&name) {
             let children = o.get("children").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             let literal = children.get(arg).filter(|c| c.get("class").and_then(Value::as_str) == Some("CONSTANT"));
-            let n = literal.and_then(|c| c.get("value")).and_then(|v| v.get("value")).and_then(Value::as_i64);
-            if !n.is_some_and(|n| (0..=cap).contains(&n)) {
-                return differ(format!("DuckDB reads {name} with a length that is not a literal from 0 to {cap}"));
+            let text = literal.and_then(|c| c.get("value")).and_then(|v| v.get("value")).and_then(Value::as_str);
+            if !text.is_some_and(|t| t.len() <= cap) {
+                return differ(format!("DuckDB reads {name} with argument {} that is not a string literal of at most {cap} bytes", arg + 1));
             }
         }
         self.view.functions.insert(name);

@@ -47,6 +47,10 @@ impl Limits {
     }
 }
 
+/// The longest string literal a query may hold: long texts are how a short
+/// query makes a function produce a huge value.
+pub const MAX_LITERAL_BYTES: usize = 4096;
+
 /// Tokenizes `sql` within `limits` and refuses any lexeme the two parsers
 /// could read differently. Returns the tokens for the parser (no second pass).
 pub fn tokens(sql: &str, limits: &Limits) -> Result<Vec<TokenWithSpan>, Denied> {
@@ -94,6 +98,9 @@ pub fn tokens(sql: &str, limits: &Limits) -> Result<Vec<TokenWithSpan>, Denied> 
                 if w.value.contains(['"', '\\']) || w.value.chars().any(char::is_control) {
                     return deny("identifiers may not contain double quotes, backslashes or control characters");
                 }
+            }
+            Token::SingleQuotedString(s) if s.len() > MAX_LITERAL_BYTES => {
+                return deny(format!("string literals are limited to {MAX_LITERAL_BYTES} bytes"));
             }
             Token::SingleQuotedString(s) => {
                 // The tokenizer keeps escapes raw: `\'` here is the quote

@@ -397,10 +397,17 @@ impl Visitor for ExprCheck<'_, '_, '_> {
             if !rules::is_allowed_function(&name) {
                 return ControlFlow::Break(Denied { reason: format!("function {name} is not allowed") });
             }
-            if let Some((arg, cap)) = rules::capped_argument(&name) {
-                if !literal_within(&f.args, arg, cap) {
+            if let Some((arg, cap)) = rules::short_literal_argument(&name) {
+                if !short_literal(&f.args, arg, cap) {
                     return ControlFlow::Break(Denied {
-                        reason: format!("function {name} needs its length as an integer literal from 0 to {cap}"),
+                        reason: format!("function {name} needs argument {} as a string literal of at most {cap} bytes", arg + 1),
+                    });
+                }
+            }
+            if rules::AMPLIFIERS.contains(&name.as_str()) {
+                if let Some(inner) = nested_amplifier(&f.args) {
+                    return ControlFlow::Break(Denied {
+                        reason: format!("{inner} may not be used inside {name}: their outputs multiply"),
                     });
                 }
             }
@@ -409,14 +416,35 @@ impl Visitor for ExprCheck<'_, '_, '_> {
     }
 }
 
-/// Whether argument `index` of a call is an integer literal in `0..=cap`.
-fn literal_within(args: &FunctionArguments, index: usize, cap: i64) -> bool {
+/// Whether argument `index` of a call is a string literal of at most `cap` bytes.
+fn short_literal(args: &FunctionArguments, index: usize, cap: usize) -> bool {
     let FunctionArguments::List(list) = args else { return false };
     match list.args.get(index) {
         Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
-            Value::Number(n, false) => n.parse::<i64>().is_ok_and(|n| (0..=cap).contains(&n)),
+            Value::SingleQuotedString(s) => s.len() <= cap,
             _ => false,
         },
         _ => false,
     }
+}
+
+/// The first amplifying function called anywhere inside `args`.
+fn nested_amplifier(args: &FunctionArguments) -> Option<String> {
+    struct Find(Option<String>);
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e {
+                let name = f.name.to_string().to_ascii_lowercase();
+                if rules::AMPLIFIERS.contains(&name.as_str()) {
+                    self.0 = Some(name);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut find = Find(None);
+    let _ = args.visit(&mut find);
+    find.0
 }

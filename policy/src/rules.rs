@@ -7,12 +7,14 @@
 /// `pragma_*`, is denied.
 ///
 /// Left out on purpose, because their cost is set by an argument rather than
-/// by the data and one call cannot be interrupted: `repeat` (its output is
-/// its input times a count, and inputs nest: `repeat(repeat(s, n), n)`, also
-/// over lists), `format`/`printf` (a width in the format string allocates),
-/// `levenshtein`, `damerau_levenshtein`, `jaccard`, `jaro_winkler_similarity`
-/// (quadratic in their inputs). `lpad` and `rpad` stay: their output is
-/// exactly their length argument, capped by [`capped_argument`].
+/// by the data and one call cannot be interrupted: `repeat`, `lpad`, `rpad`
+/// (a long output from a short text, and they nest), `format`/`printf` (a
+/// width in the format string allocates), `list_aggregate` (it calls any
+/// aggregate named by a string, `bitstring_agg` included), `list_reduce`
+/// (quadratic concatenation), `levenshtein`, `damerau_levenshtein`,
+/// `jaccard`, `jaro_winkler_similarity` (quadratic in their inputs). The
+/// functions that multiply are bounded by [`short_literal_argument`] and
+/// [`AMPLIFIERS`].
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // aggregates
     "count", "sum", "avg", "mean", "min", "max", "median", "mode", "stddev", "stddev_pop", "stddev_samp",
@@ -34,9 +36,8 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
     "lower", "upper", "lcase", "ucase", "length", "len", "char_length", "character_length", "strlen",
     "octet_length", "concat", "concat_ws", "substr", "substring", "trim", "ltrim", "rtrim", "replace",
     "split_part", "string_split", "str_split", "starts_with", "ends_with", "contains", "prefix", "suffix",
-    "regexp_matches", "regexp_replace", "regexp_extract", "regexp_full_match", "like_escape", "lpad",
-    "rpad", "left", "right", "reverse", "strpos", "instr", "position", "ascii", "chr", "md5",
-    "sha256", "hash", "initcap", "translate", "array_to_string", "list_aggregate",
+    "regexp_matches", "regexp_replace", "regexp_extract", "regexp_full_match", "like_escape", "left", "right", "reverse", "strpos", "instr", "position", "ascii", "chr", "md5",
+    "sha256", "hash", "initcap", "translate", "array_to_string",
     // dates and times
     "date_trunc", "datetrunc", "date_part", "datepart", "extract", "date_diff", "datediff", "date_sub",
     "datesub", "date_add", "strftime", "strptime", "epoch", "epoch_ms", "epoch_us", "epoch_ns",
@@ -48,7 +49,7 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // lists, arrays and structs
     "list_value", "list_pack", "array_value", "list_extract", "list_element", "array_extract", "list_slice",
     "array_slice", "array_length", "list_contains", "list_has", "array_contains", "list_position",
-    "list_transform", "array_transform", "list_apply", "list_filter", "array_filter", "list_reduce",
+    "list_transform", "array_transform", "list_apply", "list_filter", "array_filter",
     "list_sort", "array_sort", "list_reverse_sort", "list_distinct", "list_unique", "list_sum",
     "list_avg", "list_min", "list_max", "list_count", "list_concat", "array_concat", "flatten",
     "list_dot_product", "list_inner_product", "list_cosine_similarity", "list_distance",
@@ -71,18 +72,30 @@ pub fn is_allowed_function(name: &str) -> bool {
     ALLOWED_FUNCTIONS.contains(&name)
 }
 
-/// Functions whose cost is set by one argument: `(index of that argument, the
-/// largest value allowed)`. The argument must be an integer literal within
-/// the bound, so `lpad('a', 100000000, 'b')` is refused before it allocates.
-pub fn capped_argument(name: &str) -> Option<(usize, i64)> {
+/// Arguments that multiply a call's output and must therefore be short
+/// string literals: `(index, most bytes)`. `replace(s, 'a', <1 KB>)` is up to
+/// a thousand times `s`; a separator is paid once per element joined.
+pub fn short_literal_argument(name: &str) -> Option<(usize, usize)> {
     match name {
-        "lpad" | "rpad" => Some((1, MAX_GENERATED_LENGTH)),
+        "replace" | "regexp_replace" => Some((2, MAX_MULTIPLIER_BYTES)),
+        "string_agg" | "group_concat" | "array_to_string" => Some((1, MAX_MULTIPLIER_BYTES)),
+        "concat_ws" => Some((0, MAX_MULTIPLIER_BYTES)),
         _ => None,
     }
 }
 
-/// The largest `lpad`/`rpad` length a query may ask for.
-pub const MAX_GENERATED_LENGTH: i64 = 10_000;
+/// The longest replacement or separator a query may give.
+pub const MAX_MULTIPLIER_BYTES: usize = 64;
+
+/// Functions whose output can be many times their input (they multiply,
+/// split or map over a list). One may not appear inside another's arguments:
+/// each level would multiply the last (`replace(replace(s, ...), ...)`,
+/// `list_transform(string_split(...), x -> replace(...))`), and a single call
+/// cannot be interrupted.
+pub const AMPLIFIERS: &[&str] = &[
+    "replace", "regexp_replace", "string_agg", "group_concat", "array_to_string", "concat_ws", "string_split",
+    "str_split", "list_transform", "array_transform", "list_apply", "list_filter", "array_filter",
+];
 
 /// Names DuckDB's binder turns into a call reading the session (user, role,
 /// catalog, schema) when no column has that name. The clock keywords

@@ -93,7 +93,11 @@ fn allocation_by_argument_is_capped_or_gone() {
         "SELECT repeat('a', user_id) FROM user_features",
         "SELECT repeat('a', -1) FROM user_features",
         "SELECT lpad('a', 1000000000, 'b') FROM user_features",
-        "SELECT rpad('a', 10001, 'b') FROM user_features",
+        "SELECT rpad('a', 10, 'b') FROM user_features",
+        "SELECT length(list_aggregate([1], 'bitstring_agg', 0, 100000000)::VARCHAR) AS n",
+        "SELECT list_reduce(list(country), (a, b) -> a || b) FROM user_features",
+        "SELECT replace(country, 'a', country) FROM user_features",
+        "SELECT array_to_string(string_split(country, ','), 'x') FROM user_features",
         "SELECT format('{:>100000000}', 1) FROM user_features",
         "SELECT printf('%100000000d', 1) FROM user_features",
         "SELECT levenshtein(country, country) FROM user_features",
@@ -105,7 +109,9 @@ fn allocation_by_argument_is_capped_or_gone() {
     denied("SELECT repeat(repeat(country, 10000), 10000) FROM user_features");
     denied("SELECT len(list_transform(repeat([1], 10000), x -> repeat([1], 10000)))");
     denied("SELECT repeat([true], 10000) AS b FROM user_features");
-    check("SELECT lpad(country, 10, ' '), rpad(lpad(country, 10000, 'x'), 10000, 'y') FROM user_features", &grants()).unwrap();
+    denied("SELECT replace(lpad('', 10000, 'a'), 'a', lpad('', 10000, 'a'))");
+    check("SELECT replace(country, 'a', 'bb'), list_transform(embedding, x -> x * 2), string_agg(country, ',') FROM user_features", &grants())
+        .unwrap();
 }
 
 /// Builders of the deepest trees each kind of syntax allows, `n` levels.

@@ -191,18 +191,22 @@ impl Session {
     }
 
     /// Compares the attached databases with those at start-up; on a
-    /// difference the session is marked damaged for good.
+    /// difference the session is marked damaged for good. A check that
+    /// cannot run (e.g. under memory pressure) proves nothing either way and
+    /// is retried after the next query.
     pub fn verify_intact(&self) -> bool {
-        let same = self
-            .base
-            .lock()
-            .map_err(|_| "session lock poisoned".to_string())
-            .and_then(|c| attached_databases(&c))
-            .is_ok_and(|now| now == self.attached);
-        if !same {
-            self.damaged.store(true, Ordering::SeqCst);
+        let now = self.base.lock().map_err(|_| "session lock poisoned".to_string()).and_then(|c| attached_databases(&c));
+        match now {
+            Ok(now) if now != self.attached => {
+                self.damaged.store(true, Ordering::SeqCst);
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("daeda sql-worker: warning: could not check the session's attached databases: {e}");
+                true
+            }
         }
-        same
     }
 
     /// Whether a query changed instance-wide state; the worker then exits

@@ -22,10 +22,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use daeda_catalog::Catalog;
-use daeda_policy::{duckdb::agree, Approved, Grants, Limits};
+use daeda_policy::{duckdb::agree, Approved, Grants};
 use daeda_sql_wire::{frame_len, Query, Reply, Request};
 
 use crate::session::{CancelSlot, Session, SessionLimits};
+
+/// Queries a worker runs at once, whatever the gateway sends: each holds a
+/// thread with [`QUERY_STACK`] of stack inside the capped address space.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Stack of a query thread: DuckDB's parser and binder stop at an expression
+/// depth of 1000, and the parse's JSON (read without serde's depth limit) is
+/// a few frames per level, so 32 MiB is ample.
+pub const QUERY_STACK: usize = 32 << 20;
 
 /// The worker's CPU niceness (threads started later inherit it, DuckDB's too).
 pub const NICE: i32 = 10;
@@ -106,11 +115,20 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String>
             Request::Query(q) => {
                 let received = Instant::now();
                 let slot = CancelSlot::default();
-                running.lock().expect("running lock").insert(id, slot.clone());
+                {
+                    let mut r = running.lock().expect("running lock");
+                    if r.len() >= MAX_IN_FLIGHT {
+                        drop(r);
+                        let reply = Reply::Internal(format!("the SQL worker is already running {MAX_IN_FLIGHT} queries"));
+                        writer.lock().expect("writer lock").write_all(&reply.encode(id)).map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                    r.insert(id, slot.clone());
+                }
                 let (session, out, running) = (session.clone(), writer.clone(), running.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("sql-{id}"))
-                    .stack_size(Limits::default().stack_bytes() * 2)
+                    .stack_size(QUERY_STACK)
                     .spawn(move || {
                         let reply = answer(&session, &q, &slot, received);
                         running.lock().expect("running lock").remove(&id);

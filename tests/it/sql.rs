@@ -585,3 +585,31 @@ async fn soak_hostile_sql_beside_online_lookups() {
     attack_rt.shutdown_background();
     gw.stop().await;
 }
+
+/// A client that hangs up does not free its query's slot: the query runs on
+/// in the worker until its deadline, so it still counts against
+/// `sql_concurrency` (a second reviewer's finding: hung-up queries piled up
+/// to 96 threads with a limit of 4).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_up_query_keeps_its_slot_until_it_ends() {
+    let env = TestEnv::new(2000);
+    let mut cfg = http::config(&env);
+    cfg.sql_concurrency = 1;
+    cfg.sql_timeout = Duration::from_millis(1500);
+    let gw = http::start_with_sql(&env, cfg, true).await;
+    let token = bearer(&mint(&["*"], &[Plane::Sql]));
+    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let (addr, t) = (gw.addr, token.clone());
+    let hung_up = tokio::spawn(async move { send(addr, "POST", "/v1/sql", &[("authorization", &t)], &sql_body(slow)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hung_up.abort(); // the client goes away mid-query
+    let started = std::time::Instant::now();
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body("SELECT 1 AS one")).await;
+    assert!(
+        r.status != 200 || started.elapsed() >= Duration::from_millis(900),
+        "the next query ran at once ({:?}, {}): the hung-up query's slot was freed while it still ran",
+        started.elapsed(),
+        r.status
+    );
+    gw.stop().await;
+}

@@ -53,6 +53,10 @@ pub enum ApiError {
     /// 400: the SQL result is over its byte cap.
     #[error("{0}")]
     ResultTooLarge(String),
+    /// 429: a query of this token could not be stopped and cost the SQL
+    /// worker its life; the token's SQL is refused for a while (seconds).
+    #[error("a query of this token could not be stopped and the SQL worker was restarted; its SQL queries are refused for {0} s")]
+    SqlCooldown(u32),
     /// 503: the gateway already holds `max_connections` connections; written
     /// on the refused connection before it is closed.
     #[error("the gateway is at its limit of {0} connections; retry shortly")]
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::SqlCooldown(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -94,6 +99,7 @@ impl ApiError {
             ApiError::SqlUnavailable(_) => "sql_unavailable",
             ApiError::ResultTooLarge(_) => "result_too_large",
             ApiError::TooManyConnections(_) => "too_many_connections",
+            ApiError::SqlCooldown(_) => "sql_cooldown",
             ApiError::Timeout(_) => "timeout",
         }
     }
@@ -103,6 +109,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => Some(RETRY_AFTER_SECS),
+            ApiError::SqlCooldown(secs) => Some(*secs),
             _ => None,
         }
     }
@@ -155,6 +162,7 @@ mod tests {
             (ApiError::SqlUnavailable("x".into()), 503, "sql_unavailable"),
             (ApiError::ResultTooLarge("x".into()), 400, "result_too_large"),
             (ApiError::TooManyConnections(3), 503, "too_many_connections"),
+            (ApiError::SqlCooldown(30), 429, "sql_cooldown"),
             (ApiError::Timeout(5), 504, "timeout"),
         ];
         for (e, status, code) in cases {

@@ -231,6 +231,10 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
     Ok(respond(StatusCode::OK, "application/json", body.into()))
 }
 
+/// How long a token's SQL is refused after one of its queries had to be
+/// killed with its worker.
+const SQL_COOLDOWN: Duration = Duration::from_secs(30);
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SqlRequest {
@@ -250,6 +254,12 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     let request: SqlRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
     let plane = state.sql.as_ref().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
+    if let Some(until) = plane.cooldown.lock().expect("cooldown lock").get(&who.sub).copied() {
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            return Err(ApiError::SqlCooldown(left.as_secs().max(1) as u32));
+        }
+    }
     let granted: Vec<String> = state
         .catalog
         .services()
@@ -306,7 +316,10 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         Ok(Reply::Timeout(_)) => return Err(ApiError::Timeout(timeout.as_millis() as u64)),
         Ok(Reply::Internal(m)) => return Err(ApiError::Internal(m)),
         Err(e @ crate::sql::WorkerError::Killed) => {
-            tracing::warn!(sub = %who.sub, "{e}");
+            tracing::warn!(sub = %who.sub, cooldown_secs = SQL_COOLDOWN.as_secs(), "{e}");
+            let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
+            cooldown.retain(|_, until| *until > Instant::now());
+            cooldown.insert(who.sub.to_string(), Instant::now() + SQL_COOLDOWN);
             return Err(ApiError::Timeout(timeout.as_millis() as u64));
         }
         Err(e) => return Err(ApiError::SqlUnavailable(e.to_string())),

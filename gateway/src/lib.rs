@@ -144,6 +144,9 @@ pub(crate) struct SqlPlane {
     pub(crate) render: sql::policy_runner::CpuPool,
     pub(crate) worker: Arc<sql::SqlWorker>,
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Tokens (by `sub`) whose query had to be killed, and until when their
+    /// SQL is refused: one client cannot keep the worker restarting.
+    pub(crate) cooldown: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     supervisor: tokio::task::JoinHandle<()>,
 }
 
@@ -208,6 +211,7 @@ impl Gateway {
                 render: sql::policy_runner::CpuPool::start("sql-render", 1, 8),
                 worker,
                 slots: Arc::new(tokio::sync::Semaphore::new(cfg.sql_concurrency.max(1))),
+                cooldown: Default::default(),
                 supervisor,
             }
         });

@@ -16,6 +16,7 @@ pub const SECRET: &str = "test-secret-please-change";
 pub struct Reply {
     pub status: StatusCode,
     pub content_type: String,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -49,8 +50,9 @@ where
     let resp = sender.send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
     let status = resp.status();
     let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, content_type, body }
+    Reply { status, content_type, headers, body }
 }
 
 pub fn bearer(token: &str) -> String {
@@ -58,9 +60,13 @@ pub fn bearer(token: &str) -> String {
 }
 
 pub fn mint(services: &[&str], planes: &[daeda_gateway::Plane]) -> String {
+    mint_for("tester", services, planes)
+}
+
+pub fn mint_for(sub: &str, services: &[&str], planes: &[daeda_gateway::Plane]) -> String {
     daeda_gateway::auth::mint(daeda_gateway::auth::MintRequest {
         secret: SECRET,
-        sub: "tester",
+        sub,
         services: services.iter().map(|s| s.to_string()).collect(),
         planes: planes.to_vec(),
         ttl_secs: 600,

@@ -389,6 +389,7 @@ async fn the_online_plane_outlives_the_sql_worker() {
     cfg.sql_timeout = Duration::from_millis(1500);
     let gw = http::start_with_sql(&env, cfg, true).await;
     let token = bearer(&mint(&["*"], &[Plane::Sql, Plane::Online]));
+    let other = bearer(&http::mint_for("someone-else", &["*"], &[Plane::Sql]));
     let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
     for (sig, status, code) in [("-KILL", 503, "sql_unavailable"), ("-STOP", 504, "timeout")] {
         let pid = worker_pid(&env.catalog()).expect("a running sql-worker");
@@ -403,10 +404,11 @@ async fn the_online_plane_outlives_the_sql_worker() {
         }
         let r = query.await.unwrap();
         assert_eq!((r.status.as_u16(), r.code()), (status, code.to_string()), "{sig}: {}", String::from_utf8_lossy(&r.body));
-        // A fresh worker takes over.
+        // A fresh worker takes over (for another client: a token whose query
+        // had to be killed with its worker cools down first).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body("SELECT 1 AS one")).await;
+            let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &other)], &sql_body("SELECT 1 AS one")).await;
             if r.status == 200 {
                 break;
             }
@@ -417,6 +419,12 @@ async fn the_online_plane_outlives_the_sql_worker() {
     }
     let metrics = send(gw.addr, "GET", "/metrics", &[], "").await;
     assert!(String::from_utf8_lossy(&metrics.body).contains("daeda_sql_worker_restarts_total 2"));
+    // The SIGSTOP'd query had to be killed with its worker: its token's SQL
+    // is refused for a while, with Retry-After; its lookups are not.
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body("SELECT 1 AS one")).await;
+    assert_eq!((r.status.as_u16(), r.code()), (429, "sql_cooldown".into()), "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.headers.get("retry-after").is_some());
+    assert!(lookup_ok(gw.addr, &token).await);
     gw.stop().await;
 }
 

@@ -172,6 +172,24 @@ impl Lock {
     pub fn locked_version(&self, service: &str) -> Option<&str> {
         self.services.get(service).map(|s| s.version.as_str())
     }
+
+    /// How `def` differs from its locked shape, as one sentence; None when it
+    /// matches exactly (version included).
+    pub fn drift(&self, def: &ServiceDef) -> Option<String> {
+        let current = LockedService::of(def);
+        let Some(locked) = self.services.get(&def.name) else {
+            return Some(format!("`{}` is not in {LOCK_FILE}", def.name));
+        };
+        if *locked == current {
+            return None;
+        }
+        let one = |s: &LockedService| Lock { lock_format: LOCK_FORMAT, services: [(s.name.clone(), s.clone())].into() };
+        let mut parts: Vec<String> = diff(&one(locked), &one(&current)).into_iter().map(|c| format!("{}: {}", c.class, c.change)).collect();
+        if locked.version != current.version {
+            parts.push(format!("version {} is locked as {}", current.version, locked.version));
+        }
+        Some(parts.join("; "))
+    }
 }
 
 /// A service version, `YYYY-MM-DD` or `YYYY-MM-DD.N`, ordered by date, then N

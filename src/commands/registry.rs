@@ -211,7 +211,7 @@ fn diff_cmd(dir: &Path, against: Option<&str>, as_json: bool) -> Result<ExitCode
     } else {
         print_changes(&report);
         for v in &report.violations {
-            println!("{}: needs a version bump: {}", v.service, v.message);
+            println!("{}: {}", v.service, v.message);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -241,7 +241,7 @@ fn diff_and_check_against_a_git_ref() {
     cat.expect(0, &["registry", "check", "--against", "HEAD~1"]);
     let (out, _) = cat.expect(0, &["registry", "diff", "--against", "HEAD"]);
     assert!(out.contains("user_item_reranker: breaking: column `user_item_ctr` removed"), "{out}");
-    assert!(out.contains("needs a version bump"), "{out}");
+    assert!(out.contains("without a version bump: needs a version above 2026-07-02"), "{out}");
 
     // A ref that does not exist is a usage error.
     let (_, err) = cat.expect(2, &["registry", "diff", "--against", "no-such-branch"]);

@@ -277,7 +277,7 @@ pub fn diff(old: &Lock, new: &Lock) -> Vec<Change> {
             (Some(a), Some(b)) => diff_service(a, b),
             (None, None) => unreachable!("the name came from one of them"),
         };
-        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        changes.sort_by_key(|c| c.0);
         out.extend(changes.into_iter().map(|(class, change)| Change { service: name.clone(), class, change }));
     }
     out

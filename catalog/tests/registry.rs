@@ -44,8 +44,10 @@ fn edit(from: &str, to: &str) -> String {
     BASE.replacen(from, to, 1)
 }
 
-/// The one change between BASE and BASE edited, both ways.
-fn classify(from: &str, to: &str) -> (Vec<(Class, String)>, Vec<(Class, String)>) {
+type Classified = Vec<(Class, String)>;
+
+/// The changes between BASE and BASE edited, both ways.
+fn classify(from: &str, to: &str) -> (Classified, Classified) {
     let (a, b) = (lock_of(&[BASE]), lock_of(&[&edit(from, to)]));
     let pairs = |v: Vec<daeda_catalog::lock::Change>| v.into_iter().map(|c| (c.class, c.change)).collect::<Vec<_>>();
     (pairs(diff(&a, &b)), pairs(diff(&b, &a)))
@@ -203,7 +205,7 @@ fn version_rules() {
 #[test]
 fn lineage_follows_refs_and_finds_shared_views() {
     let a = def(BASE);
-    let b = def(&BASE.replace("name: user_features", "name: user_ranker").replace(r#"ref: "user_stats:ctr_7d""#, r#"ref: "user_stats:ctr_7d""#));
+    let b = def(&BASE.replace("name: user_features", "name: user_ranker"));
     let l = lineage([&a, &b], None, Path::new("/repo/feature_services"));
     assert_eq!(l.services.len(), 2);
     assert_eq!(l.services[0].source.location, "../data/user_features/*.parquet");

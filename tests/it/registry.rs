@@ -368,3 +368,15 @@ async fn materialize_refuses_a_drifted_service_and_show_reports_it() {
     );
     gw.stop().await;
 }
+
+#[test]
+fn a_malformed_lock_stops_loading_the_catalog_and_registry_lock_replaces_it() {
+    let cat = Cat::new();
+    std::fs::write(cat.lock_path(), "{\"lock_format\": 1, \"services\": {}, \"hash\": \"x\"}").unwrap();
+    let (_, err) = cat.expect(2, &["validate"]);
+    assert!(err.contains("registry.lock.json is not a valid registry lock") && err.contains("hash"), "{err}");
+    let (_, err) = cat.expect(0, &["registry", "lock"]);
+    assert!(err.contains("warning: replacing it"), "{err}");
+    cat.expect(0, &["validate"]);
+    cat.expect(0, &["registry", "check"]);
+}

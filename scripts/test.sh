@@ -2,7 +2,8 @@
 # Runs the whole test suite on a fresh Debian machine: installs what the tests
 # need (scripts/bootstrap.sh), then `cargo test` over the workspace. Tests start
 # their own redis-server on free ports; nothing else needs to be running.
-# Then the skew-parity gate (scripts/skew-gate.sh) runs on the example services.
+# Then the Version Protocol gate (`daeda registry check`) and the skew-parity
+# gate (scripts/skew-gate.sh) run on the example services.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
@@ -10,5 +11,8 @@ source scripts/env.sh
 cargo test --workspace --locked "$@" -- --skip soak_
 # Soaks measure latency under load: alone, so other tests do not skew them.
 cargo test --locked --test it "$@" -- soak_
+# The example catalog matches its registry.lock.json, as a user's CI checks it.
+cargo build --locked --quiet
+"$CARGO_TARGET_DIR/debug/daeda" --catalog feature_services registry check
 # The skew-parity gate on the example services, as a user's CI runs it.
 bash scripts/skew-gate.sh

@@ -53,6 +53,11 @@ enum Command {
     /// Check that online rows equal offline rows.
     #[command(subcommand)]
     Skew(commands::skew::Command),
+    /// The Version Protocol: registry.lock.json.
+    #[command(subcommand)]
+    Registry(commands::registry::Command),
+    /// Column-level lineage from each column's `ref` and the service's source.
+    Lineage(commands::lineage::Args),
     /// Show MetadataStore records of runs.
     #[command(subcommand)]
     Runs(commands::runs::Command),
@@ -95,6 +100,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Materialize(a) => commands::materialize::run(o, &a),
         Command::Online(c) => commands::online::run(o, c),
         Command::Runs(c) => commands::runs::run(o, c),
+        Command::Registry(c) => commands::registry::run(o, c),
+        Command::Lineage(a) => commands::lineage::run(o, &a),
         Command::Skew(c) => commands::skew::run(o, c),
         Command::Serve(a) => commands::serve::serve(o, &a),
         Command::Token(c) => commands::serve::token(o, c),

@@ -13,6 +13,9 @@ pub enum CatalogError {
     /// One or more definitions are wrong; every problem found is listed.
     #[error("{}", Listed(.0))]
     Definitions(Vec<DefinitionError>),
+    /// `registry.lock.json` exists but cannot be read or parsed.
+    #[error(transparent)]
+    Lock(#[from] crate::LockError),
     /// A service name that the catalog does not define.
     #[error("unknown feature service `{0}`")]
     UnknownService(String),

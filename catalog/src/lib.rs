@@ -7,9 +7,13 @@
 //! - a wrong definition never loads: [`Catalog::load`] reports every problem,
 //!   each naming the file, the field and what was expected (unknown keys too);
 //! - [`ServiceDef::fingerprint`] is a pure function of what decides the online
-//!   row encoding, so equal fingerprints mean readers and writers agree.
+//!   row encoding, so equal fingerprints mean readers and writers agree;
+//! - the Version Protocol ([`lock`]) is pure: a [`Lock`] is computed from the
+//!   definitions alone, and comparing two locks needs no I/O.
 
 mod error;
+pub mod lineage;
+pub mod lock;
 mod raw;
 mod service;
 mod types;
@@ -19,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{CatalogError, DefinitionError};
+pub use lock::{Lock, LockError, LOCK_FILE};
 pub use service::{is_service_name, parse_ttl, Column, ServiceDef, Serving, Source};
 pub use types::{ColumnType, ElemType, ScalarType};
 
@@ -27,11 +32,22 @@ pub use types::{ColumnType, ElemType, ScalarType};
 pub struct Catalog {
     dir: PathBuf,
     services: BTreeMap<String, Arc<ServiceDef>>,
+    /// `registry.lock.json`, when the folder has one.
+    lock: Option<Lock>,
 }
 
 impl Catalog {
-    /// Loads and validates every `*.yaml` / `*.yml` file directly in `dir`.
+    /// Loads and validates every `*.yaml` / `*.yml` file directly in `dir`, and
+    /// its `registry.lock.json` when there is one (a malformed lock is an error).
     pub fn load(dir: impl AsRef<Path>) -> Result<Catalog, CatalogError> {
+        let mut catalog = Catalog::load_definitions(dir)?;
+        catalog.lock = Lock::read(&catalog.dir)?;
+        Ok(catalog)
+    }
+
+    /// As [`Catalog::load`] without reading the lock: for writing a new one
+    /// over a malformed one.
+    pub fn load_definitions(dir: impl AsRef<Path>) -> Result<Catalog, CatalogError> {
         let io = |e| CatalogError::Io { path: dir.as_ref().to_path_buf(), source: e };
         // Absolute, so source paths and snapshots name real locations.
         let dir = &std::fs::canonicalize(dir.as_ref()).map_err(io)?;
@@ -66,7 +82,7 @@ impl Catalog {
         if !problems.is_empty() {
             return Err(CatalogError::Definitions(problems));
         }
-        Ok(Catalog { dir: dir.to_path_buf(), services })
+        Ok(Catalog { dir: dir.to_path_buf(), services, lock: None })
     }
 
     pub fn dir(&self) -> &Path {
@@ -84,6 +100,17 @@ impl Catalog {
 
     pub fn contains(&self, name: &str) -> bool {
         self.services.contains_key(name)
+    }
+
+    /// The catalog's `registry.lock.json`, if it has one.
+    pub fn lock(&self) -> Option<&Lock> {
+        self.lock.as_ref()
+    }
+
+    /// The version `registry.lock.json` holds for `service` (None without a lock
+    /// or when the service is not locked).
+    pub fn locked_version(&self, service: &str) -> Option<&str> {
+        self.lock.as_ref()?.locked_version(service)
     }
 }
 

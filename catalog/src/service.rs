@@ -336,7 +336,7 @@ fn build_source(s: RawSource, base: &Path, p: &mut Problems) -> Option<Source> {
 }
 
 /// `YYYY-MM-DD` or `YYYY-MM-DD.N`, with a real calendar date.
-fn is_version(v: &str) -> bool {
+pub(crate) fn is_version(v: &str) -> bool {
     let (date, n) = match v.split_once('.') {
         Some((d, n)) => (d, Some(n)),
         None => (v, None),

@@ -41,6 +41,9 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// HEAD of the catalog's git repository, recorded with the run.
     pub git_sha: Option<String>,
+    /// Why this run went ahead despite a warning (e.g. a definition that does
+    /// not match `registry.lock.json`), recorded as `details.notes`.
+    pub notes: Vec<String>,
 }
 
 /// Tuning of the writers.
@@ -120,6 +123,19 @@ fn micros_to_rfc3339(us: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_micros(us).map(rfc3339)
 }
 
+/// `details` with the request's notes added as `notes` (when there are any).
+fn notes(req: &RunRequest, details: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    if req.notes.is_empty() {
+        return details;
+    }
+    let mut d = match details {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    d.insert("notes".into(), req.notes.clone().into());
+    Some(serde_json::Value::Object(d))
+}
+
 /// `20261126T071502Z-user_features-5f3a`: sortable, unique enough per service.
 fn new_run_id(service: &str) -> String {
     let now = Utc::now();
@@ -174,6 +190,7 @@ impl Materializer {
             started_at: rfc3339(started),
             as_of: Some(rfc3339(req.as_of)),
             git_sha: req.git_sha.clone(),
+            details: notes(req, None),
             ..Default::default()
         };
         records.append(&record)?;
@@ -190,12 +207,13 @@ impl Materializer {
                 record.event_ts_min = s.event_ts_min.clone();
                 record.event_ts_max = s.event_ts_max.clone();
                 record.join_key_null_rates = Some(s.join_key_null_rates.clone().into());
-                record.details = serde_json::to_value(s).ok();
+                record.details = notes(req, serde_json::to_value(s).ok());
             }
             Err(e) => {
                 record.status = RunStatus::Failed;
                 record.error = Some(e.to_string());
                 record.generation = partial.clone();
+                record.details = notes(req, None);
             }
         }
         if result.is_err() && !req.dry_run {

@@ -279,6 +279,16 @@ impl MetadataStore {
         self.query(&sql, params![limit as i64])
     }
 
+    /// The latest record of each of `service`'s last `limit` runs of `kind`,
+    /// newest first.
+    pub fn latest_of(&self, service: &str, kind: RunKind, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM run_records WHERE seq IN (SELECT max(seq) FROM run_records \
+             WHERE service = ?1 AND kind = ?2 GROUP BY run_id) ORDER BY seq DESC LIMIT ?3"
+        );
+        self.query(&sql, params![service, kind, limit as i64])
+    }
+
     /// Every record of one run, oldest first.
     pub fn show(&self, run_id: &str) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM run_records WHERE run_id = ?1 ORDER BY seq");

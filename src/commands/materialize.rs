@@ -35,6 +35,10 @@ pub struct Args {
     /// Print a JSON summary instead of lines.
     #[arg(long)]
     json: bool,
+    /// Run services whose definition does not match registry.lock.json
+    /// (recorded with the run as a note).
+    #[arg(long)]
+    allow_unlocked: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -67,6 +71,14 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
     let catalog = super::catalog(&cfg)?;
     let as_of = a.as_of.as_deref().map(parse_as_of).transpose()?.unwrap_or_else(Utc::now);
     let mut skipped = Vec::new();
+    let mut failures = Vec::new();
+    // With a lock, a definition that does not match it is refused: what runs
+    // is what was reviewed. Named services stop the command (exit 2); `--all`
+    // reports them as failed and runs the rest.
+    let drift = |def: &daeda_catalog::ServiceDef| catalog.lock().and_then(|l| l.drift(def));
+    let refusal = |name: &str, why: &str| {
+        format!("{name}: definition does not match {}: {why}; run `daeda registry check`, or pass --allow-unlocked", daeda_catalog::LOCK_FILE)
+    };
     let services = if a.all {
         catalog
             .services()
@@ -75,6 +87,17 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
                     skipped.push(s.name.clone());
                 }
                 s.serving.allowed
+            })
+            .filter(|s| match drift(s) {
+                Some(why) if !a.allow_unlocked => {
+                    let msg = refusal(&s.name, &why);
+                    if !a.json {
+                        eprintln!("error: {msg}");
+                    }
+                    failures.push(serde_json::json!({"service": s.name, "error": format!("not started: {msg}")}));
+                    false
+                }
+                _ => true,
             })
             .cloned()
             .collect::<Vec<_>>()
@@ -88,6 +111,9 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
             let def = super::service(&catalog, &n)?;
             if !def.serving.allowed {
                 return Err(daeda_materializer::MaterializeError::NotAllowed(n).into());
+            }
+            if let (Some(why), false) = (drift(&def), a.allow_unlocked) {
+                return Err(UsageError(refusal(&n, &why)).into());
             }
             v.push(def);
         }
@@ -104,12 +130,12 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
         as_of,
         dry_run: a.dry_run,
         git_sha: git_sha(&cfg.catalog),
+        notes: Vec::new(),
     };
     let rt = super::runtime()?;
     let stop = materializer.stop_handle();
     stop_on_signal(&rt, stop.clone())?;
     let mut summaries = Vec::new();
-    let mut failures = Vec::new();
     for def in services {
         if stop.load(Ordering::Relaxed) {
             if !a.json {
@@ -117,6 +143,14 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
             }
             failures.push(serde_json::json!({"service": def.name, "error": "not started: interrupted"}));
             continue;
+        }
+        let mut req = req.clone();
+        if let Some(why) = drift(&def) {
+            let note = format!("run with --allow-unlocked: definition does not match {}: {why}", daeda_catalog::LOCK_FILE);
+            if !a.json {
+                eprintln!("warning: {}: {note}", def.name);
+            }
+            req.notes.push(note);
         }
         let bar = Arc::new(Bar::rows(&def.name, a.json));
         let result = rt.block_on(materializer.run(def.clone(), &req, &records, bar.clone()));

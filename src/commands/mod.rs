@@ -1,5 +1,7 @@
 pub mod materialize;
+pub mod lineage;
 pub mod online;
+pub mod registry;
 pub mod runs;
 pub mod serve;
 pub mod skew;

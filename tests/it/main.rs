@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod http;
 mod materialize;
+mod registry;
 mod ops;
 mod skew;
 mod sql;

@@ -297,9 +297,13 @@ impl TestEnv {
         let catalog = env.catalog();
         std::fs::create_dir_all(&catalog).unwrap();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services");
+        // The definitions only: tests that edit them must not trip over the
+        // shipped registry.lock.json; the registry tests write their own.
         for e in std::fs::read_dir(repo).unwrap() {
             let p = e.unwrap().path();
-            std::fs::copy(&p, catalog.join(p.file_name().unwrap())).unwrap();
+            if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                std::fs::copy(&p, catalog.join(p.file_name().unwrap())).unwrap();
+            }
         }
         // Generate elsewhere, then move: the DuckLake catalog then records a data
         // path that no longer exists, as when a lake is copied or mounted elsewhere.

@@ -92,11 +92,12 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         }
         "/metrics" => {
             only(Method::GET)?;
+            let served = state.served();
             let gauges = crate::metrics::Gauges {
                 pool: state.store.pool_status(),
                 connections_open: state.cfg.max_connections - state.slots.available_permits(),
                 max_connections: state.cfg.max_connections,
-                live: state.schemas.keys().map(|s| (s.as_str(), state.generations.get(s))).collect(),
+                live: served.iter().map(|s| (s.as_str(), state.generations.get(s))).collect(),
                 now: chrono::Utc::now(),
             };
             let mut text = state.metrics.render(&gauges);
@@ -141,15 +142,15 @@ async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
     // take the online plane out of rotation.
     let sql = state.sql.as_ref().map(|p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}));
     match state.store.ping().await {
-        Ok(()) => Ok(json_ok(&json!({"status": "ready", "redis": "ok", "services": state.catalog.services().count(), "sql": sql}))),
+        Ok(()) => Ok(json_ok(&json!({"status": "ready", "redis": "ok", "services": state.catalog().services().count(), "sql": sql}))),
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
 }
 
 /// The services this token may read, with their schema and live generation.
 fn services(state: &State, who: &Principal) -> serde_json::Value {
-    let list: Vec<_> = state
-        .catalog
+    let catalog = state.catalog();
+    let list: Vec<_> = catalog
         .services()
         .filter(|s| auth::authorize(who, s, Plane::Online).is_ok() || auth::authorize(who, s, Plane::Sql).is_ok())
         .map(|s| {
@@ -190,7 +191,8 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiEr
 
 async fn features(state: &State, req: Request<Incoming>, service: &str) -> Result<Response<Body>, ApiError> {
     let who = principal(state, &req)?;
-    let def: &Arc<ServiceDef> = state.catalog.get(service).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let catalog = state.catalog();
+    let def: &Arc<ServiceDef> = catalog.get(service).map_err(|e| ApiError::NotFound(e.to_string()))?;
     auth::authorize(&who, def, Plane::Online)?;
     let wants_arrow = wants_arrow(&req);
     let body = read_body(state, req).await?;
@@ -203,8 +205,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         .await?
         .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
     let t = Instant::now();
-    // Present for every service `authorize` lets through (serving allowed).
-    let schema = state.schemas.get(service).cloned().ok_or_else(|| ApiError::NotFound(format!("unknown service `{service}`")))?;
+    let schema = state.schema_for(def, &meta)?;
     let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
     state.metrics.redis_latency(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
@@ -213,6 +214,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         if let Some(now) = state.generations.reload(service).await? {
             if now.generation != meta.generation {
                 meta = now;
+                let schema = state.schema_for(def, &meta)?;
                 fetched = lookup::fetch(&state.store, def, schema, &meta, &lookup_req, state.cfg.max_batch).await?;
             }
         }
@@ -251,7 +253,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
     let plane = state.sql.as_ref().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
     let granted: Vec<String> = state
-        .catalog
+        .catalog()
         .services()
         .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
         .map(|s| s.name.to_ascii_lowercase())

@@ -6,8 +6,12 @@
 //!   token, and every access to a service goes through [`auth::authorize`],
 //!   which refuses a service whose serving is not allowed whatever the token says;
 //! - a lookup reads one generation with one MGET, so a response never mixes
-//!   two generations; rows of a generation whose fingerprint differs from the
-//!   loaded definition are refused, never decoded;
+//!   two generations, and decodes it with the schema stored with that
+//!   generation (never the loaded definition's guess), so a schema change
+//!   flips without a failed lookup; a generation whose row keys the loaded
+//!   definition does not build is refused, never decoded;
+//! - the catalog can be replaced while serving ([`Reloader`]); each request
+//!   reads one catalog snapshot from start to end;
 //! - a non-loopback address is only bound with TLS and `allow_remote`;
 //! - Redis calls are bounded by timeouts: a dead Redis answers 503 quickly;
 //! - connections are bounded too: at most `max_connections` at once (the next
@@ -123,7 +127,8 @@ pub enum StartError {
 /// What every request handler shares.
 pub(crate) struct State {
     pub(crate) cfg: GatewayConfig,
-    pub(crate) catalog: Catalog,
+    /// The loaded catalog; replaced whole by [`Reloader::reload`].
+    catalog: std::sync::RwLock<Arc<Catalog>>,
     pub(crate) store: OnlineStore,
     pub(crate) verifier: auth::Verifier,
     pub(crate) generations: Arc<generations::Generations>,
@@ -132,8 +137,75 @@ pub(crate) struct State {
     /// One permit per open connection, `max_connections` in all.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) sql: Option<SqlPlane>,
-    /// Each served service's row schema, built once at start-up.
-    pub(crate) schemas: std::collections::HashMap<String, Arc<daeda_online::codec::RowSchema>>,
+    /// Row schemas by service, of the generations lately served (see [`State::schema_for`]).
+    schemas: std::sync::Mutex<std::collections::HashMap<String, Vec<CachedSchema>>>,
+}
+
+/// A generation's decoded row schema, valid for one loaded definition.
+struct CachedSchema {
+    generation: String,
+    fingerprint: String,
+    schema: Arc<daeda_online::codec::RowSchema>,
+}
+
+/// Schemas kept per service: the live generation and the one before it, which
+/// in-flight lookups may still read around a flip.
+const SCHEMAS_PER_SERVICE: usize = 2;
+
+impl State {
+    /// The catalog as loaded now; hold it for the whole request.
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    /// The row schema `meta`'s rows are decoded with, built once per
+    /// generation (and loaded definition) and cached.
+    pub(crate) fn schema_for(
+        &self,
+        def: &daeda_catalog::ServiceDef,
+        meta: &daeda_online::GenerationMeta,
+    ) -> Result<Arc<daeda_online::codec::RowSchema>, daeda_online::lookup::LookupError> {
+        let hit = |c: &CachedSchema| c.generation == meta.generation && c.fingerprint == def.fingerprint();
+        if let Some(list) = self.schemas.lock().expect("schema cache lock").get(&def.name) {
+            if let Some(c) = list.iter().find(|c| hit(c)) {
+                return Ok(c.schema.clone());
+            }
+        }
+        let schema = Arc::new(daeda_online::lookup::generation_schema(def, meta)?);
+        let mut cache = self.schemas.lock().expect("schema cache lock");
+        let list = cache.entry(def.name.clone()).or_default();
+        if !list.iter().any(|c| hit(c)) {
+            list.push(CachedSchema { generation: meta.generation.clone(), fingerprint: def.fingerprint().to_string(), schema: schema.clone() });
+            if list.len() > SCHEMAS_PER_SERVICE {
+                list.remove(0);
+            }
+        }
+        Ok(schema)
+    }
+
+    /// Services whose serving is allowed in the loaded catalog.
+    pub(crate) fn served(&self) -> Vec<String> {
+        served(&self.catalog())
+    }
+}
+
+fn served(catalog: &Catalog) -> Vec<String> {
+    catalog.services().filter(|s| s.serving.allowed).map(|s| s.name.clone()).collect()
+}
+
+/// Replaces a running gateway's catalog (on SIGHUP in `daeda serve`): a
+/// service whose serving is no longer allowed, or a grant that changed, takes
+/// effect with the next request.
+#[derive(Clone)]
+pub struct Reloader(Arc<State>);
+
+impl Reloader {
+    pub fn reload(&self, catalog: Catalog) {
+        let state = &self.0;
+        state.generations.set_services(served(&catalog));
+        *state.catalog.write().expect("catalog lock") = Arc::new(catalog);
+        state.schemas.lock().expect("schema cache lock").clear();
+    }
 }
 
 /// The SQL plane as the gateway holds it: its policy threads, its worker
@@ -189,16 +261,10 @@ impl Gateway {
             None => None,
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
-        let served: Vec<String> = catalog.services().filter(|s| s.serving.allowed).map(|s| s.name.clone()).collect();
-        let generations = Arc::new(generations::Generations::new(store.clone(), served));
+        let generations = Arc::new(generations::Generations::new(store.clone(), served(&catalog)));
         if let Err(e) = generations.refresh().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; lookups answer 503 until it is");
         }
-        let schemas = catalog
-            .services()
-            .filter(|s| s.serving.allowed)
-            .map(|s| (s.name.clone(), Arc::new(daeda_online::codec::RowSchema::of(s))))
-            .collect();
         let sql = sql.map(|cmd| {
             let (worker, supervisor) = sql::SqlWorker::spawn(cmd);
             SqlPlane {
@@ -209,8 +275,15 @@ impl Gateway {
             }
         });
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
+        let catalog = std::sync::RwLock::new(Arc::new(catalog));
+        let schemas = Default::default();
         let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), failures: Default::default(), slots, sql, schemas });
         Ok(Gateway { state, listener, tls })
+    }
+
+    /// A handle that replaces the catalog while the gateway runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.state.clone())
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -364,6 +364,7 @@ impl Materializer {
             materialized_at: rfc3339(Utc::now()),
             source_snapshot: produced.opened.snapshot.to_string(),
             watermark_micros: produced.max_event_ts.unwrap_or(i64::MIN),
+            schema: Some(daeda_online::ServedSchema::of(def).to_json()),
         };
         lease.check()?;
         let previous = self.store.flip(&meta).await?;

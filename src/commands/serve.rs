@@ -95,7 +95,9 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
             e => anyhow::Error::new(e),
         })?;
         eprintln!("daeda: serving on {}://{}", if cfg.tls_cert.is_some() { "https" } else { "http" }, gateway.local_addr());
+        let reloads = tokio::spawn(reload_on_sighup(gateway.reloader(), cfg.catalog.clone()));
         gateway.run(shutdown_signal()).await;
+        reloads.abort();
         eprintln!("daeda: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -142,6 +144,37 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
     };
     daeda_sql_plane::serve(&catalog, &settings).map_err(|e| anyhow::anyhow!("sql-worker: {e}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// On each SIGHUP, loads the catalog again and serves it: serving and grant
+/// changes take effect at once. A catalog that does not load is reported and
+/// the one in use kept.
+async fn reload_on_sighup(reloader: daeda_gateway::Reloader, dir: std::path::PathBuf) {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler; the catalog is not reloadable"),
+        };
+        while hup.recv().await.is_some() {
+            match tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || daeda_catalog::Catalog::load(&dir)
+            })
+            .await
+            {
+                Ok(Ok(catalog)) => {
+                    let n = catalog.services().count();
+                    reloader.reload(catalog);
+                    tracing::info!(services = n, "SIGHUP: reloaded the catalog");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "SIGHUP: the catalog did not load; still serving the previous one"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: reloading the catalog failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (reloader, dir);
 }
 
 /// SIGTERM or SIGINT.

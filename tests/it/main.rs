@@ -7,6 +7,7 @@ mod config;
 mod http;
 mod materialize;
 mod ops;
+mod production;
 mod skew;
 mod sql;
 mod support;

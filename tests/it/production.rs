@@ -1,0 +1,174 @@
+//! Issue 15, running it in production: schema rollouts under load, catalog
+//! reloads on SIGHUP, namespaces, purge and an honest /readyz.
+
+use std::time::{Duration, Instant};
+
+use daeda_gateway::Plane;
+
+use crate::http::{self, bearer, mint, send};
+use crate::support::TestEnv;
+
+/// `grow`: a Parquet source with columns id, ts, a and b; the definition
+/// serves `a`, and `b` too when `with_b`.
+fn write_grow(env: &TestEnv, with_b: bool) {
+    let file = env.data().join("grow.parquet");
+    if !file.exists() {
+        env.duckdb()
+            .execute_batch(&format!(
+                "COPY (SELECT i::BIGINT AS id, TIMESTAMP '2026-06-28 00:00:00' AS ts, (i * 1.5)::DOUBLE AS a, (i * 2.0)::DOUBLE AS b FROM range(1, 201) t(i))
+                 TO '{}' (FORMAT parquet)",
+                file.display()
+            ))
+            .unwrap();
+    }
+    let (version, b) = if with_b { ("2026-06-29", "  - {name: b, type: DOUBLE}\n") } else { ("2026-06-28", "") };
+    std::fs::write(
+        env.yaml("grow"),
+        format!(
+            "name: grow\nversion: {version}\nentity:\n  join_keys: [id]\ntimestamp: ts\n\
+             source:\n  kind: parquet\n  path: ../data/grow.parquet\n\
+             columns:\n  - {{name: id, type: BIGINT}}\n  - {{name: ts, type: TIMESTAMP}}\n  - {{name: a, type: DOUBLE}}\n{b}\
+             serving:\n  allowed: true\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Regression (issue 15): once a generation with a new fingerprint went live,
+/// a running gateway answered 409 to every lookup of the service until it was
+/// restarted. Each generation now carries its schema and is decoded with it:
+/// adding a column flips under load without one failed lookup, and the new
+/// column is served by the gateway that loaded the old definition.
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_a_column_flips_under_load_without_a_failed_lookup() {
+    let env = TestEnv::new(10);
+    write_grow(&env, false);
+    env.materialize(&["--service", "grow"]);
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["grow"], &[Plane::Online]));
+    let body = r#"{"entities": {"id": [1, 2, 300]}}"#;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (addr, auth, stop) = (gw.addr, auth.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut with_b) = (0u64, Vec::new(), 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = send(addr, "POST", "/v1/features/grow", &[("authorization", &auth)], body).await;
+                if r.status != 200 {
+                    failed.push(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)));
+                    continue;
+                }
+                let j = r.json();
+                assert_eq!(j["columns"]["a"], serde_json::json!([1.5, 3.0, null]), "{j}");
+                if j["columns"].get("b").is_some() {
+                    assert_eq!(j["columns"]["b"], serde_json::json!([2.0, 4.0, null]), "{j}");
+                    with_b += 1;
+                }
+                ok += 1;
+            }
+            (ok, failed, with_b)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| {
+        write_grow(&env, true);
+        env.materialize(&["--service", "grow"]);
+    });
+    // Until the clients have seen the new column for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = send(gw.addr, "POST", "/v1/features/grow", &[("authorization", &auth)], body).await;
+        if r.status == 200 && r.json()["columns"].get("b").is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new schema was never served: {} {}", r.status, String::from_utf8_lossy(&r.body));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut with_b) = (0, 0);
+    for c in clients {
+        let (n, failed, b) = c.await.unwrap();
+        assert!(failed.is_empty(), "{} failed lookups, e.g. {}", failed.len(), failed[0]);
+        ok += n;
+        with_b += b;
+    }
+    assert!(ok > with_b && with_b > 0, "both schemas were served: {ok} lookups, {with_b} with b");
+    gw.stop().await;
+}
+
+/// A generation stored before its schema was (no `schema` field) is still
+/// refused when its fingerprint differs from the loaded definition's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generation_without_a_stored_schema_and_another_fingerprint_is_refused() {
+    let env = TestEnv::new(10);
+    write_grow(&env, false);
+    env.materialize(&["--service", "grow"]);
+    let generation = env.redis.current("grow").unwrap();
+    let _: () = redis::cmd("HDEL").arg(format!("daeda:{{svc:grow}}:gen:{generation}")).arg("schema").query(&mut env.redis.conn()).unwrap();
+    write_grow(&env, true);
+    let gw = http::start(&env, http::config(&env)).await;
+    let auth = bearer(&mint(&["grow"], &[Plane::Online]));
+    let r = send(gw.addr, "POST", "/v1/features/grow", &[("authorization", &auth)], r#"{"entities": {"id": [1]}}"#).await;
+    assert_eq!((r.status.as_u16(), r.code()), (409, "schema_mismatch".into()), "{}", String::from_utf8_lossy(&r.body));
+    gw.stop().await;
+}
+
+/// `daeda serve` on a free port with `env`'s Redis.
+pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
+    let addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).parse().unwrap();
+    let mut cmd = env.command(&["serve", "--listen", &addr.to_string()]);
+    cmd.env("DAEDA_JWT_SECRET", http::SECRET).env("DAEDA_SQL_ENABLED", "false").env("NO_COLOR", "1");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "daeda serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Regression (issue 15): turning a service's serving off needed a restart of
+/// `daeda serve` (and SIGHUP killed it). SIGHUP now reloads the catalog: the
+/// service is refused at once, and the gateway keeps running.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_catalog_and_a_service_turned_off_is_refused_at_once() {
+    let env = TestEnv::new(10);
+    env.materialize(&["--service", "user_features"]);
+    let (mut child, addr) = serve(&env, &[]);
+    let auth = bearer(&mint(&["*"], &[Plane::Online]));
+    let headers = [("authorization", auth.as_str())];
+    let lookup = || send(addr, "POST", "/v1/features/user_features", &headers, r#"{"entities": {"user_id": [1]}}"#);
+    assert_eq!(lookup().await.status, 200);
+    env.edit("user_features", "allowed: true", "allowed: false");
+    signal(&child, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = lookup().await;
+        if r.status == 403 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(Instant::now() < deadline, "still served 10 s after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed = send(addr, "GET", "/v1/services", &[("authorization", &auth)], "").await.json();
+    assert!(!listed["services"].as_array().unwrap().iter().any(|s| s["name"] == "user_features"), "{listed}");
+    // A catalog that does not load is reported and the one in use kept.
+    std::fs::write(env.yaml("broken"), "name: [").unwrap();
+    signal(&child, "-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP stopped the gateway");
+    assert_eq!(lookup().await.status, 403);
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -82,6 +82,18 @@ pub struct GatewayConfig {
     /// SQL plane: queries running at once; more wait, then answer 503.
     pub sql_concurrency: usize,
     pub auth: AuthSettings,
+    /// When `/readyz` answers ready.
+    pub ready_when: ReadyWhen,
+}
+
+/// `/readyz` is ready when Redis answers, and every (`All`) or at least one
+/// (`Any`) service whose serving is allowed has a live generation whose
+/// fingerprint matches its loaded definition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadyWhen {
+    #[default]
+    All,
+    Any,
 }
 
 impl GatewayConfig {
@@ -102,6 +114,7 @@ impl GatewayConfig {
             sql_max_bytes: 16 << 20,
             sql_concurrency: 4,
             auth,
+            ready_when: ReadyWhen::All,
         }
     }
 }
@@ -141,9 +154,12 @@ pub(crate) struct State {
     schemas: std::sync::Mutex<std::collections::HashMap<String, Vec<CachedSchema>>>,
 }
 
-/// A generation's decoded row schema, valid for one loaded definition.
+/// A generation's decoded row schema, valid for one loaded definition. Keyed
+/// on the generation's fingerprint too: an id reused after a purge may hold
+/// another schema.
 struct CachedSchema {
     generation: String,
+    online: String,
     fingerprint: String,
     schema: Arc<daeda_online::codec::RowSchema>,
 }
@@ -165,7 +181,7 @@ impl State {
         def: &daeda_catalog::ServiceDef,
         meta: &daeda_online::GenerationMeta,
     ) -> Result<Arc<daeda_online::codec::RowSchema>, daeda_online::lookup::LookupError> {
-        let hit = |c: &CachedSchema| c.generation == meta.generation && c.fingerprint == def.fingerprint();
+        let hit = |c: &CachedSchema| c.generation == meta.generation && c.online == meta.fingerprint && c.fingerprint == def.fingerprint();
         if let Some(list) = self.schemas.lock().expect("schema cache lock").get(&def.name) {
             if let Some(c) = list.iter().find(|c| hit(c)) {
                 return Ok(c.schema.clone());
@@ -175,7 +191,12 @@ impl State {
         let mut cache = self.schemas.lock().expect("schema cache lock");
         let list = cache.entry(def.name.clone()).or_default();
         if !list.iter().any(|c| hit(c)) {
-            list.push(CachedSchema { generation: meta.generation.clone(), fingerprint: def.fingerprint().to_string(), schema: schema.clone() });
+            list.push(CachedSchema {
+                generation: meta.generation.clone(),
+                online: meta.fingerprint.clone(),
+                fingerprint: def.fingerprint().to_string(),
+                schema: schema.clone(),
+            });
             if list.len() > SCHEMAS_PER_SERVICE {
                 list.remove(0);
             }

@@ -219,7 +219,7 @@ pub async fn fetch(
 ) -> Result<Fetched, LookupError> {
     let wanted = selected(def, &schema, req.features.as_deref())?;
     let entities = entity_keys(def, &req.entities, max_batch)?;
-    let prefix = keys::row_prefix(&def.name, &meta.generation);
+    let prefix = store.keys().row_prefix(&def.name, &meta.generation);
     let redis_keys: Vec<String> = entities.iter().map(|e| format!("{prefix}{e}")).collect();
     let raw = store.get_rows(&redis_keys).await?;
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64;

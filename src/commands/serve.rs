@@ -72,7 +72,9 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     let store = daeda_online::OnlineStore::connect(
         &cfg.redis_url,
         &daeda_online::StoreSettings { pool_size: cfg.limits.redis_pool_size, timeout: Duration::from_millis(cfg.limits.redis_timeout_ms) },
-    )?;
+    )?
+    .in_namespace(&cfg.namespace)?;
+    gw.ready_when = cfg.ready_when;
     gw.sql_timeout = Duration::from_millis(cfg.sql.timeout_ms);
     gw.sql_max_rows = cfg.sql.max_rows;
     gw.sql_max_bytes = cfg.sql.max_result_bytes;

@@ -172,3 +172,64 @@ async fn sighup_reloads_the_catalog_and_a_service_turned_off_is_refused_at_once(
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// `env`'s commands against a second catalog (holding only `services`) in
+/// namespace `ns`, on the same Redis.
+fn other_catalog(env: &TestEnv, ns: &str, services: &[&str]) -> std::path::PathBuf {
+    let dir = env.dir.path().join(format!("catalog-{ns}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for s in services {
+        std::fs::copy(env.yaml(s), dir.join(format!("{s}.yaml"))).unwrap();
+    }
+    dir
+}
+
+fn in_ns(env: &TestEnv, ns: &str, catalog: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = crate::support::output(env.command(args).env("DAEDA_NAMESPACE", ns).env("DAEDA_CATALOG", catalog));
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Issue 15: two catalogs on one Redis. Before namespaces every catalog wrote
+/// the same keys, and gc from one removed the other's services (they are not
+/// in its catalog). Each namespace now has its own keys; gc sees only its own.
+#[test]
+fn two_namespaces_share_one_redis_and_gc_from_one_never_touches_the_other() {
+    let env = TestEnv::new(50);
+    // Namespace `default` (the catalog's own): user_features and item_features.
+    env.materialize(&["--service", "user_features,item_features"]);
+    let before_default = env.redis.count("daeda:*");
+    // Namespace `team-b`: another catalog with the same service names.
+    let b = other_catalog(&env, "team-b", &["user_features", "user_item_reranker", "item_features"]);
+    let (code, _, stderr) = in_ns(&env, "team-b", &b, &["materialize", "--online", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features,user_item_reranker"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(env.redis.count("daeda@team-b:row:user_features:1:*"), 50);
+    assert_eq!(env.redis.count("daeda:*"), before_default, "team-b wrote into the default namespace");
+    let lookup = |ns: &str, catalog: &std::path::Path| in_ns(&env, ns, catalog, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#]);
+    assert_eq!(lookup("team-b", &b).0, 0);
+
+    // gc from team-b with a catalog lacking user_features: the default
+    // namespace's user_features (and its item_features, live only there) are
+    // not its business.
+    std::fs::remove_file(b.join("user_features.yaml")).unwrap();
+    std::fs::remove_file(b.join("user_item_reranker.yaml")).unwrap();
+    let (code, stdout, stderr) = in_ns(&env, "team-b", &b, &["online", "gc", "--force", "user_features"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("removed service user_features"), "{stdout}");
+    assert!(!stdout.contains("item_features"), "{stdout}");
+    // The one with a live generation but not named stays.
+    assert!(stdout.contains("skipped user_item_reranker: not in the catalog but generation 1 is live"), "{stdout}");
+    assert_eq!(env.redis.count("daeda@team-b:row:user_features:*"), 0);
+    assert!(env.redis.count("daeda@team-b:row:user_item_reranker:*") > 0);
+    assert_eq!(env.redis.count("daeda:*"), before_default, "gc from team-b touched the default namespace");
+    assert_eq!(lookup("default", &env.catalog()).0, 0);
+
+    // And gc from the default namespace, whose catalog has every service, leaves team-b alone.
+    let b_keys = env.redis.count("daeda@team-b:*");
+    env.expect(0, &["online", "gc"]);
+    assert_eq!(env.redis.count("daeda@team-b:*"), b_keys);
+
+    // A namespace that cannot be part of a key is a usage error.
+    let (code, _, stderr) = in_ns(&env, "a{b}", &b, &["online", "gc"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("namespace"), "{stderr}");
+}

@@ -233,3 +233,37 @@ fn two_namespaces_share_one_redis_and_gc_from_one_never_touches_the_other() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("namespace"), "{stderr}");
 }
+
+/// Issue 15: `online purge` removes everything a service holds (its pointer,
+/// every generation, rows outside any registered generation), under its lease,
+/// and keeps the generation counter so an id is never reused.
+#[test]
+fn online_purge_removes_a_services_rows_generations_and_pointer_under_its_lease() {
+    let env = TestEnv::new(50);
+    env.materialize(&["--service", "user_features,item_features"]);
+    let mut c = env.redis.conn();
+    let _: () = redis::cmd("SADD").arg("daeda:{svc:user_features}:gens").arg("99").query(&mut c).unwrap();
+    let _: () = redis::cmd("MSET").arg("daeda:row:user_features:99:1").arg("x").arg("daeda:row:user_features:77:1").arg("x").query(&mut c).unwrap();
+    let items = env.redis.count("daeda:row:item_features:*");
+    assert!(items > 0);
+
+    // A run holds the lease: purge refuses and removes nothing.
+    let lease = "daeda:{svc:user_features}:lease";
+    let _: () = redis::cmd("SET").arg(lease).arg("some-run").query(&mut c).unwrap();
+    let (_, stderr) = env.expect(1, &["online", "purge", "--service", "user_features"]);
+    assert!(stderr.contains("some-run"), "{stderr}");
+    assert_eq!(env.redis.count("daeda:row:user_features:*"), 52);
+    let _: () = redis::cmd("DEL").arg(lease).query(&mut c).unwrap();
+
+    let (stdout, _) = env.expect(0, &["online", "purge", "--service", "user_features"]);
+    assert!(stdout.contains("purged user_features (namespace default): 52 rows"), "{stdout}");
+    assert_eq!(env.redis.count("daeda:row:user_features:*"), 0);
+    assert_eq!(env.redis.current("user_features"), None);
+    assert_eq!(env.redis.count("daeda:{svc:user_features}:gen*"), 1, "only the counter is left");
+    assert_eq!(env.redis.get(lease), None, "purge releases the lease");
+    assert_eq!(env.redis.count("daeda:row:item_features:*"), items, "other services are untouched");
+    let (_, stderr) = env.expect(1, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#]);
+    assert!(stderr.contains("no live generation"), "{stderr}");
+    let out = env.materialize(&["--service", "user_features"]);
+    assert_eq!(out["runs"][0]["generation"], "2", "a generation id was reused: {out}");
+}

@@ -137,14 +137,55 @@ fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiErr
     state.verifier.verify(header)
 }
 
+/// Ready when Redis answers, the catalog is loaded, and every (`ready_when =
+/// all`) or some (`any`) service whose serving is allowed has a live
+/// generation whose fingerprint matches its loaded definition; each served
+/// service's state is in `serving`. Pointers are read from Redis now, not from
+/// the cache: a Redis that came back empty is not ready at once.
 async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
     // The SQL plane is auxiliary: its state is reported, never a reason to
     // take the online plane out of rotation.
     let sql = state.sql.as_ref().map(|p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}));
-    match state.store.ping().await {
-        Ok(()) => Ok(json_ok(&json!({"status": "ready", "redis": "ok", "services": state.catalog().services().count(), "sql": sql}))),
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    state.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    state.generations.refresh().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let catalog = state.catalog();
+    let mut serving = serde_json::Map::new();
+    let (mut ready, mut total) = (0usize, 0usize);
+    for def in catalog.services().filter(|s| s.serving.allowed) {
+        total += 1;
+        let detail = match state.generations.get(&def.name) {
+            None => json!({"ready": false, "reason": "no live generation; materialize it"}),
+            Some(m) if m.fingerprint != def.fingerprint() => json!({
+                "ready": false,
+                "generation": m.generation,
+                "reason": format!(
+                    "the live generation has schema fingerprint {}, the loaded definition {}; materialize it, or reload the catalog (SIGHUP)",
+                    m.fingerprint,
+                    def.fingerprint()
+                ),
+            }),
+            Some(m) => {
+                ready += 1;
+                json!({"ready": true, "generation": m.generation, "version": m.version})
+            }
+        };
+        serving.insert(def.name.clone(), detail);
     }
+    let is_ready = match state.cfg.ready_when {
+        crate::ReadyWhen::All => ready == total,
+        crate::ReadyWhen::Any => ready > 0 || total == 0,
+    };
+    let body = json!({
+        "status": if is_ready { "ready" } else { "not_ready" },
+        "redis": "ok",
+        "catalog": "loaded",
+        "ready_when": match state.cfg.ready_when { crate::ReadyWhen::All => "all", crate::ReadyWhen::Any => "any" },
+        "services": catalog.services().count(),
+        "serving": serving,
+        "sql": sql,
+    });
+    let status = if is_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok(respond(status, "application/json", Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"))))
 }
 
 /// The services this token may read, with their schema and live generation.

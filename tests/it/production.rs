@@ -267,3 +267,58 @@ fn online_purge_removes_a_services_rows_generations_and_pointer_under_its_lease(
     let out = env.materialize(&["--service", "user_features"]);
     assert_eq!(out["runs"][0]["generation"], "2", "a generation id was reused: {out}");
 }
+
+/// Regression (issue 15): /readyz said ready whenever Redis answered PING, so
+/// a Redis restarted empty kept a gateway in rotation that could answer
+/// nothing. Ready now needs a live generation, with the definition's
+/// fingerprint, for every served service; the body names the one that is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_is_503_naming_the_service_when_redis_comes_back_empty() {
+    let mut env = TestEnv::new(20);
+    env.materialize(&["--all"]);
+    let gw = http::start(&env, http::config(&env)).await;
+    let r = send(gw.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["serving"]["user_features"]["ready"], true);
+    assert!(r.json()["serving"].get("pii_features").is_none(), "not served, not waited for");
+
+    env.redis.restart(); // no AOF: it comes back empty
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = send(gw.addr, "GET", "/readyz", &[], "").await;
+        if r.status == 503 && r.code() != "redis_unavailable" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "still {} after Redis came back empty: {}", r.status, String::from_utf8_lossy(&r.body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let j = r.json();
+    assert_eq!(j["status"], "not_ready", "{j}");
+    assert_eq!(j["serving"]["user_features"]["ready"], false, "{j}");
+    assert!(j["serving"]["user_features"]["reason"].as_str().unwrap().contains("no live generation"), "{j}");
+    assert!(j.get("sql").is_some(), "{j}");
+    gw.stop().await;
+
+    // One service back: `any` is ready, `all` is not.
+    tokio::task::block_in_place(|| env.materialize(&["--service", "user_features"]));
+    let mut cfg = http::config(&env);
+    cfg.ready_when = daeda_gateway::ReadyWhen::Any;
+    let gw = http::start(&env, cfg).await;
+    assert_eq!(send(gw.addr, "GET", "/readyz", &[], "").await.status, 200);
+    gw.stop().await;
+    let gw = http::start(&env, http::config(&env)).await;
+    let j = send(gw.addr, "GET", "/readyz", &[], "").await.json();
+    assert_eq!(j["status"], "not_ready", "{j}");
+    assert_eq!(j["serving"]["user_features"]["ready"], true, "{j}");
+    assert_eq!(j["serving"]["item_features"]["ready"], false, "{j}");
+
+    // A definition changed after its generation was written: not ready until rematerialized.
+    gw.stop().await;
+    tokio::task::block_in_place(|| env.materialize(&["--all"]));
+    env.edit("user_features", "{name: ctr_30d,        type: DOUBLE}", "{name: ctr_30d, type: FLOAT}");
+    let gw = http::start(&env, http::config(&env)).await;
+    let r = send(gw.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, 503);
+    assert!(r.json()["serving"]["user_features"]["reason"].as_str().unwrap().contains("fingerprint"), "{}", r.json());
+    gw.stop().await;
+}

@@ -74,6 +74,8 @@ pub struct SqlSettings {
 struct JwtFile {
     secret: Option<String>,
     public_key: Option<PathBuf>,
+    /// A JWKS file: several keys at once, chosen by a token's `kid`; re-read on SIGHUP.
+    jwks: Option<PathBuf>,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -96,6 +98,7 @@ pub struct Config {
     pub limits: ServeLimits,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<PathBuf>,
+    pub jwt_jwks: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub sql: SqlSettings,
@@ -191,6 +194,7 @@ impl Config {
             limits,
             jwt_secret: env("DAEDA_JWT_SECRET").or(jwt.secret),
             jwt_public_key: env("DAEDA_JWT_PUBLIC_KEY").map(PathBuf::from).or(jwt.public_key),
+            jwt_jwks: env("DAEDA_JWT_JWKS").map(PathBuf::from).or(jwt.jwks),
             jwt_issuer: env("DAEDA_JWT_ISSUER").or(jwt.issuer),
             jwt_audience: env("DAEDA_JWT_AUDIENCE").or(jwt.audience),
             sql,

@@ -227,6 +227,11 @@ impl Reloader {
         *state.catalog.write().expect("catalog lock") = Arc::new(catalog);
         state.schemas.lock().expect("schema cache lock").clear();
     }
+
+    /// Re-reads the JWT key set (`jwt.jwks`); see [`auth::Verifier::reload_keys`].
+    pub fn reload_keys(&self) -> Result<usize, auth::AuthConfigError> {
+        self.0.verifier.reload_keys()
+    }
 }
 
 /// The SQL plane as the gateway holds it: its policy threads, its worker

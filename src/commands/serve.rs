@@ -43,6 +43,7 @@ fn auth_settings(cfg: &Config) -> AuthSettings {
     AuthSettings {
         secret: cfg.jwt_secret.clone(),
         public_key: cfg.jwt_public_key.clone(),
+        jwks: cfg.jwt_jwks.clone(),
         issuer: cfg.jwt_issuer.clone(),
         audience: cfg.jwt_audience.clone(),
     }
@@ -148,9 +149,9 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// On each SIGHUP, loads the catalog again and serves it: serving and grant
-/// changes take effect at once. A catalog that does not load is reported and
-/// the one in use kept.
+/// On each SIGHUP, loads the catalog (and the JWKS file, when configured)
+/// again and serves it: serving, grant and key changes take effect at once.
+/// A catalog or key set that does not load is reported and the one in use kept.
 async fn reload_on_sighup(reloader: daeda_gateway::Reloader, dir: std::path::PathBuf) {
     #[cfg(unix)]
     {
@@ -159,6 +160,11 @@ async fn reload_on_sighup(reloader: daeda_gateway::Reloader, dir: std::path::Pat
             Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler; the catalog is not reloadable"),
         };
         while hup.recv().await.is_some() {
+            match reloader.reload_keys() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "SIGHUP: reloaded the JWT key set"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: the JWT key set did not load; still verifying with the previous one"),
+            }
             match tokio::task::spawn_blocking({
                 let dir = dir.clone();
                 move || daeda_catalog::Catalog::load(&dir)

@@ -389,3 +389,29 @@ async fn jwt_keys_rotate_through_a_jwks_file_on_sighup() {
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// Regression (issue 15): log lines carried ANSI colour codes into files and
+/// collectors when stderr was a pipe. Without a terminal they are plain text.
+#[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let env = TestEnv::new(10);
+    env.materialize(&["--service", "user_features"]);
+    let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let mut cmd = env.command(&["serve", "--listen", &addr]);
+    cmd.env_remove("NO_COLOR")
+        .env("DAEDA_LOG", "info")
+        .env("DAEDA_JWT_SECRET", http::SECRET)
+        .env("DAEDA_SQL_ENABLED", "false")
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "daeda serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("live generation changed"), "no log line to check: {logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in piped logs: {logs:?}");
+}

@@ -23,6 +23,8 @@ struct FileConfig {
     namespace: Option<String>,
     /// `/readyz`: `all` (default) or `any` serving service must be ready.
     ready_when: Option<String>,
+    /// A second address for `/metrics` (and `/healthz`, `/readyz`).
+    admin_listen: Option<String>,
     // `daeda serve`'s bounds, see `ServeLimits`.
     redis_pool_size: Option<usize>,
     redis_timeout_ms: Option<u64>,
@@ -95,6 +97,8 @@ pub struct Config {
     pub namespace: String,
     /// When `/readyz` says ready (`ready_when`, `DAEDA_READY_WHEN`).
     pub ready_when: ReadyWhen,
+    /// `admin_listen` (`DAEDA_ADMIN_LISTEN`): `/metrics` there instead of on `listen`.
+    pub admin_listen: Option<String>,
     pub limits: ServeLimits,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<PathBuf>,
@@ -168,6 +172,7 @@ impl Config {
         Ok(Config {
             namespace,
             ready_when,
+            admin_listen: env("DAEDA_ADMIN_LISTEN").or(file.admin_listen),
             listen: env("DAEDA_LISTEN").or(file.listen).unwrap_or_else(|| "127.0.0.1:7070".into()),
             redis_url: o
                 .redis

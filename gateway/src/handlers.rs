@@ -20,10 +20,15 @@ pub type Body = Full<Bytes>;
 
 /// Serves one request: dispatch under the deadline, errors to their JSON, metrics.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    handle_on(state, req, false).await
+}
+
+/// As [`handle`]; `admin` when the request came to the admin address.
+async fn handle_on(state: Arc<State>, req: Request<Incoming>, admin: bool) -> Response<Body> {
     let start = Instant::now();
     let route = route_name(req.method(), req.uri().path());
     let deadline = state.cfg.request_timeout;
-    let result = match tokio::time::timeout(deadline, dispatch(&state, req)).await {
+    let result = match tokio::time::timeout(deadline, dispatch(&state, req, admin)).await {
         Ok(r) => r,
         Err(_) => Err(ApiError::Timeout(deadline.as_millis() as u64)),
     };
@@ -45,6 +50,15 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     tracing::debug!(route, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
     state.metrics.observe(route, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// A request on the admin address: `/metrics`, `/healthz` and `/readyz` only.
+pub async fn handle_admin(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    if matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz") {
+        return handle_on(state, req, true).await;
+    }
+    let e = ApiError::NotFound(format!("the admin address serves /metrics, /healthz and /readyz, not {}", req.uri().path()));
+    respond(e.status(), "application/json", e.body().into())
 }
 
 /// Metric label of a request: the route template, never the raw path.
@@ -71,7 +85,7 @@ fn json_ok(v: &serde_json::Value) -> Response<Body> {
     respond(StatusCode::OK, "application/json", Bytes::from(serde_json::to_vec(v).expect("JSON values serialize")))
 }
 
-async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let only = |m: Method| -> Result<(), ApiError> {
@@ -89,6 +103,9 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         "/readyz" => {
             only(Method::GET)?;
             readyz(state).await
+        }
+        "/metrics" if state.cfg.admin_listen.is_some() && !admin => {
+            Err(ApiError::NotFound("/metrics is served on the admin address (admin_listen)".into()))
         }
         "/metrics" => {
             only(Method::GET)?;

@@ -84,6 +84,10 @@ pub struct GatewayConfig {
     pub auth: AuthSettings,
     /// When `/readyz` answers ready.
     pub ready_when: ReadyWhen,
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz`
+    /// (no token; TLS as configured); `/metrics` then leaves the main address.
+    /// A non-loopback one needs TLS and `allow_remote`, as `listen` does.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// `/readyz` is ready when Redis answers, and every (`All`) or at least one
@@ -115,6 +119,7 @@ impl GatewayConfig {
             sql_concurrency: 4,
             auth,
             ready_when: ReadyWhen::All,
+            admin_listen: None,
         }
     }
 }
@@ -247,6 +252,7 @@ pub(crate) struct SqlPlane {
 pub struct Gateway {
     state: Arc<State>,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -264,12 +270,14 @@ impl Gateway {
         store: OnlineStore,
         sql: Option<sql::WorkerCommand>,
     ) -> Result<Gateway, StartError> {
-        if !cfg.listen.ip().is_loopback() {
-            if cfg.tls.is_none() {
-                return Err(StartError::RemoteWithoutTls(cfg.listen));
-            }
-            if !cfg.allow_remote {
-                return Err(StartError::RemoteNotAllowed(cfg.listen));
+        for addr in std::iter::once(cfg.listen).chain(cfg.admin_listen) {
+            if !addr.ip().is_loopback() {
+                if cfg.tls.is_none() {
+                    return Err(StartError::RemoteWithoutTls(addr));
+                }
+                if !cfg.allow_remote {
+                    return Err(StartError::RemoteNotAllowed(addr));
+                }
             }
         }
         if cfg.max_connections == 0 {
@@ -287,6 +295,10 @@ impl Gateway {
             None => None,
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
+        let admin = match cfg.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
         let generations = Arc::new(generations::Generations::new(store.clone(), served(&catalog)));
         if let Err(e) = generations.refresh().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; lookups answer 503 until it is");
@@ -304,7 +316,7 @@ impl Gateway {
         let catalog = std::sync::RwLock::new(Arc::new(catalog));
         let schemas = Default::default();
         let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), failures: Default::default(), slots, sql, schemas });
-        Ok(Gateway { state, listener, tls })
+        Ok(Gateway { state, listener, admin, tls })
     }
 
     /// A handle that replaces the catalog while the gateway runs.
@@ -316,10 +328,16 @@ impl Gateway {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The admin address, when `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// (up to 10 s).
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let refresher = self.state.generations.spawn_refresher(self.state.cfg.refresh);
+        let admin = self.admin.take().map(|l| tokio::spawn(serve_admin(l, self.state.clone(), self.tls.clone())));
         let flusher = {
             let state = self.state.clone();
             tokio::spawn(async move {
@@ -407,6 +425,9 @@ impl Gateway {
             });
         }
         drop(self.listener);
+        if let Some(a) = admin {
+            a.abort();
+        }
         refresher.abort();
         if let Some(sql) = &self.state.sql {
             sql.supervisor.abort(); // drops the worker's process handle, which kills it
@@ -416,6 +437,41 @@ impl Gateway {
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections were still open 10 s after shutdown began");
         }
+    }
+}
+
+/// The admin address: operations routes only, each connection bounded by the
+/// same header and idle timeouts (as one request deadline), few enough that
+/// they need no slots of their own.
+async fn serve_admin(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(state.cfg.header_read_timeout);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (state, builder, tls) = (state.clone(), builder.clone(), tls.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handlers::handle_admin(state, req).await) }
+            });
+            let idle = tokio::time::sleep(Duration::from_secs(60));
+            let served = async {
+                let _ = match tls {
+                    None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                        Err(_) => return,
+                    },
+                };
+            };
+            tokio::select! {
+                () = served => {}
+                () = idle => {}
+            }
+        });
     }
 }
 

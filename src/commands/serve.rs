@@ -58,6 +58,10 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         .map_err(|_| UsageError(format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:7070)")))?;
     let mut gw = GatewayConfig::new(listen, auth_settings(&cfg));
     gw.allow_remote = a.allow_remote || cfg.allow_remote;
+    gw.admin_listen = match &cfg.admin_listen {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| UsageError(format!("admin_listen `{text}` is not host:port (e.g. 127.0.0.1:9090)")))?),
+    };
     gw.max_batch = cfg.max_batch;
     gw.request_timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
     gw.refresh = Duration::from_millis(cfg.limits.refresh_interval_ms);
@@ -97,7 +101,11 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
             | daeda_gateway::StartError::Limits(_)) => anyhow::Error::new(UsageError(e.to_string())),
             e => anyhow::Error::new(e),
         })?;
-        eprintln!("daeda: serving on {}://{}", if cfg.tls_cert.is_some() { "https" } else { "http" }, gateway.local_addr());
+        let scheme = if cfg.tls_cert.is_some() { "https" } else { "http" };
+        eprintln!("daeda: serving on {scheme}://{}", gateway.local_addr());
+        if let Some(admin) = gateway.admin_addr() {
+            eprintln!("daeda: /metrics, /healthz and /readyz on {scheme}://{admin}");
+        }
         let reloads = tokio::spawn(reload_on_sighup(gateway.reloader(), cfg.catalog.clone()));
         gateway.run(shutdown_signal()).await;
         reloads.abort();

@@ -415,3 +415,26 @@ fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(logs.contains("live generation changed"), "no log line to check: {logs}");
     assert!(!logs.contains('\x1b'), "colour codes in piped logs: {logs:?}");
 }
+
+/// Issue 15: `/metrics` on its own address (`admin_listen`), so it can be
+/// scraped from a network the lookups are not exposed to; it leaves the main one.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_move_to_the_admin_address_when_one_is_set() {
+    let env = TestEnv::new(10);
+    env.materialize(&["--all"]);
+    let admin: std::net::SocketAddr =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).parse().unwrap();
+    let (mut child, addr) = serve(&env, &[("DAEDA_ADMIN_LISTEN", &admin.to_string())]);
+    let r = send(admin, "GET", "/metrics", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("daeda_build_info"));
+    assert_eq!(send(admin, "GET", "/readyz", &[], "").await.status, 200);
+    assert_eq!(send(admin, "POST", "/v1/features/user_features", &[], "{}").await.status, 404);
+    assert_eq!(send(addr, "GET", "/metrics", &[], "").await.status, 404);
+    assert_eq!(send(addr, "GET", "/healthz", &[], "").await.status, 200);
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // A remote admin address without TLS is refused like a remote listen address.
+    let out = crate::support::output(env.command(&["serve", "--listen", "127.0.0.1:0"]).env("DAEDA_JWT_SECRET", "x").env("DAEDA_ADMIN_LISTEN", "0.0.0.0:0"));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -438,3 +438,23 @@ async fn metrics_move_to_the_admin_address_when_one_is_set() {
     let out = crate::support::output(env.command(&["serve", "--listen", "127.0.0.1:0"]).env("DAEDA_JWT_SECRET", "x").env("DAEDA_ADMIN_LISTEN", "0.0.0.0:0"));
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 15: the MetadataStore grew forever. `runs prune --older-than` removes
+/// whole old runs and keeps each service's latest success.
+#[test]
+fn runs_prune_removes_old_runs_and_keeps_the_latest_success() {
+    let env = TestEnv::new(10);
+    env.materialize(&["--service", "user_features"]);
+    env.materialize(&["--service", "user_features"]);
+    let (stdout, _) = env.expect(0, &["runs", "prune", "--older-than", "90d"]);
+    assert!(stdout.starts_with("removed 0 runs"), "{stdout}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (stdout, _) = env.expect(0, &["runs", "prune", "--older-than", "1s", "--dry-run"]);
+    assert!(stdout.starts_with("would remove 1 runs (2 records)"), "{stdout}");
+    let (stdout, _) = env.expect(0, &["runs", "prune", "--older-than", "1s"]);
+    assert!(stdout.starts_with("removed 1 runs (2 records)"), "{stdout}");
+    let list = env.json(&["runs", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["status"], "succeeded");
+    env.expect(2, &["runs", "prune", "--older-than", "soon"]);
+}

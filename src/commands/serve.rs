@@ -94,6 +94,11 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     let sql = sql.transpose()?;
     let rt = super::runtime()?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM or SIGHUP that arrives once the port
+        // accepts connections must never meet the default action (exit).
+        let shutdown = shutdown_signal();
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let gateway = Gateway::bind_with_sql(gw, catalog, store, sql).await.map_err(|e| match e {
             e @ (daeda_gateway::StartError::RemoteWithoutTls(_)
             | daeda_gateway::StartError::RemoteNotAllowed(_)
@@ -106,8 +111,11 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         if let Some(admin) = gateway.admin_addr() {
             eprintln!("daeda: /metrics, /healthz and /readyz on {scheme}://{admin}");
         }
-        let reloads = tokio::spawn(reload_on_sighup(gateway.reloader(), cfg.catalog.clone()));
-        gateway.run(shutdown_signal()).await;
+        #[cfg(unix)]
+        let reloads = tokio::spawn(reload_on_sighup(hup, gateway.reloader(), cfg.catalog.clone()));
+        #[cfg(not(unix))]
+        let reloads = tokio::spawn(async {});
+        gateway.run(shutdown).await;
         reloads.abort();
         eprintln!("daeda: stopped");
         Ok::<_, anyhow::Error>(())
@@ -160,10 +168,14 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
 /// On each SIGHUP, loads the catalog (and the JWKS file, when configured)
 /// again and serves it: serving, grant and key changes take effect at once.
 /// A catalog or key set that does not load is reported and the one in use kept.
-async fn reload_on_sighup(reloader: daeda_gateway::Reloader, dir: std::path::PathBuf) {
-    #[cfg(unix)]
+#[cfg(unix)]
+async fn reload_on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    reloader: daeda_gateway::Reloader,
+    dir: std::path::PathBuf,
+) {
     {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let mut hup = match hup {
             Ok(s) => s,
             Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler; the catalog is not reloadable"),
         };
@@ -189,23 +201,23 @@ async fn reload_on_sighup(reloader: daeda_gateway::Reloader, dir: std::path::Pat
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = (reloader, dir);
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or SIGINT; the SIGTERM handler is installed by this call, not
+/// when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
         }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 pub fn token(o: &Overrides, c: TokenCommand) -> Result<ExitCode> {

@@ -146,7 +146,7 @@ const CACHE_CAPACITY: usize = 10_000;
 
 /// The keys tokens are verified with, each with the one algorithm it is for.
 enum Keys {
-    One(DecodingKey, Validation),
+    One(Box<(DecodingKey, Validation)>),
     /// By `kid`, from a JWKS file.
     ByKid(HashMap<String, (DecodingKey, Validation)>),
 }
@@ -160,7 +160,7 @@ impl Keys {
             (None, None, Some(path)) => return jwks(path, s).map(Keys::ByKid),
             _ => return Err(AuthConfigError::BothKeys),
         };
-        Ok(Keys::One(key, validation(alg, s)))
+        Ok(Keys::One(Box::new((key, validation(alg, s)))))
     }
 }
 
@@ -258,7 +258,7 @@ impl Verifier {
         let keys = Keys::load(&self.settings)?;
         let n = match &keys {
             Keys::ByKid(m) => m.len(),
-            Keys::One(..) => 1,
+            Keys::One(_) => 1,
         };
         *self.keys.write().expect("key lock") = Arc::new(keys);
         self.verified.write().expect("token cache lock").clear();
@@ -285,7 +285,7 @@ impl Verifier {
         }
         let keys = self.keys.read().expect("key lock").clone();
         let (key, validation) = match &*keys {
-            Keys::One(k, v) => (k, v),
+            Keys::One(one) => (&one.0, &one.1),
             Keys::ByKid(by_kid) => {
                 let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized(INVALID))?;
                 let kid = header.kid.ok_or(ApiError::Unauthorized(NO_KID))?;

@@ -195,7 +195,7 @@ impl State {
         let schema = Arc::new(daeda_online::lookup::generation_schema(def, meta)?);
         let mut cache = self.schemas.lock().expect("schema cache lock");
         let list = cache.entry(def.name.clone()).or_default();
-        if !list.iter().any(|c| hit(c)) {
+        if !list.iter().any(hit) {
             list.push(CachedSchema {
                 generation: meta.generation.clone(),
                 online: meta.fingerprint.clone(),

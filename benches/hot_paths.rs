@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
         materialized_at: "2026-06-28T00:00:00.000000Z".into(),
         source_snapshot: "{}".into(),
         watermark_micros: 0,
+        schema: None,
     };
     c.bench_function("render 100 entities as JSON", |b| {
         b.iter(|| {

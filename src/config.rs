@@ -19,6 +19,12 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     allow_remote: Option<bool>,
     max_batch: Option<usize>,
+    /// Prefixes every Redis key daeda writes (see `daeda_online::keys`).
+    namespace: Option<String>,
+    /// `/readyz`: `all` (default) or `any` serving service must be ready.
+    ready_when: Option<String>,
+    /// A second address for `/metrics` (and `/healthz`, `/readyz`).
+    admin_listen: Option<String>,
     // `daeda serve`'s bounds, see `ServeLimits`.
     redis_pool_size: Option<usize>,
     redis_timeout_ms: Option<u64>,
@@ -70,6 +76,8 @@ pub struct SqlSettings {
 struct JwtFile {
     secret: Option<String>,
     public_key: Option<PathBuf>,
+    /// A JWKS file: several keys at once, chosen by a token's `kid`; re-read on SIGHUP.
+    jwks: Option<PathBuf>,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -85,9 +93,16 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub allow_remote: bool,
     pub max_batch: usize,
+    /// The Redis key namespace (`namespace`, `DAEDA_NAMESPACE`), default `default`.
+    pub namespace: String,
+    /// When `/readyz` says ready (`ready_when`, `DAEDA_READY_WHEN`).
+    pub ready_when: ReadyWhen,
+    /// `admin_listen` (`DAEDA_ADMIN_LISTEN`): `/metrics` there instead of on `listen`.
+    pub admin_listen: Option<String>,
     pub limits: ServeLimits,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<PathBuf>,
+    pub jwt_jwks: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub sql: SqlSettings,
@@ -145,7 +160,19 @@ impl Config {
         if sql.timeout_ms == 0 || sql.max_rows == 0 || sql.concurrency == 0 || sql.threads == 0 {
             return Err(crate::UsageError("sql.timeout_ms, sql.max_rows, sql.concurrency and sql.threads must be greater than 0".into()).into());
         }
+        let namespace = env("DAEDA_NAMESPACE").or(file.namespace).unwrap_or_else(|| daeda_online::keys::DEFAULT_NAMESPACE.into());
+        daeda_online::keys::Keys::new(&namespace).map_err(|e| crate::UsageError(format!("namespace (DAEDA_NAMESPACE or daeda.toml): {e}")))?;
+        let ready_when = match env("DAEDA_READY_WHEN").or(file.ready_when).as_deref() {
+            None | Some("all") => ReadyWhen::All,
+            Some("any") => ReadyWhen::Any,
+            Some(other) => {
+                return Err(crate::UsageError(format!("ready_when (DAEDA_READY_WHEN or daeda.toml) is `{other}`, expected `all` or `any`")).into())
+            }
+        };
         Ok(Config {
+            namespace,
+            ready_when,
+            admin_listen: env("DAEDA_ADMIN_LISTEN").or(file.admin_listen),
             listen: env("DAEDA_LISTEN").or(file.listen).unwrap_or_else(|| "127.0.0.1:7070".into()),
             redis_url: o
                 .redis
@@ -172,12 +199,15 @@ impl Config {
             limits,
             jwt_secret: env("DAEDA_JWT_SECRET").or(jwt.secret),
             jwt_public_key: env("DAEDA_JWT_PUBLIC_KEY").map(PathBuf::from).or(jwt.public_key),
+            jwt_jwks: env("DAEDA_JWT_JWKS").map(PathBuf::from).or(jwt.jwks),
             jwt_issuer: env("DAEDA_JWT_ISSUER").or(jwt.issuer),
             jwt_audience: env("DAEDA_JWT_AUDIENCE").or(jwt.audience),
             sql,
         })
     }
 }
+
+pub use daeda_gateway::ReadyWhen;
 
 fn read(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

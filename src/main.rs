@@ -75,6 +75,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("DAEDA_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: a log file, journald
+        // or a collector reading a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

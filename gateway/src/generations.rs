@@ -13,13 +13,20 @@ use daeda_online::{GenerationMeta, OnlineError, OnlineStore};
 
 pub struct Generations {
     store: OnlineStore,
-    services: Vec<String>,
+    /// The services served; replaced when the catalog is reloaded.
+    services: RwLock<Vec<String>>,
     live: RwLock<HashMap<String, Arc<GenerationMeta>>>,
 }
 
 impl Generations {
     pub fn new(store: OnlineStore, services: Vec<String>) -> Generations {
-        Generations { store, services, live: RwLock::new(HashMap::new()) }
+        Generations { store, services: RwLock::new(services), live: RwLock::new(HashMap::new()) }
+    }
+
+    /// After a catalog reload: serve these; forget the cached generations of others.
+    pub fn set_services(&self, services: Vec<String>) {
+        self.live.write().expect("generation cache lock").retain(|s, _| services.contains(s));
+        *self.services.write().expect("generation services lock") = services;
     }
 
     pub fn get(&self, service: &str) -> Option<Arc<GenerationMeta>> {
@@ -57,8 +64,9 @@ impl Generations {
 
     /// Re-reads every pointer (one round trip) and the metadata of those that moved.
     pub async fn refresh(&self) -> Result<(), OnlineError> {
-        let current = self.store.current_generations(&self.services).await?;
-        for (service, generation) in self.services.iter().zip(current) {
+        let services = self.services.read().expect("generation services lock").clone();
+        let current = self.store.current_generations(&services).await?;
+        for (service, generation) in services.iter().zip(current) {
             let cached = self.get(service).map(|m| m.generation.clone());
             if cached != generation {
                 let meta = match &generation {

@@ -20,10 +20,15 @@ pub type Body = Full<Bytes>;
 
 /// Serves one request: dispatch under the deadline, errors to their JSON, metrics.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    handle_on(state, req, false).await
+}
+
+/// As [`handle`]; `admin` when the request came to the admin address.
+async fn handle_on(state: Arc<State>, req: Request<Incoming>, admin: bool) -> Response<Body> {
     let start = Instant::now();
     let route = route_name(req.method(), req.uri().path());
     let deadline = state.cfg.request_timeout;
-    let result = match tokio::time::timeout(deadline, dispatch(&state, req)).await {
+    let result = match tokio::time::timeout(deadline, dispatch(&state, req, admin)).await {
         Ok(r) => r,
         Err(_) => Err(ApiError::Timeout(deadline.as_millis() as u64)),
     };
@@ -45,6 +50,15 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     tracing::debug!(route, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
     state.metrics.observe(route, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// A request on the admin address: `/metrics`, `/healthz` and `/readyz` only.
+pub async fn handle_admin(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    if matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz") {
+        return handle_on(state, req, true).await;
+    }
+    let e = ApiError::NotFound(format!("the admin address serves /metrics, /healthz and /readyz, not {}", req.uri().path()));
+    respond(e.status(), "application/json", e.body().into())
 }
 
 /// Metric label of a request: the route template, never the raw path.
@@ -71,7 +85,7 @@ fn json_ok(v: &serde_json::Value) -> Response<Body> {
     respond(StatusCode::OK, "application/json", Bytes::from(serde_json::to_vec(v).expect("JSON values serialize")))
 }
 
-async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let only = |m: Method| -> Result<(), ApiError> {
@@ -90,13 +104,17 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
             only(Method::GET)?;
             readyz(state).await
         }
+        "/metrics" if state.cfg.admin_listen.is_some() && !admin => {
+            Err(ApiError::NotFound("/metrics is served on the admin address (admin_listen)".into()))
+        }
         "/metrics" => {
             only(Method::GET)?;
+            let served = state.served();
             let gauges = crate::metrics::Gauges {
                 pool: state.store.pool_status(),
                 connections_open: state.cfg.max_connections - state.slots.available_permits(),
                 max_connections: state.cfg.max_connections,
-                live: state.schemas.keys().map(|s| (s.as_str(), state.generations.get(s))).collect(),
+                live: served.iter().map(|s| (s.as_str(), state.generations.get(s))).collect(),
                 now: chrono::Utc::now(),
             };
             let mut text = state.metrics.render(&gauges);
@@ -136,20 +154,61 @@ fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiErr
     state.verifier.verify(header)
 }
 
+/// Ready when Redis answers, the catalog is loaded, and every (`ready_when =
+/// all`) or some (`any`) service whose serving is allowed has a live
+/// generation whose fingerprint matches its loaded definition; each served
+/// service's state is in `serving`. Pointers are read from Redis now, not from
+/// the cache: a Redis that came back empty is not ready at once.
 async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
     // The SQL plane is auxiliary: its state is reported, never a reason to
     // take the online plane out of rotation.
     let sql = state.sql.as_ref().map(|p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}));
-    match state.store.ping().await {
-        Ok(()) => Ok(json_ok(&json!({"status": "ready", "redis": "ok", "services": state.catalog.services().count(), "sql": sql}))),
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    state.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    state.generations.refresh().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let catalog = state.catalog();
+    let mut serving = serde_json::Map::new();
+    let (mut ready, mut total) = (0usize, 0usize);
+    for def in catalog.services().filter(|s| s.serving.allowed) {
+        total += 1;
+        let detail = match state.generations.get(&def.name) {
+            None => json!({"ready": false, "reason": "no live generation; materialize it"}),
+            Some(m) if m.fingerprint != def.fingerprint() => json!({
+                "ready": false,
+                "generation": m.generation,
+                "reason": format!(
+                    "the live generation has schema fingerprint {}, the loaded definition {}; materialize it, or reload the catalog (SIGHUP)",
+                    m.fingerprint,
+                    def.fingerprint()
+                ),
+            }),
+            Some(m) => {
+                ready += 1;
+                json!({"ready": true, "generation": m.generation, "version": m.version})
+            }
+        };
+        serving.insert(def.name.clone(), detail);
     }
+    let is_ready = match state.cfg.ready_when {
+        crate::ReadyWhen::All => ready == total,
+        crate::ReadyWhen::Any => ready > 0 || total == 0,
+    };
+    let body = json!({
+        "status": if is_ready { "ready" } else { "not_ready" },
+        "redis": "ok",
+        "catalog": "loaded",
+        "ready_when": match state.cfg.ready_when { crate::ReadyWhen::All => "all", crate::ReadyWhen::Any => "any" },
+        "services": catalog.services().count(),
+        "serving": serving,
+        "sql": sql,
+    });
+    let status = if is_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok(respond(status, "application/json", Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"))))
 }
 
 /// The services this token may read, with their schema and live generation.
 fn services(state: &State, who: &Principal) -> serde_json::Value {
-    let list: Vec<_> = state
-        .catalog
+    let catalog = state.catalog();
+    let list: Vec<_> = catalog
         .services()
         .filter(|s| auth::authorize(who, s, Plane::Online).is_ok() || auth::authorize(who, s, Plane::Sql).is_ok())
         .map(|s| {
@@ -191,7 +250,8 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiEr
 
 async fn features(state: &State, req: Request<Incoming>, service: &str) -> Result<Response<Body>, ApiError> {
     let who = principal(state, &req)?;
-    let def: &Arc<ServiceDef> = state.catalog.get(service).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let catalog = state.catalog();
+    let def: &Arc<ServiceDef> = catalog.get(service).map_err(|e| ApiError::NotFound(e.to_string()))?;
     auth::authorize(&who, def, Plane::Online)?;
     let wants_arrow = wants_arrow(&req);
     let body = read_body(state, req).await?;
@@ -204,8 +264,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         .await?
         .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
     let t = Instant::now();
-    // Present for every service `authorize` lets through (serving allowed).
-    let schema = state.schemas.get(service).cloned().ok_or_else(|| ApiError::NotFound(format!("unknown service `{service}`")))?;
+    let schema = state.schema_for(def, &meta)?;
     let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
     state.metrics.redis_latency(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
@@ -214,6 +273,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         if let Some(now) = state.generations.reload(service).await? {
             if now.generation != meta.generation {
                 meta = now;
+                let schema = state.schema_for(def, &meta)?;
                 fetched = lookup::fetch(&state.store, def, schema, &meta, &lookup_req, state.cfg.max_batch).await?;
             }
         }
@@ -262,7 +322,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         }
     }
     let granted: Vec<String> = state
-        .catalog
+        .catalog()
         .services()
         .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
         .map(|s| s.name.to_ascii_lowercase())

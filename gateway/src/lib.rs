@@ -6,8 +6,12 @@
 //!   token, and every access to a service goes through [`auth::authorize`],
 //!   which refuses a service whose serving is not allowed whatever the token says;
 //! - a lookup reads one generation with one MGET, so a response never mixes
-//!   two generations; rows of a generation whose fingerprint differs from the
-//!   loaded definition are refused, never decoded;
+//!   two generations, and decodes it with the schema stored with that
+//!   generation (never the loaded definition's guess), so a schema change
+//!   flips without a failed lookup; a generation whose row keys the loaded
+//!   definition does not build is refused, never decoded;
+//! - the catalog can be replaced while serving ([`Reloader`]); each request
+//!   reads one catalog snapshot from start to end;
 //! - a non-loopback address is only bound with TLS and `allow_remote`;
 //! - Redis calls are bounded by timeouts: a dead Redis answers 503 quickly;
 //! - connections are bounded too: at most `max_connections` at once (the next
@@ -78,6 +82,22 @@ pub struct GatewayConfig {
     /// SQL plane: queries running at once; more wait, then answer 503.
     pub sql_concurrency: usize,
     pub auth: AuthSettings,
+    /// When `/readyz` answers ready.
+    pub ready_when: ReadyWhen,
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz`
+    /// (no token; TLS as configured); `/metrics` then leaves the main address.
+    /// A non-loopback one needs TLS and `allow_remote`, as `listen` does.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// `/readyz` is ready when Redis answers, and every (`All`) or at least one
+/// (`Any`) service whose serving is allowed has a live generation whose
+/// fingerprint matches its loaded definition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadyWhen {
+    #[default]
+    All,
+    Any,
 }
 
 impl GatewayConfig {
@@ -98,6 +118,8 @@ impl GatewayConfig {
             sql_max_bytes: 16 << 20,
             sql_concurrency: 4,
             auth,
+            ready_when: ReadyWhen::All,
+            admin_listen: None,
         }
     }
 }
@@ -123,7 +145,8 @@ pub enum StartError {
 /// What every request handler shares.
 pub(crate) struct State {
     pub(crate) cfg: GatewayConfig,
-    pub(crate) catalog: Catalog,
+    /// The loaded catalog; replaced whole by [`Reloader::reload`].
+    catalog: std::sync::RwLock<Arc<Catalog>>,
     pub(crate) store: OnlineStore,
     pub(crate) verifier: auth::Verifier,
     pub(crate) generations: Arc<generations::Generations>,
@@ -132,8 +155,88 @@ pub(crate) struct State {
     /// One permit per open connection, `max_connections` in all.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) sql: Option<SqlPlane>,
-    /// Each served service's row schema, built once at start-up.
-    pub(crate) schemas: std::collections::HashMap<String, Arc<daeda_online::codec::RowSchema>>,
+    /// Row schemas by service, of the generations lately served (see [`State::schema_for`]).
+    schemas: std::sync::Mutex<std::collections::HashMap<String, Vec<CachedSchema>>>,
+}
+
+/// A generation's decoded row schema, valid for one loaded definition. Keyed
+/// on the generation's fingerprint too: an id reused after a purge may hold
+/// another schema.
+struct CachedSchema {
+    generation: String,
+    online: String,
+    fingerprint: String,
+    schema: Arc<daeda_online::codec::RowSchema>,
+}
+
+/// Schemas kept per service: the live generation and the one before it, which
+/// in-flight lookups may still read around a flip.
+const SCHEMAS_PER_SERVICE: usize = 2;
+
+impl State {
+    /// The catalog as loaded now; hold it for the whole request.
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    /// The row schema `meta`'s rows are decoded with, built once per
+    /// generation (and loaded definition) and cached.
+    pub(crate) fn schema_for(
+        &self,
+        def: &daeda_catalog::ServiceDef,
+        meta: &daeda_online::GenerationMeta,
+    ) -> Result<Arc<daeda_online::codec::RowSchema>, daeda_online::lookup::LookupError> {
+        let hit = |c: &CachedSchema| c.generation == meta.generation && c.online == meta.fingerprint && c.fingerprint == def.fingerprint();
+        if let Some(list) = self.schemas.lock().expect("schema cache lock").get(&def.name) {
+            if let Some(c) = list.iter().find(|c| hit(c)) {
+                return Ok(c.schema.clone());
+            }
+        }
+        let schema = Arc::new(daeda_online::lookup::generation_schema(def, meta)?);
+        let mut cache = self.schemas.lock().expect("schema cache lock");
+        let list = cache.entry(def.name.clone()).or_default();
+        if !list.iter().any(hit) {
+            list.push(CachedSchema {
+                generation: meta.generation.clone(),
+                online: meta.fingerprint.clone(),
+                fingerprint: def.fingerprint().to_string(),
+                schema: schema.clone(),
+            });
+            if list.len() > SCHEMAS_PER_SERVICE {
+                list.remove(0);
+            }
+        }
+        Ok(schema)
+    }
+
+    /// Services whose serving is allowed in the loaded catalog.
+    pub(crate) fn served(&self) -> Vec<String> {
+        served(&self.catalog())
+    }
+}
+
+fn served(catalog: &Catalog) -> Vec<String> {
+    catalog.services().filter(|s| s.serving.allowed).map(|s| s.name.clone()).collect()
+}
+
+/// Replaces a running gateway's catalog (on SIGHUP in `daeda serve`): a
+/// service whose serving is no longer allowed, or a grant that changed, takes
+/// effect with the next request.
+#[derive(Clone)]
+pub struct Reloader(Arc<State>);
+
+impl Reloader {
+    pub fn reload(&self, catalog: Catalog) {
+        let state = &self.0;
+        state.generations.set_services(served(&catalog));
+        *state.catalog.write().expect("catalog lock") = Arc::new(catalog);
+        state.schemas.lock().expect("schema cache lock").clear();
+    }
+
+    /// Re-reads the JWT key set (`jwt.jwks`); see [`auth::Verifier::reload_keys`].
+    pub fn reload_keys(&self) -> Result<usize, auth::AuthConfigError> {
+        self.0.verifier.reload_keys()
+    }
 }
 
 /// The SQL plane as the gateway holds it: its policy threads, its worker
@@ -154,6 +257,7 @@ pub(crate) struct SqlPlane {
 pub struct Gateway {
     state: Arc<State>,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -171,12 +275,14 @@ impl Gateway {
         store: OnlineStore,
         sql: Option<sql::WorkerCommand>,
     ) -> Result<Gateway, StartError> {
-        if !cfg.listen.ip().is_loopback() {
-            if cfg.tls.is_none() {
-                return Err(StartError::RemoteWithoutTls(cfg.listen));
-            }
-            if !cfg.allow_remote {
-                return Err(StartError::RemoteNotAllowed(cfg.listen));
+        for addr in std::iter::once(cfg.listen).chain(cfg.admin_listen) {
+            if !addr.ip().is_loopback() {
+                if cfg.tls.is_none() {
+                    return Err(StartError::RemoteWithoutTls(addr));
+                }
+                if !cfg.allow_remote {
+                    return Err(StartError::RemoteNotAllowed(addr));
+                }
             }
         }
         if cfg.max_connections == 0 {
@@ -194,16 +300,14 @@ impl Gateway {
             None => None,
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
-        let served: Vec<String> = catalog.services().filter(|s| s.serving.allowed).map(|s| s.name.clone()).collect();
-        let generations = Arc::new(generations::Generations::new(store.clone(), served));
+        let admin = match cfg.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
+        let generations = Arc::new(generations::Generations::new(store.clone(), served(&catalog)));
         if let Err(e) = generations.refresh().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; lookups answer 503 until it is");
         }
-        let schemas = catalog
-            .services()
-            .filter(|s| s.serving.allowed)
-            .map(|s| (s.name.clone(), Arc::new(daeda_online::codec::RowSchema::of(s))))
-            .collect();
         let sql = sql.map(|cmd| {
             let (worker, supervisor) = sql::SqlWorker::spawn(cmd);
             SqlPlane {
@@ -216,18 +320,31 @@ impl Gateway {
             }
         });
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
+        let catalog = std::sync::RwLock::new(Arc::new(catalog));
+        let schemas = Default::default();
         let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), failures: Default::default(), slots, sql, schemas });
-        Ok(Gateway { state, listener, tls })
+        Ok(Gateway { state, listener, admin, tls })
+    }
+
+    /// A handle that replaces the catalog while the gateway runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.state.clone())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The admin address, when `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// (up to 10 s).
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let refresher = self.state.generations.spawn_refresher(self.state.cfg.refresh);
+        let admin = self.admin.take().map(|l| tokio::spawn(serve_admin(l, self.state.clone(), self.tls.clone())));
         let flusher = {
             let state = self.state.clone();
             tokio::spawn(async move {
@@ -315,6 +432,9 @@ impl Gateway {
             });
         }
         drop(self.listener);
+        if let Some(a) = admin {
+            a.abort();
+        }
         refresher.abort();
         if let Some(sql) = &self.state.sql {
             sql.supervisor.abort(); // drops the worker's process handle, which kills it
@@ -324,6 +444,41 @@ impl Gateway {
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections were still open 10 s after shutdown began");
         }
+    }
+}
+
+/// The admin address: operations routes only, each connection bounded by the
+/// same header and idle timeouts (as one request deadline), few enough that
+/// they need no slots of their own.
+async fn serve_admin(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(state.cfg.header_read_timeout);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (state, builder, tls) = (state.clone(), builder.clone(), tls.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handlers::handle_admin(state, req).await) }
+            });
+            let idle = tokio::time::sleep(Duration::from_secs(60));
+            let served = async {
+                let _ = match tls {
+                    None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                        Err(_) => return,
+                    },
+                };
+            };
+            tokio::select! {
+                () = served => {}
+                () = idle => {}
+            }
+        });
     }
 }
 

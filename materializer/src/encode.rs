@@ -56,8 +56,9 @@ enum ValCol<'a> {
 }
 
 impl<'a> Encoder<'a> {
-    pub fn new(def: &'a ServiceDef, generation: &str) -> Encoder<'a> {
-        Encoder { def, schema: RowSchema::of(def), key_prefix: keys::row_prefix(&def.name, generation) }
+    /// `key_prefix`: the store's `keys().row_prefix(service, generation)`.
+    pub fn new(def: &'a ServiceDef, key_prefix: String) -> Encoder<'a> {
+        Encoder { def, schema: RowSchema::of(def), key_prefix }
     }
 
     pub fn encode(&self, batch: &RecordBatch) -> Result<EncodedBatch, MaterializeError> {

@@ -382,6 +382,7 @@ impl Materializer {
             materialized_at: rfc3339(Utc::now()),
             source_snapshot: produced.opened.snapshot.to_string(),
             watermark_micros: produced.max_event_ts.unwrap_or(i64::MIN),
+            schema: Some(daeda_online::ServedSchema::of(def).to_json()),
         };
         lease.check()?;
         let previous = self.store.flip(&meta).await?;
@@ -498,7 +499,8 @@ impl Materializer {
     ) -> tokio::task::JoinHandle<Result<Produced, MaterializeError>> {
         let def = def.clone();
         let as_of = req.as_of;
-        tokio::task::spawn_blocking(move || produce(&def, as_of, newer_than, &generation, tx))
+        let row_prefix = self.store.keys().row_prefix(&def.name, &generation);
+        tokio::task::spawn_blocking(move || produce(&def, as_of, newer_than, row_prefix, tx))
     }
 
     /// Drains the queue with `writers` concurrent pipelines. Returns rows written
@@ -619,7 +621,7 @@ fn produce(
     def: &ServiceDef,
     as_of: DateTime<Utc>,
     newer_than: Option<DateTime<Utc>>,
-    generation: &str,
+    row_prefix: String,
     tx: mpsc::Sender<EncodedBatch>,
 ) -> Result<Produced, MaterializeError> {
     let t0 = std::time::Instant::now();
@@ -630,7 +632,7 @@ fn produce(
     let stats = offline::stats(&conn, def, &opened.relation, as_of)?;
     tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), rows = stats.rows, "source stats");
     let sql = offline::latest_rows_sql(def, &opened.relation, as_of, newer_than);
-    let encoder = Encoder::new(def, generation);
+    let encoder = Encoder::new(def, row_prefix);
     let mut stmt = conn.prepare(&sql)?;
     // Stream chunk by chunk; errors surface from step() (never through the
     // panicking iterator).

@@ -299,6 +299,43 @@ impl MetadataStore {
         Ok(v)
     }
 
+    /// Retention: removes every record of the runs that started before
+    /// `cutoff` (RFC 3339), except the latest successful run of each service
+    /// and kind, which the attempt counter starts from. The only deletion the
+    /// store allows: in one transaction the no-delete trigger is dropped, the
+    /// rows deleted and the trigger created again, so no other writer ever
+    /// sees the table without it. With `dry_run`, counts only. Returns
+    /// (runs, records).
+    pub fn prune(&mut self, cutoff: &str, dry_run: bool) -> Result<(u64, u64), StoreError> {
+        let success: Vec<String> = RunStatus::ALL.iter().filter(|s| s.is_success()).map(|s| format!("'{}'", s.as_str())).collect();
+        let doomed = format!(
+            "SELECT run_id FROM run_records GROUP BY run_id HAVING julianday(min(started_at)) < julianday(?1) \
+             EXCEPT SELECT run_id FROM run_records WHERE seq IN \
+               (SELECT max(seq) FROM run_records WHERE status IN ({}) GROUP BY service, kind)",
+            success.join(", ")
+        );
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+        let runs: i64 = tx.query_row(&format!("SELECT count(*) FROM ({doomed})"), params![cutoff], |r| r.get(0)).map_err(sql)?;
+        let records: i64 = tx
+            .query_row(&format!("SELECT count(*) FROM run_records WHERE run_id IN ({doomed})"), params![cutoff], |r| r.get(0))
+            .map_err(sql)?;
+        let counts = (runs as u64, records as u64);
+        if dry_run || records == 0 {
+            return Ok(counts);
+        }
+        tx.execute_batch("DROP TRIGGER run_records_no_delete").map_err(sql)?;
+        tx.execute(&format!("DELETE FROM run_records WHERE run_id IN ({doomed})"), params![cutoff]).map_err(sql)?;
+        tx.execute_batch(
+            "CREATE TRIGGER run_records_no_delete BEFORE DELETE ON run_records \
+             BEGIN SELECT RAISE(ABORT, 'run_records is append-only'); END;",
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(counts)
+    }
+
     fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<RunRecord>, StoreError> {
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
         let rows = stmt.query_map(p, read_record).map_err(|e| self.sql(e))?;
@@ -378,6 +415,35 @@ mod tests {
         assert!(store.conn.execute("DELETE FROM run_records", []).is_err());
         let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// Issue 15: `runs prune` removes whole old runs, keeps each kind's latest
+    /// success (the attempt counter's anchor), and leaves the table append-only.
+    #[test]
+    fn prune_removes_old_runs_but_keeps_the_latest_success_and_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        let at = |run: &str, status, started: &str| RunRecord { started_at: started.into(), ..rec(run, status) };
+        for (run, status, started) in [
+            ("older-ok", RunStatus::Succeeded, "2025-12-01T00:00:00.000000Z"),
+            ("old-ok", RunStatus::Running, "2026-01-01T00:00:00Z"),
+            ("old-ok", RunStatus::Succeeded, "2026-01-01T00:00:00Z"),
+            ("old-failed", RunStatus::Running, "2026-01-02T00:00:00Z"),
+            ("old-failed", RunStatus::Failed, "2026-01-02T00:00:00Z"),
+            ("new", RunStatus::Running, "2026-06-01T00:00:00Z"),
+            ("new", RunStatus::Failed, "2026-06-01T00:00:00Z"),
+        ] {
+            store.append(&at(run, status, started)).unwrap();
+        }
+        assert_eq!(store.prune("2026-03-01T00:00:00Z", true).unwrap(), (2, 3));
+        // Not `old-ok` (the latest success), not `new`.
+        let _ = store.show("older-ok").unwrap();
+        assert_eq!(store.prune("2026-03-01T00:00:00Z", false).unwrap(), (2, 3));
+        assert!(matches!(store.show("older-ok"), Err(StoreError::UnknownRun(_))));
+        assert!(matches!(store.show("old-failed"), Err(StoreError::UnknownRun(_))));
+        assert_eq!(store.show("old-ok").unwrap().len(), 2);
+        assert_eq!(store.next_attempt("s", RunKind::Materialize).unwrap(), 2);
+        assert!(store.conn.execute("DELETE FROM run_records", []).unwrap_err().to_string().contains("append-only"));
     }
 
     /// Regression (issue 14): skew checks end `passed` or `skewed`, but only

@@ -23,6 +23,9 @@ pub enum OnlineError {
          writing and neither flipped nor advanced a generation"
     )]
     LeaseLost { service: String },
+    /// The configured namespace cannot be part of a key.
+    #[error("{0}")]
+    BadNamespace(String),
     /// A generation's metadata hash is unreadable.
     #[error("generation metadata {key} is corrupt: {reason}")]
     CorruptMeta { key: String, reason: String },

@@ -1,58 +1,119 @@
 //! The Redis key layout. Written for Redis Cluster as much as for one server:
 //!
 //! ```text
-//! daeda:{svc:NAME}:current        STRING  the live generation id (the pointer readers follow)
-//! daeda:{svc:NAME}:lease          STRING  run id of the run holding the lease, with a PX expiry
-//! daeda:{svc:NAME}:genseq         STRING  counter that numbers generations
-//! daeda:{svc:NAME}:gens           SET     generation ids that may still hold rows
-//! daeda:{svc:NAME}:gen:GEN        HASH    generation metadata (see GenerationMeta)
-//! daeda:row:NAME:GEN:ENTITY       STRING  one encoded row (see codec)
+//! P{svc:NAME}:current        STRING  the live generation id (the pointer readers follow)
+//! P{svc:NAME}:lease          STRING  run id of the run holding the lease, with a PX expiry
+//! P{svc:NAME}:genseq         STRING  counter that numbers generations
+//! P{svc:NAME}:gens           SET     generation ids that may still hold rows
+//! P{svc:NAME}:gen:GEN        HASH    generation metadata (see GenerationMeta)
+//! Prow:NAME:GEN:ENTITY       STRING  one encoded row (see codec)
 //! ```
 //!
-//! The per-service keys share the hash tag `{svc:NAME}`, so they live in one slot
-//! and the flip (check the lease, write the metadata, move the pointer) is one
-//! atomic script even on a cluster. Row keys carry no hash tag so one service's
-//! rows spread over every slot.
+//! `P` is the namespace's prefix ([`Keys`]): `daeda:` for the namespace
+//! `default` (the layout from before namespaces, so existing data stays
+//! served), `daeda@NS:` for any other. No prefix is a prefix of another's keys
+//! or SCAN patterns, so catalogs with different namespaces share one Redis
+//! without seeing each other's keys.
+//!
+//! The per-service keys share the hash tag `{svc:NAME}` (the namespace holds no
+//! brace, so it stays the key's first), so they live in one slot and the flip
+//! (check the lease, write the metadata, move the pointer) is one atomic script
+//! even on a cluster. Row keys carry no hash tag so one service's rows spread
+//! over every slot.
 
 use std::fmt::Write;
 
-pub fn current(service: &str) -> String {
-    format!("daeda:{{svc:{service}}}:current")
+/// The namespace every key is written in unless configured (`namespace`,
+/// `DAEDA_NAMESPACE`).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The key layout of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    namespace: String,
+    prefix: String,
 }
 
-pub fn lease(service: &str) -> String {
-    format!("daeda:{{svc:{service}}}:lease")
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new(DEFAULT_NAMESPACE).expect("the default namespace is valid")
+    }
 }
 
-pub fn genseq(service: &str) -> String {
-    format!("daeda:{{svc:{service}}}:genseq")
-}
+impl Keys {
+    /// A namespace is 1 to 64 of `a-z`, `0-9`, `_`, `-`, starting with a letter
+    /// or digit: nothing that is a glob, a hash tag or a key separator.
+    pub fn new(namespace: &str) -> Result<Keys, String> {
+        let ok = !namespace.is_empty()
+            && namespace.len() <= 64
+            && namespace.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+            && !namespace.starts_with(['_', '-']);
+        if !ok {
+            return Err(format!(
+                "namespace `{namespace}` is not 1 to 64 characters of a-z, 0-9, `_` and `-` starting with a letter or digit"
+            ));
+        }
+        let prefix = if namespace == DEFAULT_NAMESPACE { "daeda:".to_string() } else { format!("daeda@{namespace}:") };
+        Ok(Keys { namespace: namespace.to_string(), prefix })
+    }
 
-pub fn generations(service: &str) -> String {
-    format!("daeda:{{svc:{service}}}:gens")
-}
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
 
-pub fn generation_meta(service: &str, generation: &str) -> String {
-    format!("daeda:{{svc:{service}}}:gen:{generation}")
-}
+    pub fn current(&self, service: &str) -> String {
+        format!("{}{{svc:{service}}}:current", self.prefix)
+    }
 
-/// SCAN pattern matching every service's generation set.
-pub const ALL_GENERATION_SETS: &str = "daeda:{svc:*}:gens";
+    pub fn lease(&self, service: &str) -> String {
+        format!("{}{{svc:{service}}}:lease", self.prefix)
+    }
 
-/// The service name in a key built by [`generations`].
-pub fn service_of_generation_set(key: &str) -> Option<&str> {
-    key.strip_prefix("daeda:{svc:")?.strip_suffix("}:gens")
-}
+    pub fn genseq(&self, service: &str) -> String {
+        format!("{}{{svc:{service}}}:genseq", self.prefix)
+    }
 
-/// The common prefix of every row key of one generation.
-pub fn row_prefix(service: &str, generation: &str) -> String {
-    format!("daeda:row:{service}:{generation}:")
-}
+    pub fn generations(&self, service: &str) -> String {
+        format!("{}{{svc:{service}}}:gens", self.prefix)
+    }
 
-/// SCAN pattern for every row of one generation. Service names and generation
-/// ids hold no glob characters, so nothing needs escaping.
-pub fn row_pattern(service: &str, generation: &str) -> String {
-    format!("{}*", row_prefix(service, generation))
+    pub fn generation_meta(&self, service: &str, generation: &str) -> String {
+        format!("{}{{svc:{service}}}:gen:{generation}", self.prefix)
+    }
+
+    /// SCAN pattern matching every service's generation set in this namespace.
+    pub fn all_generation_sets(&self) -> String {
+        format!("{}{{svc:*}}:gens", self.prefix)
+    }
+
+    /// The service name in a key built by [`Keys::generations`].
+    pub fn service_of_generation_set<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?.strip_prefix("{svc:")?.strip_suffix("}:gens")
+    }
+
+    /// The common prefix of every row key of one generation.
+    pub fn row_prefix(&self, service: &str, generation: &str) -> String {
+        format!("{}row:{service}:{generation}:", self.prefix)
+    }
+
+    /// SCAN pattern for every row of one generation. Service names and generation
+    /// ids hold no glob characters, so nothing needs escaping.
+    pub fn row_pattern(&self, service: &str, generation: &str) -> String {
+        format!("{}*", self.row_prefix(service, generation))
+    }
+
+    /// SCAN pattern for every row of every generation of a service, registered
+    /// or not (the `:` after the name keeps `user` from matching `user_x`).
+    pub fn service_row_pattern(&self, service: &str) -> String {
+        format!("{}row:{service}:*", self.prefix)
+    }
+
+    /// The full row key of an entity.
+    pub fn row(&self, service: &str, generation: &str, parts: &[KeyPart<'_>]) -> String {
+        let mut key = self.row_prefix(service, generation);
+        push_entity(&mut key, parts);
+        key
+    }
 }
 
 /// One join-key value of an entity.
@@ -88,16 +149,13 @@ pub fn push_entity(key: &mut String, parts: &[KeyPart<'_>]) {
     }
 }
 
-/// The full row key of an entity.
-pub fn row(service: &str, generation: &str, parts: &[KeyPart<'_>]) -> String {
-    let mut key = row_prefix(service, generation);
-    push_entity(&mut key, parts);
-    key
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(service: &str, generation: &str, parts: &[KeyPart<'_>]) -> String {
+        Keys::default().row(service, generation, parts)
+    }
 
     #[test]
     fn composite_keys_never_collide() {
@@ -112,10 +170,32 @@ mod tests {
 
     #[test]
     fn service_keys_share_one_hash_tag_and_rows_have_none() {
-        for k in [current("u"), lease("u"), genseq("u"), generations("u"), generation_meta("u", "3")] {
-            assert!(k.contains("{svc:u}"), "{k}");
+        for keys in [Keys::default(), Keys::new("team-a").unwrap()] {
+            for k in [keys.current("u"), keys.lease("u"), keys.genseq("u"), keys.generations("u"), keys.generation_meta("u", "3")] {
+                assert!(k.contains("{svc:u}"), "{k}");
+                assert_eq!(k.find('{'), k.find("{svc:u}"), "the hash tag is the first brace: {k}");
+            }
+            assert!(!keys.row("u", "3", &[KeyPart::Int(1)]).contains('{'));
+            assert_eq!(keys.service_of_generation_set(&keys.generations("user_features")), Some("user_features"));
         }
-        assert!(!row("u", "3", &[KeyPart::Int(1)]).contains('{'));
-        assert_eq!(service_of_generation_set(&generations("user_features")), Some("user_features"));
+    }
+
+    #[test]
+    fn the_default_namespace_keeps_the_old_layout_and_namespaces_never_overlap() {
+        let d = Keys::default();
+        assert_eq!(d.current("u"), "daeda:{svc:u}:current");
+        assert_eq!(d.row_prefix("u", "1"), "daeda:row:u:1:");
+        let a = Keys::new("a").unwrap();
+        let ab = Keys::new("ab").unwrap();
+        assert_eq!(a.current("u"), "daeda@a:{svc:u}:current");
+        assert_eq!(a.row_prefix("u", "1"), "daeda@a:row:u:1:");
+        for (x, y) in [(&d, &a), (&a, &d), (&a, &ab), (&ab, &a)] {
+            assert_eq!(x.service_of_generation_set(&y.generations("u")), None);
+            assert!(!y.row_prefix("u", "1").starts_with(&x.row_prefix("u", "1")));
+            assert!(!y.generations("u").starts_with(x.all_generation_sets().trim_end_matches("{svc:*}:gens")) || x == y);
+        }
+        for bad in ["", "A", "a:b", "a{b", "a*", "_a", &"x".repeat(65)] {
+            assert!(Keys::new(bad).is_err(), "{bad}");
+        }
     }
 }

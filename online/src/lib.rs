@@ -14,5 +14,5 @@ pub mod lookup;
 
 pub use batch::RowBatch;
 pub use error::OnlineError;
-pub use meta::GenerationMeta;
+pub use meta::{GenerationMeta, ServedColumn, ServedSchema};
 pub use store::{redact, ConditionalWrites, Connection, MemoryInfo, OnlineStore, StoreSettings};

@@ -29,7 +29,8 @@ pub enum LookupError {
     /// Nothing has been materialized for the service yet (404).
     #[error("service `{0}` has no live generation; materialize it first")]
     NoLiveGeneration(String),
-    /// The live generation was written for another schema (409).
+    /// The live generation's rows are keyed (join keys, timestamp) other than the
+    /// loaded definition says, or it has no stored schema and another fingerprint (409).
     #[error(
         "the live generation {generation} of `{service}` was written with schema fingerprint {online}, but the \
          loaded definition has {defined}; rematerialize or reload, rows are not decoded"
@@ -139,17 +140,33 @@ fn selected(def: &ServiceDef, schema: &RowSchema, features: Option<&[String]>) -
     Ok(out)
 }
 
-/// Checks that the live generation can be decoded with `def`.
-pub fn check_generation(def: &ServiceDef, meta: &GenerationMeta) -> Result<(), LookupError> {
-    if meta.fingerprint != def.fingerprint() {
-        return Err(LookupError::FingerprintMismatch {
-            service: def.name.clone(),
-            generation: meta.generation.clone(),
-            online: meta.fingerprint.clone(),
-            defined: def.fingerprint().to_string(),
-        });
+/// The row schema to decode `meta`'s rows with: the schema stored with the
+/// generation, so a definition loaded before a schema change still reads a
+/// generation written after it (and the other way round). Refused (409) only
+/// when the definition would build other row keys (join keys or timestamp
+/// changed), or, for a generation stored without its schema, when the
+/// fingerprints differ.
+pub fn generation_schema(def: &ServiceDef, meta: &GenerationMeta) -> Result<RowSchema, LookupError> {
+    let mismatch = || LookupError::FingerprintMismatch {
+        service: def.name.clone(),
+        generation: meta.generation.clone(),
+        online: meta.fingerprint.clone(),
+        defined: def.fingerprint().to_string(),
+    };
+    match &meta.schema {
+        None if meta.fingerprint == def.fingerprint() => Ok(RowSchema::of(def)),
+        None => Err(mismatch()),
+        Some(text) => {
+            let stored = crate::ServedSchema::from_json(text)
+                .map_err(|reason| OnlineError::CorruptMeta { key: format!("{}/{}", def.name, meta.generation), reason })?;
+            if !stored.same_keys_as(def) {
+                return Err(mismatch());
+            }
+            stored
+                .row_schema()
+                .map_err(|reason| OnlineError::CorruptMeta { key: format!("{}/{}", def.name, meta.generation), reason }.into())
+        }
     }
-    Ok(())
 }
 
 /// What an entity's lookup found.
@@ -190,8 +207,8 @@ impl Fetched {
 }
 
 /// Looks up a batch against the generation `meta`: one MGET, rows decoded.
-/// `schema` is `RowSchema::of(def)`, passed in so a server builds it once per
-/// service rather than once per request.
+/// `schema` is [`generation_schema`] of `meta`, passed in so a server builds it
+/// once per generation rather than once per request.
 pub async fn fetch(
     store: &OnlineStore,
     def: &ServiceDef,
@@ -202,8 +219,7 @@ pub async fn fetch(
 ) -> Result<Fetched, LookupError> {
     let wanted = selected(def, &schema, req.features.as_deref())?;
     let entities = entity_keys(def, &req.entities, max_batch)?;
-    check_generation(def, meta)?;
-    let prefix = keys::row_prefix(&def.name, &meta.generation);
+    let prefix = store.keys().row_prefix(&def.name, &meta.generation);
     let redis_keys: Vec<String> = entities.iter().map(|e| format!("{prefix}{e}")).collect();
     let raw = store.get_rows(&redis_keys).await?;
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64;
@@ -236,7 +252,8 @@ pub async fn lookup(
     req: &LookupRequest,
     max_batch: usize,
 ) -> Result<Vec<u8>, LookupError> {
-    let fetched = fetch(store, def, Arc::new(RowSchema::of(def)), meta, req, max_batch).await?;
+    let schema = generation_schema(def, meta)?;
+    let fetched = fetch(store, def, Arc::new(schema), meta, req, max_batch).await?;
     let mut out = Vec::with_capacity(256 + fetched.rows.len() * 128);
     write_json(def, meta, req, &fetched, &mut out);
     Ok(out)

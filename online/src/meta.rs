@@ -27,6 +27,75 @@ pub struct GenerationMeta {
     /// Greatest event time materialized, microseconds since the epoch; incremental
     /// runs only write entities newer than this.
     pub watermark_micros: i64,
+    /// The served schema the rows were encoded with ([`ServedSchema`] as JSON),
+    /// so a reader decodes this generation with its own schema whatever
+    /// definition it loaded. None for generations written before it was stored.
+    pub schema: Option<String>,
+}
+
+/// The served schema of a generation as stored in its metadata: every column
+/// in definition order with its type, and which are the join keys and the
+/// timestamp. Plain JSON, readable with `HGET ... schema`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServedSchema {
+    pub join_keys: Vec<String>,
+    pub timestamp: String,
+    pub columns: Vec<ServedColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServedColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+impl ServedSchema {
+    pub fn of(def: &daeda_catalog::ServiceDef) -> ServedSchema {
+        ServedSchema {
+            join_keys: def.join_keys.clone(),
+            timestamp: def.timestamp.clone(),
+            columns: def.columns.iter().map(|c| ServedColumn { name: c.name.clone(), ty: c.ty.to_string() }).collect(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a schema serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<ServedSchema, String> {
+        serde_json::from_str(text).map_err(|e| format!("the stored schema is not readable: {e}"))
+    }
+
+    fn column_type(&self, name: &str) -> Option<&str> {
+        self.columns.iter().find(|c| c.name == name).map(|c| c.ty.as_str())
+    }
+
+    /// Whether `def` builds the same row keys and reads the same timestamp:
+    /// the join keys (names, order and types) and the timestamp column. Value
+    /// columns may differ; they are decoded with this schema.
+    pub fn same_keys_as(&self, def: &daeda_catalog::ServiceDef) -> bool {
+        let ty = |n: &str| def.column(n).map(|c| c.ty.to_string());
+        self.join_keys == def.join_keys
+            && self.timestamp == def.timestamp
+            && self.join_keys.iter().chain([&self.timestamp]).all(|k| self.column_type(k).map(str::to_string) == ty(k))
+    }
+
+    /// The row schema of the value columns (all but join keys and timestamp),
+    /// in stored order, as the codec reads them.
+    pub fn row_schema(&self) -> Result<crate::codec::RowSchema, String> {
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        for c in &self.columns {
+            if self.join_keys.contains(&c.name) || c.name == self.timestamp {
+                continue;
+            }
+            let ty = daeda_catalog::ColumnType::parse(&c.ty, None).map_err(|e| format!("column `{}`: {e}", c.name))?;
+            names.push(c.name.clone());
+            types.push(ty);
+        }
+        Ok(crate::codec::RowSchema { names, types })
+    }
 }
 
 impl GenerationMeta {
@@ -44,9 +113,13 @@ impl GenerationMeta {
             ("source_snapshot", self.source_snapshot.clone()),
             ("watermark_micros", self.watermark_micros.to_string()),
         ]
+        .into_iter()
+        .chain(self.schema.clone().map(|s| ("schema", s)))
+        .collect()
     }
 
     pub(crate) fn from_fields(mut m: HashMap<String, String>) -> Result<GenerationMeta, String> {
+        let schema = m.remove("schema");
         let mut take = |k: &str| m.remove(k).ok_or_else(|| format!("field `{k}` is missing"));
         let num = |k: &str, v: String| v.parse::<i64>().map_err(|_| format!("field `{k}` is not a number: {v}"));
         Ok(GenerationMeta {
@@ -61,6 +134,7 @@ impl GenerationMeta {
             materialized_at: take("materialized_at")?,
             source_snapshot: take("source_snapshot")?,
             watermark_micros: num("watermark_micros", take("watermark_micros")?)?,
+            schema,
         })
     }
 }

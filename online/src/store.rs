@@ -126,6 +126,8 @@ pub struct OnlineStore {
     /// A Redis Cluster: SCAN and INFO go to every primary, conditional writes
     /// are grouped by slot.
     cluster: bool,
+    /// The namespace's key layout: every key this handle reads or writes.
+    keys: keys::Keys,
 }
 
 /// `redis://h:1/0` is one server; a comma-separated seed list
@@ -200,7 +202,18 @@ impl OnlineStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
-        Ok(OnlineStore { pool, display_url, cluster })
+        Ok(OnlineStore { pool, display_url, cluster, keys: keys::Keys::default() })
+    }
+
+    /// The same store in `namespace` (see [`keys`]); the default is `default`.
+    pub fn in_namespace(mut self, namespace: &str) -> Result<OnlineStore, OnlineError> {
+        self.keys = keys::Keys::new(namespace).map_err(OnlineError::BadNamespace)?;
+        Ok(self)
+    }
+
+    /// The key layout of this store's namespace.
+    pub fn keys(&self) -> &keys::Keys {
+        &self.keys
     }
 
     pub fn url(&self) -> &str {
@@ -295,7 +308,7 @@ impl OnlineStore {
     /// Takes the service's lease for `ttl`, or fails with the holder's run id.
     pub async fn acquire_lease(&self, service: &str, run_id: &str, ttl: Duration) -> Result<(), OnlineError> {
         let mut c = self.conn().await?;
-        let key = keys::lease(service);
+        let key = self.keys.lease(service);
         let ok: Option<String> = redis::cmd("SET")
             .arg(&key)
             .arg(run_id)
@@ -316,7 +329,7 @@ impl OnlineStore {
     pub async fn renew_lease(&self, service: &str, run_id: &str, ttl: Duration) -> Result<bool, OnlineError> {
         let mut c = self.conn().await?;
         let n: i64 = Script::new(RENEW)
-            .key(keys::lease(service))
+            .key(self.keys.lease(service))
             .arg(run_id)
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut *c)
@@ -328,7 +341,7 @@ impl OnlineStore {
     pub async fn release_lease(&self, service: &str, run_id: &str) -> Result<(), OnlineError> {
         let mut c = self.conn().await?;
         let _: i64 = Script::new(RELEASE)
-            .key(keys::lease(service))
+            .key(self.keys.lease(service))
             .arg(run_id)
             .invoke_async(&mut *c)
             .await
@@ -338,7 +351,7 @@ impl OnlineStore {
 
     pub async fn lease_holder(&self, service: &str) -> Result<Option<String>, OnlineError> {
         let mut c = self.conn().await?;
-        c.get(keys::lease(service)).await.map_err(|e| self.err(e))
+        c.get(self.keys.lease(service)).await.map_err(|e| self.err(e))
     }
 
     // ---- generations ----------------------------------------------------
@@ -346,15 +359,15 @@ impl OnlineStore {
     /// Numbers and registers a new generation; its rows may be written next.
     pub async fn new_generation(&self, service: &str) -> Result<String, OnlineError> {
         let mut c = self.conn().await?;
-        let n: u64 = c.incr(keys::genseq(service), 1).await.map_err(|e| self.err(e))?;
+        let n: u64 = c.incr(self.keys.genseq(service), 1).await.map_err(|e| self.err(e))?;
         let generation = n.to_string();
-        let _: () = c.sadd(keys::generations(service), &generation).await.map_err(|e| self.err(e))?;
+        let _: () = c.sadd(self.keys.generations(service), &generation).await.map_err(|e| self.err(e))?;
         Ok(generation)
     }
 
     pub async fn current_generation(&self, service: &str) -> Result<Option<String>, OnlineError> {
         let mut c = self.conn().await?;
-        c.get(keys::current(service)).await.map_err(|e| self.err(e))
+        c.get(self.keys.current(service)).await.map_err(|e| self.err(e))
     }
 
     /// The live generation of several services, in one round trip.
@@ -367,20 +380,20 @@ impl OnlineStore {
             // Each service's pointer lives in its own slot: one GET each.
             let mut out = Vec::with_capacity(services.len());
             for s in services {
-                out.push(c.get(keys::current(s)).await.map_err(|e| self.err(e))?);
+                out.push(c.get(self.keys.current(s)).await.map_err(|e| self.err(e))?);
             }
             return Ok(out);
         }
         let mut p = redis::pipe();
         for s in services {
-            p.cmd("GET").arg(keys::current(s));
+            p.cmd("GET").arg(self.keys.current(s));
         }
         p.query_async(&mut *c).await.map_err(|e| self.err(e))
     }
 
     pub async fn generation_meta(&self, service: &str, generation: &str) -> Result<Option<GenerationMeta>, OnlineError> {
         let mut c = self.conn().await?;
-        let key = keys::generation_meta(service, generation);
+        let key = self.keys.generation_meta(service, generation);
         let m: HashMap<String, String> = c.hgetall(&key).await.map_err(|e| self.err(e))?;
         if m.is_empty() {
             return Ok(None);
@@ -399,7 +412,7 @@ impl OnlineStore {
     /// Every generation of the service that may still hold rows.
     pub async fn generations(&self, service: &str) -> Result<Vec<String>, OnlineError> {
         let mut c = self.conn().await?;
-        let mut v: Vec<String> = c.smembers(keys::generations(service)).await.map_err(|e| self.err(e))?;
+        let mut v: Vec<String> = c.smembers(self.keys.generations(service)).await.map_err(|e| self.err(e))?;
         v.sort_by_key(|g| g.parse::<u64>().unwrap_or(u64::MAX));
         Ok(v)
     }
@@ -407,9 +420,9 @@ impl OnlineStore {
     /// Services that have anything online, found with SCAN.
     pub async fn services_online(&self) -> Result<Vec<String>, OnlineError> {
         let mut c = self.conn().await?;
-        let found: Vec<String> = self.scan_all(&mut c, keys::ALL_GENERATION_SETS).await?;
+        let found: Vec<String> = self.scan_all(&mut c, &self.keys.all_generation_sets()).await?;
         let mut names: Vec<String> =
-            found.iter().filter_map(|k| keys::service_of_generation_set(k)).map(str::to_string).collect();
+            found.iter().filter_map(|k| self.keys.service_of_generation_set(k)).map(str::to_string).collect();
         names.sort();
         names.dedup();
         Ok(names)
@@ -436,10 +449,10 @@ impl OnlineStore {
         let s = &meta.service;
         let script = Script::new(FLIP);
         let mut inv = script.prepare_invoke();
-        inv.key(keys::lease(s))
-            .key(keys::current(s))
-            .key(keys::generation_meta(s, &meta.generation))
-            .key(keys::generations(s))
+        inv.key(self.keys.lease(s))
+            .key(self.keys.current(s))
+            .key(self.keys.generation_meta(s, &meta.generation))
+            .key(self.keys.generations(s))
             .arg(&meta.run_id)
             .arg(&meta.generation);
         for (k, v) in meta.to_fields() {
@@ -468,8 +481,8 @@ impl OnlineStore {
         let mut c = self.conn().await?;
         let s = &meta.service;
         let _: i64 = Script::new(ADVANCE)
-            .key(keys::lease(s))
-            .key(keys::generation_meta(s, &meta.generation))
+            .key(self.keys.lease(s))
+            .key(self.keys.generation_meta(s, &meta.generation))
             .arg(&meta.run_id)
             .arg(watermark_micros)
             .arg(added_rows)
@@ -487,7 +500,7 @@ impl OnlineStore {
     /// blocking Redis. Returns the number of row keys removed.
     pub async fn retire(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
-        let mut scan = self.key_scan(&mut c, &keys::row_pattern(service, generation), 2000).await?;
+        let mut scan = self.key_scan(&mut c, &self.keys.row_pattern(service, generation), 2000).await?;
         let mut removed = 0u64;
         while let Some(page) = scan.next(self, &mut c).await? {
             if !page.is_empty() {
@@ -497,10 +510,10 @@ impl OnlineStore {
         }
         let _: () = redis::pipe()
             .cmd("UNLINK")
-            .arg(keys::generation_meta(service, generation))
+            .arg(self.keys.generation_meta(service, generation))
             .ignore()
             .cmd("SREM")
-            .arg(keys::generations(service))
+            .arg(self.keys.generations(service))
             .arg(generation)
             .ignore()
             .query_async(&mut *c)
@@ -518,12 +531,42 @@ impl OnlineStore {
         }
         let mut c = self.conn().await?;
         let _: () = redis::cmd("UNLINK")
-            .arg(keys::current(service))
-            .arg(keys::genseq(service))
-            .arg(keys::generations(service))
+            .arg(self.keys.current(service))
+            .arg(self.keys.genseq(service))
+            .arg(self.keys.generations(service))
             .query_async(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
+    /// Purges a service while `holder` holds its lease (renewed for
+    /// `lease_ttl` after each generation; a lost lease stops the purge with
+    /// [`OnlineError::LeaseLost`]): the pointer first, so lookups answer "no
+    /// live generation" rather than missing rows, then every registered
+    /// generation, then any row key of the service left outside them, then the
+    /// registration. The generation counter is kept, so a generation id is
+    /// never reused. Never blocks Redis (SCAN + UNLINK). Returns the row keys removed.
+    pub async fn purge_service(&self, service: &str, holder: &str, lease_ttl: Duration) -> Result<u64, OnlineError> {
+        let mut c = self.conn().await?;
+        let _: () = redis::cmd("UNLINK").arg(self.keys.current(service)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+        drop(c);
+        let mut removed = 0;
+        for g in self.generations(service).await? {
+            removed += self.retire(service, &g).await?;
+            if !self.renew_lease(service, holder, lease_ttl).await? {
+                return Err(OnlineError::LeaseLost { service: service.to_string() });
+            }
+        }
+        let mut c = self.conn().await?;
+        let mut scan = self.key_scan(&mut c, &self.keys.service_row_pattern(service), 2000).await?;
+        while let Some(page) = scan.next(self, &mut c).await? {
+            if !page.is_empty() {
+                let n: u64 = redis::cmd("UNLINK").arg(&page).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+                removed += n;
+            }
+        }
+        let _: () = redis::cmd("UNLINK").arg(self.keys.generations(service)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
         Ok(removed)
     }
 
@@ -557,7 +600,7 @@ impl OnlineStore {
         let script = Script::new(PUT_IF_NEWER);
         // EVALSHA in a pipeline cannot fall back to EVAL, so make sure the script is loaded.
         let _: String = script.prepare_invoke().load_async(&mut **conn).await.map_err(|e| self.err(e))?;
-        let lease = keys::lease(service);
+        let lease = self.keys.lease(service);
         // A pipeline may only span one slot of a cluster: group the rows by slot.
         type Rows<'r> = Vec<(&'r [u8], &'r [u8])>;
         let mut groups: Vec<Rows<'_>> = Vec::new();
@@ -612,7 +655,7 @@ impl OnlineStore {
     /// Counts the row keys of a generation with SCAN, holding one page at a time.
     pub async fn count_rows(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
-        let mut scan = self.key_scan(&mut c, &keys::row_pattern(service, generation), 5000).await?;
+        let mut scan = self.key_scan(&mut c, &self.keys.row_pattern(service, generation), 5000).await?;
         let mut n = 0u64;
         while let Some(page) = scan.next(self, &mut c).await? {
             n += page.len() as u64;

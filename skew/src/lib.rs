@@ -18,7 +18,7 @@ use daeda_materializer::encode::Encoder;
 use daeda_materializer::{offline, source, MaterializeError, Progress};
 use daeda_metadata_store::{MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
 use daeda_online::codec::{self, RowSchema, Value};
-use daeda_online::{keys, lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
+use daeda_online::{lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
 use duckdb::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -183,11 +183,12 @@ async fn run(
     let (tx, mut rx) = mpsc::channel::<RowBatch>(8);
     let producer = {
         let (def, meta, sample) = (def.clone(), meta.clone(), opts.sample);
-        tokio::task::spawn_blocking(move || offline_rows(&def, &meta, as_of, sample, tx))
+        let prefix = store.keys().row_prefix(&def.name, &meta.generation);
+        tokio::task::spawn_blocking(move || offline_rows(&def, &meta, prefix, as_of, sample, tx))
     };
 
     let schema = RowSchema::of(def);
-    let prefix = keys::row_prefix(&def.name, &meta.generation);
+    let prefix = store.keys().row_prefix(&def.name, &meta.generation);
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
     let stale_before = def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64);
     let mut tally = Tally::default();
@@ -308,6 +309,7 @@ async fn compare_batch(
 fn offline_rows(
     def: &ServiceDef,
     meta: &GenerationMeta,
+    row_prefix: String,
     as_of: DateTime<Utc>,
     sample: Option<usize>,
     tx: mpsc::Sender<RowBatch>,
@@ -317,7 +319,7 @@ fn offline_rows(
     let (opened, warnings) = source::reopen(&conn, &def.source, &recorded)?;
     offline::check_schema(&conn, def, &opened.relation)?;
     let sql = offline::latest_rows_sql(def, &opened.relation, as_of, None);
-    let encoder = Encoder::new(def, &meta.generation);
+    let encoder = Encoder::new(def, row_prefix);
     let mut stmt = conn.prepare(&sql)?;
     drop(stmt.stream_arrow([])?);
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();

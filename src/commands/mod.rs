@@ -20,7 +20,7 @@ pub fn catalog(cfg: &Config) -> Result<Catalog> {
 }
 
 pub fn store(cfg: &Config) -> Result<OnlineStore> {
-    Ok(OnlineStore::connect(&cfg.redis_url, &StoreSettings::default())?)
+    Ok(OnlineStore::connect(&cfg.redis_url, &StoreSettings::default())?.in_namespace(&cfg.namespace)?)
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -30,6 +30,16 @@ pub enum Command {
         /// List what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove this service (not in the catalog) while it still has a
+        /// live generation, which gc otherwise refuses. Repeatable.
+        #[arg(long, value_name = "NAME")]
+        force: Vec<String>,
+    },
+    /// Remove everything a service holds in Redis (rows, generations, its
+    /// pointer) under its lease; its lookups answer 404 until it is materialized again.
+    Purge {
+        #[arg(long)]
+        service: String,
     },
 }
 
@@ -71,8 +81,21 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             })?;
             println!("{}", pretty(&body));
         }
-        Command::Gc { dry_run } => {
-            let report = rt.block_on(gc(&store, &catalog, dry_run)).context("online gc")?;
+        Command::Purge { service } => {
+            let holder = format!("purge-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
+            let n = rt.block_on(async {
+                store.acquire_lease(&service, &holder, GC_LEASE).await?;
+                let removed = store.purge_service(&service, &holder, GC_LEASE).await;
+                if let Err(e) = store.release_lease(&service, &holder).await {
+                    tracing::warn!(service, error = %e, "could not release purge's lease; it expires on its own");
+                }
+                removed
+            });
+            let n = n.with_context(|| format!("online purge of `{service}`"))?;
+            println!("purged {service} (namespace {}): {n} rows", store.keys().namespace());
+        }
+        Command::Gc { dry_run, force } => {
+            let report = rt.block_on(gc(&store, &catalog, dry_run, &force)).context("online gc")?;
             for line in &report.removed {
                 println!("{}{line}", if dry_run { "would remove " } else { "removed " });
             }
@@ -159,15 +182,25 @@ struct GcReport {
 /// each generation it removes, and expires on its own if gc dies.
 const GC_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Services that left the catalog lose everything; catalog services lose
-/// generations that are not live. gc works on a service only while holding its
+/// Services that left the catalog lose everything (but one that still has a
+/// live generation only when named in `force`: another catalog may serve it);
+/// catalog services lose generations that are not live. Only the store's
+/// namespace is visited. gc works on a service only while holding its
 /// lease, as a run does, so a run cannot start between gc deciding what is
 /// garbage and removing it (a starting run's new generation is not yet live
 /// and would look like garbage). A service whose lease a run holds is skipped.
-async fn gc(store: &OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool) -> Result<GcReport> {
+async fn gc(store: &OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool, force: &[String]) -> Result<GcReport> {
     let holder = format!("gc-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
     let mut report = GcReport { removed: Vec::new(), skipped: Vec::new() };
     for service in store.services_online().await? {
+        if !catalog.contains(&service) && !force.contains(&service) {
+            if let Some(live) = store.current_generation(&service).await? {
+                report.skipped.push(format!(
+                    "{service}: not in the catalog but generation {live} is live; pass --force {service} to remove it"
+                ));
+                continue;
+            }
+        }
         let taken = if dry_run {
             // Removes nothing, so it takes nothing; it reports what a real gc would skip.
             match store.lease_holder(&service).await? {

@@ -1,4 +1,4 @@
-//! `daeda runs list|show`.
+//! `daeda runs list|show|prune`.
 
 use std::process::ExitCode;
 
@@ -22,11 +22,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the records of runs that started longer ago than --older-than,
+    /// keeping each service's latest successful run of each kind.
+    Prune {
+        /// <int><s|m|h|d|w>, e.g. 90d.
+        #[arg(long)]
+        older_than: String,
+        /// Count what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
     let cfg = Config::load(o)?;
-    let store = MetadataStore::open(&cfg.run_root)?;
+    let mut store = MetadataStore::open(&cfg.run_root)?;
     match c {
         Command::List { limit, json } => {
             let list = store.list(limit)?;
@@ -47,6 +57,15 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        Command::Prune { older_than, dry_run } => {
+            let age = daeda_catalog::parse_ttl(&older_than)
+                .ok_or_else(|| crate::UsageError(format!("--older-than `{older_than}` is not a duration (e.g. 90d)")))?;
+            let age = chrono::Duration::from_std(age).map_err(|_| crate::UsageError(format!("--older-than `{older_than}` is too long")))?;
+            let cutoff = (chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let (runs, records) = store.prune(&cutoff, dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!("{verb} {runs} runs ({records} records) started before {cutoff}");
         }
         Command::Show { run_id, json } => {
             let recs = store.show(&run_id)?;

@@ -43,6 +43,7 @@ fn auth_settings(cfg: &Config) -> AuthSettings {
     AuthSettings {
         secret: cfg.jwt_secret.clone(),
         public_key: cfg.jwt_public_key.clone(),
+        jwks: cfg.jwt_jwks.clone(),
         issuer: cfg.jwt_issuer.clone(),
         audience: cfg.jwt_audience.clone(),
     }
@@ -57,6 +58,10 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         .map_err(|_| UsageError(format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:7070)")))?;
     let mut gw = GatewayConfig::new(listen, auth_settings(&cfg));
     gw.allow_remote = a.allow_remote || cfg.allow_remote;
+    gw.admin_listen = match &cfg.admin_listen {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| UsageError(format!("admin_listen `{text}` is not host:port (e.g. 127.0.0.1:9090)")))?),
+    };
     gw.max_batch = cfg.max_batch;
     gw.request_timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
     gw.refresh = Duration::from_millis(cfg.limits.refresh_interval_ms);
@@ -72,7 +77,9 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     let store = daeda_online::OnlineStore::connect(
         &cfg.redis_url,
         &daeda_online::StoreSettings { pool_size: cfg.limits.redis_pool_size, timeout: Duration::from_millis(cfg.limits.redis_timeout_ms) },
-    )?;
+    )?
+    .in_namespace(&cfg.namespace)?;
+    gw.ready_when = cfg.ready_when;
     gw.sql_timeout = Duration::from_millis(cfg.sql.timeout_ms);
     gw.sql_max_rows = cfg.sql.max_rows;
     gw.sql_max_bytes = cfg.sql.max_result_bytes;
@@ -87,6 +94,11 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     let sql = sql.transpose()?;
     let rt = super::runtime()?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM or SIGHUP that arrives once the port
+        // accepts connections must never meet the default action (exit).
+        let shutdown = shutdown_signal();
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let gateway = Gateway::bind_with_sql(gw, catalog, store, sql).await.map_err(|e| match e {
             e @ (daeda_gateway::StartError::RemoteWithoutTls(_)
             | daeda_gateway::StartError::RemoteNotAllowed(_)
@@ -94,8 +106,17 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
             | daeda_gateway::StartError::Limits(_)) => anyhow::Error::new(UsageError(e.to_string())),
             e => anyhow::Error::new(e),
         })?;
-        eprintln!("daeda: serving on {}://{}", if cfg.tls_cert.is_some() { "https" } else { "http" }, gateway.local_addr());
-        gateway.run(shutdown_signal()).await;
+        let scheme = if cfg.tls_cert.is_some() { "https" } else { "http" };
+        eprintln!("daeda: serving on {scheme}://{}", gateway.local_addr());
+        if let Some(admin) = gateway.admin_addr() {
+            eprintln!("daeda: /metrics, /healthz and /readyz on {scheme}://{admin}");
+        }
+        #[cfg(unix)]
+        let reloads = tokio::spawn(reload_on_sighup(hup, gateway.reloader(), cfg.catalog.clone()));
+        #[cfg(not(unix))]
+        let reloads = tokio::spawn(async {});
+        gateway.run(shutdown).await;
+        reloads.abort();
         eprintln!("daeda: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -144,19 +165,59 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
+/// On each SIGHUP, loads the catalog (and the JWKS file, when configured)
+/// again and serves it: serving, grant and key changes take effect at once.
+/// A catalog or key set that does not load is reported and the one in use kept.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    reloader: daeda_gateway::Reloader,
+    dir: std::path::PathBuf,
+) {
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler; the catalog is not reloadable"),
+        };
+        while hup.recv().await.is_some() {
+            match reloader.reload_keys() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "SIGHUP: reloaded the JWT key set"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: the JWT key set did not load; still verifying with the previous one"),
+            }
+            match tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || daeda_catalog::Catalog::load(&dir)
+            })
+            .await
+            {
+                Ok(Ok(catalog)) => {
+                    let n = catalog.services().count();
+                    reloader.reload(catalog);
+                    tracing::info!(services = n, "SIGHUP: reloaded the catalog");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "SIGHUP: the catalog did not load; still serving the previous one"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: reloading the catalog failed"),
+            }
+        }
+    }
+}
+
+/// SIGTERM or SIGINT; the SIGTERM handler is installed by this call, not
+/// when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
         }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 pub fn token(o: &Overrides, c: TokenCommand) -> Result<ExitCode> {

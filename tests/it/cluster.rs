@@ -77,7 +77,7 @@ async fn the_whole_job_runs_against_a_cluster() {
 
     // gc finds a service that left the catalog on every node.
     std::fs::remove_file(env.yaml("user_item_reranker")).unwrap();
-    let (code, stdout, stderr) = run(&env, &cluster, &["online", "gc"]);
+    let (code, stdout, stderr) = run(&env, &cluster, &["online", "gc", "--force", "user_item_reranker"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("removed service user_item_reranker"), "{stdout}");
     assert_eq!(cluster.count("daeda:*user_item_reranker*"), 0);

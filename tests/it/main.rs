@@ -8,6 +8,7 @@ mod http;
 mod materialize;
 mod registry;
 mod ops;
+mod production;
 mod skew;
 mod sql;
 mod support;

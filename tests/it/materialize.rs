@@ -417,10 +417,14 @@ fn online_gc_removes_services_that_left_the_catalog() {
     let env = TestEnv::new(300);
     env.materialize(&["--all"]);
     std::fs::remove_file(env.yaml("user_item_reranker")).unwrap();
-    let (stdout, _) = env.expect(0, &["online", "gc", "--dry-run"]);
+    // Its generation is still live (another catalog may serve it): only by name.
+    let (stdout, _) = env.expect(0, &["online", "gc"]);
+    assert!(stdout.contains("skipped user_item_reranker: not in the catalog but generation 1 is live; pass --force user_item_reranker"), "{stdout}");
+    assert!(env.redis.count("daeda:row:user_item_reranker:*") > 0);
+    let (stdout, _) = env.expect(0, &["online", "gc", "--dry-run", "--force", "user_item_reranker"]);
     assert!(stdout.contains("would remove service user_item_reranker"), "{stdout}");
     assert!(env.redis.count("daeda:row:user_item_reranker:*") > 0);
-    let (stdout, _) = env.expect(0, &["online", "gc"]);
+    let (stdout, _) = env.expect(0, &["online", "gc", "--force", "user_item_reranker"]);
     assert!(stdout.contains("removed service user_item_reranker"), "{stdout}");
     assert_eq!(env.redis.count("daeda:*user_item_reranker*"), 0);
     assert_eq!(rows(&env, "user_features", "1"), 300, "catalog services are untouched");

@@ -224,7 +224,7 @@ fn services(state: &State, who: &Principal) -> serde_json::Value {
                 "columns": s.columns.iter().map(|c| json!({"name": c.name, "type": c.ty.to_string(), "nullable": c.nullable})).collect::<Vec<_>>(),
                 "ttl_seconds": s.serving.ttl.map(|t| t.as_secs()),
                 "fingerprint": s.fingerprint(),
-                "locked_version": state.catalog.locked_version(&s.name),
+                "locked_version": catalog.locked_version(&s.name),
                 "generation": live.as_ref().map(|m| m.generation.clone()),
                 "row_count": live.as_ref().map(|m| m.row_count),
                 "materialized_at": live.as_ref().map(|m| m.materialized_at.clone()),

@@ -1,6 +1,7 @@
 //! daeda's integration tests: the real binary against a real redis-server and
 //! real Parquet / DuckDB / DuckLake files.
 
+mod auth;
 mod gateway;
 mod cluster;
 mod config;

@@ -7,6 +7,7 @@ mod cluster;
 mod config;
 mod http;
 mod materialize;
+mod readme;
 mod registry;
 mod ops;
 mod skew;

@@ -4,7 +4,8 @@
 #   - libduckdb.so for DuckDB 1.5.5 (from the npm package that ships it prebuilt),
 #     so no build has to compile DuckDB's ~1,800 C++ files;
 #   - the DuckLake extension for DuckDB 1.5.5 (from its PyPI wheel), laid out as a
-#     DuckDB extension directory.
+#     DuckDB extension directory;
+#   - schemathesis (PyPI, pinned) in a venv, for scripts/fuzz-api.sh.
 # Everything lands under $DAEDA_DEPS (default ~/.cache/daeda); reruns are no-ops.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,6 +14,8 @@ source "$here/env.sh"
 
 DUCKDB_NPM="@duckdb/node-bindings-linux-x64@1.5.5-r.5"
 DUCKLAKE_WHEEL="duckdb-extension-ducklake==1.5.5"
+# scripts/fuzz-api.sh holds the gateway to its OpenAPI document with it.
+SCHEMATHESIS="schemathesis==4.32.5"
 
 log() { echo "bootstrap: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -54,5 +57,11 @@ with zipfile.ZipFile(wheel) as z:
     with open(sys.argv[2], "wb") as out:
         out.write(z.read(name))
 PY
+fi
+venv="$DAEDA_DEPS/schemathesis-venv"
+if [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version ${SCHEMATHESIS#*==}" ]; then
+  log "installing $SCHEMATHESIS into $venv"
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$SCHEMATHESIS"
 fi
 log "ready: DuckDB in $DUCKDB_LIB_DIR, extensions in $DAEDA_DUCKDB_EXTENSION_DIR"

@@ -3,7 +3,8 @@
 # need (scripts/bootstrap.sh), then `cargo test` over the workspace. Tests start
 # their own redis-server on free ports; nothing else needs to be running.
 # Then the Version Protocol gate (`daeda registry check`) and the skew-parity
-# gate (scripts/skew-gate.sh) run on the example services.
+# gate (scripts/skew-gate.sh) run on the example services, and schemathesis
+# fuzzes the gateway against its OpenAPI document (scripts/fuzz-api.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
@@ -16,3 +17,5 @@ cargo build --locked --quiet
 "$CARGO_TARGET_DIR/debug/daeda" --catalog feature_services registry check
 # The skew-parity gate on the example services, as a user's CI runs it.
 bash scripts/skew-gate.sh
+# The gateway against its OpenAPI document, fuzzed (schemathesis, all checks).
+bash scripts/fuzz-api.sh

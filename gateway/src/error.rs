@@ -31,9 +31,10 @@ pub enum ApiError {
     /// 404: unknown route, service or feature, or nothing materialized yet.
     #[error("{0}")]
     NotFound(String),
-    /// 405: the route exists with another method.
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    /// 405: the route exists with another method, the one named (and sent
+    /// as `Allow`).
+    #[error("{path} takes {allow}")]
+    MethodNotAllowed { path: String, allow: hyper::Method },
     /// 409: the live generation was written for another schema.
     #[error("{0}")]
     SchemaMismatch(String),
@@ -73,7 +74,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,7 +92,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PolicyDenied(_) => "policy_denied",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::SchemaMismatch(_) => "schema_mismatch",
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::Internal(_) => "internal",
@@ -112,6 +113,59 @@ impl ApiError {
             ApiError::SqlCooldown(secs) => Some(*secs),
             _ => None,
         }
+    }
+
+    /// The `Allow` header of a 405: the method the route takes.
+    pub fn allow(&self) -> Option<&hyper::Method> {
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => Some(allow),
+            _ => None,
+        }
+    }
+
+    /// One error of each variant, for checks over every code and status (the
+    /// OpenAPI document must name them all). A new variant fails to compile
+    /// here until it is listed.
+    pub fn all() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::BadRequest(String::new()),
+            ApiError::BatchTooLarge(String::new()),
+            ApiError::Unauthorized(""),
+            ApiError::Forbidden(String::new()),
+            ApiError::PolicyDenied(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed { path: String::new(), allow: hyper::Method::GET },
+            ApiError::SchemaMismatch(String::new()),
+            ApiError::TooLarge(0),
+            ApiError::Internal(String::new()),
+            ApiError::Unavailable(String::new()),
+            ApiError::SqlUnavailable(String::new()),
+            ApiError::ResultTooLarge(String::new()),
+            ApiError::SqlCooldown(1),
+            ApiError::TooManyConnections(1),
+            ApiError::Timeout(0),
+        ];
+        for e in &all {
+            match e {
+                ApiError::BadRequest(_)
+                | ApiError::BatchTooLarge(_)
+                | ApiError::Unauthorized(_)
+                | ApiError::Forbidden(_)
+                | ApiError::PolicyDenied(_)
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed { .. }
+                | ApiError::SchemaMismatch(_)
+                | ApiError::TooLarge(_)
+                | ApiError::Internal(_)
+                | ApiError::Unavailable(_)
+                | ApiError::SqlUnavailable(_)
+                | ApiError::ResultTooLarge(_)
+                | ApiError::SqlCooldown(_)
+                | ApiError::TooManyConnections(_)
+                | ApiError::Timeout(_) => {}
+            }
+        }
+        all
     }
 
     pub fn body(&self) -> String {
@@ -154,7 +208,7 @@ mod tests {
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::PolicyDenied("x".into()), 403, "policy_denied"),
             (ApiError::NotFound("x".into()), 404, "not_found"),
-            (ApiError::MethodNotAllowed("x".into()), 405, "method_not_allowed"),
+            (ApiError::MethodNotAllowed { path: "/x".into(), allow: hyper::Method::GET }, 405, "method_not_allowed"),
             (ApiError::SchemaMismatch("x".into()), 409, "schema_mismatch"),
             (ApiError::TooLarge(10), 413, "body_too_large"),
             (ApiError::Internal("x".into()), 500, "internal"),
@@ -171,7 +225,7 @@ mod tests {
             assert_eq!(body["error"]["code"], code);
             assert!(body["error"]["message"].is_string());
             assert_eq!(body.as_object().unwrap().len(), 1);
-            assert_eq!(e.retry_after().is_some(), status == 503);
+            assert_eq!(e.retry_after().is_some(), status == 503 || status == 429);
         }
     }
 }

@@ -9,7 +9,7 @@ use daeda_catalog::ServiceDef;
 use daeda_online::lookup::{self, EntityStatus, LookupRequest};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
@@ -45,6 +45,9 @@ async fn handle_on(state: Arc<State>, req: Request<Incoming>, admin: bool) -> Re
         if let Some(secs) = e.retry_after() {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(m) = e.allow() {
+            resp.headers_mut().insert(ALLOW, HeaderValue::from_str(m.as_str()).expect("a method is a header value"));
+        }
         resp
     });
     tracing::debug!(route, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
@@ -62,11 +65,12 @@ pub async fn handle_admin(state: Arc<State>, req: Request<Incoming>) -> Response
 }
 
 /// Metric label of a request: the route template, never the raw path.
-fn route_name(method: &Method, path: &str) -> &'static str {
+pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
     match (method, path) {
         (_, "/healthz") => "/healthz",
         (_, "/readyz") => "/readyz",
         (_, "/metrics") => "/metrics",
+        (_, "/openapi.json") => "/openapi.json",
         (_, "/v1/services") => "/v1/services",
         (_, "/v1/sql") => "/v1/sql",
         (_, p) if p.starts_with("/v1/features/") => "/v1/features/{service}",
@@ -92,7 +96,7 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
         if method == m {
             Ok(())
         } else {
-            Err(ApiError::MethodNotAllowed(format!("{path} takes {m}")))
+            Err(ApiError::MethodNotAllowed { path: path.clone(), allow: m })
         }
     };
     match path.as_str() {
@@ -122,6 +126,10 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
                 text.push_str(&crate::metrics::render_sql_worker(p.worker.is_up(), p.worker.restarts()));
             }
             Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))
+        }
+        "/openapi.json" => {
+            only(Method::GET)?;
+            Ok(respond(StatusCode::OK, "application/json", Bytes::from_static(crate::openapi::DOCUMENT.as_bytes())))
         }
         "/v1/services" => {
             only(Method::GET)?;

@@ -2,7 +2,7 @@
 //! (hyper on tokio), bearer tokens (jsonwebtoken), optional TLS (rustls).
 //!
 //! Invariants:
-//! - every route but `/healthz`, `/readyz` and `/metrics` verifies a bearer
+//! - every route but `/healthz`, `/readyz`, `/metrics` and `/openapi.json` verifies a bearer
 //!   token, and every access to a service goes through [`auth::authorize`],
 //!   which refuses a service whose serving is not allowed whatever the token says;
 //! - a lookup reads one generation with one MGET, so a response never mixes
@@ -28,6 +28,7 @@ mod generations;
 mod handlers;
 mod limits;
 mod metrics;
+mod openapi;
 pub mod sql;
 mod tls;
 

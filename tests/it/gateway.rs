@@ -183,6 +183,9 @@ async fn scope_and_serving_allowed_are_enforced_on_every_route() {
     // Operations routes need no token.
     assert_eq!(send(gw.addr, "GET", "/healthz", &[], "").await.status, 200);
     assert_eq!(send(gw.addr, "GET", "/readyz", &[], "").await.status, 200);
+    let doc = send(gw.addr, "GET", "/openapi.json", &[], "").await;
+    assert_eq!((doc.status.as_u16(), doc.content_type.as_str()), (200, "application/json"));
+    assert!(doc.json()["openapi"].as_str().unwrap().starts_with("3.1."));
     let m = send(gw.addr, "GET", "/metrics", &[], "").await;
     let text = String::from_utf8_lossy(&m.body);
     assert!(text.contains(r#"daeda_requests_total{route="/v1/features/{service}",status="403"} 3"#), "{text}");
@@ -221,7 +224,8 @@ async fn bad_requests_get_their_status_and_code() {
     let r = send(gw.addr, "POST", "/v1/features/nope", &h, r#"{"entities": {}}"#).await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found".into()));
     let r = send(gw.addr, "GET", USERS, &h, "").await;
-    assert_eq!(r.status, 405);
+    assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed".into()));
+    assert_eq!(r.headers["allow"], "POST", "a 405 names the method the route takes");
     let r = send(gw.addr, "GET", "/nowhere", &h, "").await;
     assert_eq!(r.status, 404);
     gw.stop().await;

@@ -37,7 +37,7 @@ pub const MAX_IN_FLIGHT: usize = 16;
 pub const QUERY_STACK: usize = 32 << 20;
 
 /// The worker's CPU niceness (threads started later inherit it, DuckDB's too).
-pub const NICE: i32 = 10;
+pub const NICE: i32 = 19;
 
 /// How the gateway configured its worker.
 #[derive(Debug, Clone)]

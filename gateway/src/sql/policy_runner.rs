@@ -24,7 +24,7 @@ pub const CACHE_ENTRIES: usize = 4096;
 
 /// Niceness of these threads: below the async workers (0), like the worker
 /// process's.
-pub const NICE: i32 = 10;
+pub const NICE: i32 = 19;
 
 /// Why a job got no answer.
 #[derive(Debug, thiserror::Error)]

@@ -210,9 +210,15 @@ fn main() {
 
     let catalog = dir.join("feature_services");
     std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml"), catalog.join("user_features.yaml")).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml"), catalog.join("user_features.yaml"))
+        .unwrap();
     let ok = |c: &mut Command| assert!(c.stdout(Stdio::null()).status().unwrap().success());
-    ok(daeda(dir, &redis_url).args(["demo", "generate", "--out"]).arg(dir.join("data")).args(["--users", &users.to_string(), "--items", "10"]));
+    ok(daeda(dir, &redis_url).args(["demo", "generate", "--out"]).arg(dir.join("data")).args([
+        "--users",
+        &users.to_string(),
+        "--items",
+        "10",
+    ]));
     ok(daeda(dir, &redis_url).args(["materialize", "--online", "--service", "user_features"]));
 
     let port = free_port();

@@ -126,7 +126,17 @@ fn generate(dir: &Path, redis: &Redis, users: u64) {
 /// Every (key, value) of the live generation, read back with SCAN + MGET.
 fn dump(redis: &Redis) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut c = redis.conn().unwrap();
-    let keys: Vec<Vec<u8>> = redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg("daeda:row:*").arg("COUNT").arg(10_000).clone().iter(&mut c).unwrap().collect::<Result<_, _>>().unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg("daeda:row:*")
+        .arg("COUNT")
+        .arg(10_000)
+        .clone()
+        .iter(&mut c)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(10_000) {
         let vals: Vec<Vec<u8>> = redis::cmd("MGET").arg(chunk).query(&mut c).unwrap();

@@ -158,15 +158,20 @@ impl Config {
             max_address_space_mb: env_parse("DAEDA_SQL_MAX_ADDRESS_SPACE_MB")?.or(sql.max_address_space_mb).unwrap_or(8192),
         };
         if sql.timeout_ms == 0 || sql.max_rows == 0 || sql.concurrency == 0 || sql.threads == 0 {
-            return Err(crate::UsageError("sql.timeout_ms, sql.max_rows, sql.concurrency and sql.threads must be greater than 0".into()).into());
+            return Err(
+                crate::UsageError("sql.timeout_ms, sql.max_rows, sql.concurrency and sql.threads must be greater than 0".into()).into()
+            );
         }
         let namespace = env("DAEDA_NAMESPACE").or(file.namespace).unwrap_or_else(|| daeda_online::keys::DEFAULT_NAMESPACE.into());
-        daeda_online::keys::Keys::new(&namespace).map_err(|e| crate::UsageError(format!("namespace (DAEDA_NAMESPACE or daeda.toml): {e}")))?;
+        daeda_online::keys::Keys::new(&namespace)
+            .map_err(|e| crate::UsageError(format!("namespace (DAEDA_NAMESPACE or daeda.toml): {e}")))?;
         let ready_when = match env("DAEDA_READY_WHEN").or(file.ready_when).as_deref() {
             None | Some("all") => ReadyWhen::All,
             Some("any") => ReadyWhen::Any,
             Some(other) => {
-                return Err(crate::UsageError(format!("ready_when (DAEDA_READY_WHEN or daeda.toml) is `{other}`, expected `all` or `any`")).into())
+                return Err(
+                    crate::UsageError(format!("ready_when (DAEDA_READY_WHEN or daeda.toml) is `{other}`, expected `all` or `any`")).into()
+                )
             }
         };
         Ok(Config {

@@ -36,8 +36,9 @@ pub enum Command {
 pub fn run(c: Command) -> Result<ExitCode> {
     let Command::Generate { out, users, items, base_date } = c;
     let base = match base_date {
-        Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d")
-            .map_err(|_| crate::UsageError(format!("--base-date `{d}` is not YYYY-MM-DD")))?,
+        Some(d) => {
+            NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| crate::UsageError(format!("--base-date `{d}` is not YYYY-MM-DD")))?
+        }
         None => Utc::now().date_naive(),
     };
     generate(&out, users, items, base)?;
@@ -64,8 +65,10 @@ pub fn generate(out: &Path, users: u64, items: u64, base: NaiveDate) -> Result<(
 
     // Two rows per user: an older one (day -2) and the latest (day -1 + jitter),
     // so "latest per entity" has something to choose.
-    sql("user_features", &format!(
-        "COPY (
+    sql(
+        "user_features",
+        &format!(
+            "COPY (
            SELECT
              CASE WHEN r = 0 AND i % 997 = 996 THEN NULL ELSE i END AS user_id,
              {base} - INTERVAL 2 DAY + r * INTERVAL 1 DAY + (hash(i, r) % 3600)::BIGINT * INTERVAL 1 SECOND AS event_ts,
@@ -81,22 +84,28 @@ pub fn generate(out: &Path, users: u64, items: u64, base: NaiveDate) -> Result<(
              strftime({base} - INTERVAL 2 DAY + r * INTERVAL 1 DAY, '%Y-%m-%d') AS ds
            FROM range({users}) t(i), range(2) s(r)
          ) TO {} (FORMAT parquet, PARTITION_BY (ds), OVERWRITE_OR_IGNORE true)",
-        lit(&out.join("user_features"))
-    ))?;
+            lit(&out.join("user_features"))
+        ),
+    )?;
 
-    sql("pii_features", &format!(
-        "COPY (
+    sql(
+        "pii_features",
+        &format!(
+            "COPY (
            SELECT i AS user_id, {base} - INTERVAL 1 DAY AS event_ts,
                   'user' || i || '@example.com' AS email
            FROM range({}) t(i)
          ) TO {} (FORMAT parquet)",
-        users.min(1000),
-        lit(&out.join("pii_features/part-0.parquet"))
-    ))?;
+            users.min(1000),
+            lit(&out.join("pii_features/part-0.parquet"))
+        ),
+    )?;
 
     let db = out.join("user_item_reranker/reranker.duckdb");
-    sql("user_item_reranker", &format!(
-        "ATTACH {} AS rr;
+    sql(
+        "user_item_reranker",
+        &format!(
+            "ATTACH {} AS rr;
          CREATE TABLE rr.reranker_features AS
          SELECT u AS user_id, (hash(u, k) % {items})::BIGINT AS item_id,
                 {base} - INTERVAL 1 DAY + (hash(u, k, 1) % 86400)::BIGINT * INTERVAL 1 SECOND AS event_ts,
@@ -108,14 +117,17 @@ pub fn generate(out: &Path, users: u64, items: u64, base: NaiveDate) -> Result<(
                 CASE WHEN hash(u, k, 6) % 7 = 0 THEN NULL ELSE (hash(u, k, 6) % 10000) / 10000.0 END AS user_item_ctr
          FROM range({}) t(u), range(5) s(k);
          DETACH rr;",
-        lit(&db),
-        users.min(2000)
-    ))?;
+            lit(&db),
+            users.min(2000)
+        ),
+    )?;
 
     daeda_materializer::load_ducklake(&conn)?;
     let lake = out.join("item_features");
-    sql("item_features", &format!(
-        "ATTACH {} AS lake (DATA_PATH {});
+    sql(
+        "item_features",
+        &format!(
+            "ATTACH {} AS lake (DATA_PATH {});
          CREATE TABLE lake.item_features AS
          SELECT i AS item_id, ({base} - INTERVAL 3 DAY)::TIMESTAMPTZ AS event_ts,
                 ((hash(i, 1) % 100000) / 100.0)::DECIMAL(10,2) AS price,
@@ -131,8 +143,9 @@ pub fn generate(out: &Path, users: u64, items: u64, base: NaiveDate) -> Result<(
                 list_transform(range(32), lambda j: ((hash(i, j, 1) % 2001)::FLOAT / 1000.0 - 1.0)::FLOAT)::FLOAT[]
          FROM range({items}) t(i) WHERE i % 2 = 0;
          DETACH lake;",
-        lit(Path::new(&format!("ducklake:{}", lake.join("metadata.ducklake").display()))),
-        lit(&lake.join("files")),
-    ))?;
+            lit(Path::new(&format!("ducklake:{}", lake.join("metadata.ducklake").display()))),
+            lit(&lake.join("files")),
+        ),
+    )?;
     Ok(())
 }

@@ -71,9 +71,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DAEDA_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DAEDA_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal: a log file, journald
         // or a collector reading a pipe gets plain text.

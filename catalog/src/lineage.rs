@@ -82,7 +82,8 @@ pub fn lineage<'a>(all: impl IntoIterator<Item = &'a ServiceDef>, only: Option<&
     for s in &all {
         for c in &s.columns {
             if let Some(up) = c.lineage.as_deref().and_then(split_ref) {
-                let v = views.entry(up.view.clone()).or_insert_with(|| ViewLineage { view: up.view.clone(), feeds: vec![], services: vec![] });
+                let v =
+                    views.entry(up.view.clone()).or_insert_with(|| ViewLineage { view: up.view.clone(), feeds: vec![], services: vec![] });
                 v.feeds.push(Feed { view_column: up.column.clone(), service: s.name.clone(), column: c.name.clone() });
                 if !v.services.contains(&s.name) {
                     v.services.push(s.name.clone());
@@ -90,8 +91,7 @@ pub fn lineage<'a>(all: impl IntoIterator<Item = &'a ServiceDef>, only: Option<&
             }
         }
     }
-    let services: Vec<ServiceLineage> =
-        all.iter().filter(|s| only.is_none_or(|o| o == s.name)).map(|s| service_lineage(s, base)).collect();
+    let services: Vec<ServiceLineage> = all.iter().filter(|s| only.is_none_or(|o| o == s.name)).map(|s| service_lineage(s, base)).collect();
     let views = views
         .into_values()
         .filter(|v| only.is_none_or(|o| v.services.iter().any(|s| s == o)))
@@ -113,11 +113,9 @@ fn service_lineage(s: &ServiceDef, base: &Path) -> ServiceLineage {
         Source::Parquet { path } if path.contains("://") => path.clone(),
         Source::Parquet { path } => relative(Path::new(path), base).display().to_string(),
         Source::DuckDb { database, table } => format!("{}#{table}", relative(database, base).display()),
-        Source::DuckLake { catalog, table, snapshot, .. } => format!(
-            "{}#{table}{}",
-            relative(catalog, base).display(),
-            snapshot.map(|n| format!("@{n}")).unwrap_or_default()
-        ),
+        Source::DuckLake { catalog, table, snapshot, .. } => {
+            format!("{}#{table}{}", relative(catalog, base).display(), snapshot.map(|n| format!("@{n}")).unwrap_or_default())
+        }
     };
     ServiceLineage {
         service: s.name.clone(),
@@ -195,7 +193,12 @@ impl Lineage {
         let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
         let mut out = String::from("digraph lineage {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
         for v in &self.views {
-            let _ = writeln!(out, "  subgraph {} {{\n    label={};\n    style=dashed;", q(&format!("cluster_view_{}", v.view)), q(&format!("view {}", v.view)));
+            let _ = writeln!(
+                out,
+                "  subgraph {} {{\n    label={};\n    style=dashed;",
+                q(&format!("cluster_view_{}", v.view)),
+                q(&format!("view {}", v.view))
+            );
             let mut cols: Vec<&str> = v.feeds.iter().map(|f| f.view_column.as_str()).collect();
             cols.sort();
             cols.dedup();
@@ -206,10 +209,16 @@ impl Lineage {
         }
         for s in &self.services {
             let src = format!("source:{}", s.service);
-            let _ = writeln!(out, "  subgraph {} {{\n    label={};", q(&format!("cluster_{}", s.service)), q(&format!("{} {}", s.service, s.version)));
+            let _ = writeln!(
+                out,
+                "  subgraph {} {{\n    label={};",
+                q(&format!("cluster_{}", s.service)),
+                q(&format!("{} {}", s.service, s.version))
+            );
             let _ = writeln!(out, "    {} [label={}, shape=cylinder];", q(&src), q(&format!("{} {}", s.source.kind, s.source.location)));
             for c in &s.columns {
-                let _ = writeln!(out, "    {} [label={}];", q(&format!("{}.{}", s.service, c.column)), q(&format!("{} {}", c.column, c.ty)));
+                let _ =
+                    writeln!(out, "    {} [label={}];", q(&format!("{}.{}", s.service, c.column)), q(&format!("{} {}", c.column, c.ty)));
             }
             out.push_str("  }\n");
             for c in &s.columns {

@@ -127,10 +127,7 @@ impl LockedService {
 impl Lock {
     /// The lock of every service of `catalog`.
     pub fn of(catalog: &Catalog) -> Lock {
-        Lock {
-            lock_format: LOCK_FORMAT,
-            services: catalog.services().map(|s| (s.name.clone(), LockedService::of(s))).collect(),
-        }
+        Lock { lock_format: LOCK_FORMAT, services: catalog.services().map(|s| (s.name.clone(), LockedService::of(s))).collect() }
     }
 
     /// Parses lock text; `origin` names where it came from in errors (a path,

@@ -130,11 +130,7 @@ impl<'a> Problems<'a> {
     }
 
     pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.list.push(DefinitionError {
-            file: self.file.to_path_buf(),
-            field: field.into(),
-            message: message.into(),
-        });
+        self.list.push(DefinitionError { file: self.file.to_path_buf(), field: field.into(), message: message.into() });
     }
 }
 
@@ -147,8 +143,7 @@ pub fn is_service_name(s: &str) -> bool {
 /// Column names are plain identifiers, so they never need escaping in SQL or JSON.
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 pub(crate) fn build(raw: RawService, file: &Path) -> Result<ServiceDef, Vec<DefinitionError>> {
@@ -276,19 +271,17 @@ fn build_column(c: RawColumn, i: usize, never_null: &[String], p: &mut Problems)
             p.add(format!("columns[{i}].ref"), format!("`{r}` is not a lineage reference (expected view:column)"));
         }
     }
-    Some(Column {
-        name: c.name,
-        ty,
-        nullable: !key_like && c.nullable.unwrap_or(true),
-        lineage: c.lineage,
-        description: c.description,
-    })
+    Some(Column { name: c.name, ty, nullable: !key_like && c.nullable.unwrap_or(true), lineage: c.lineage, description: c.description })
 }
 
 fn build_source(s: RawSource, base: &Path, p: &mut Problems) -> Option<Source> {
     let resolve = |v: &str| -> PathBuf {
         let path = Path::new(v);
-        if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            base.join(path)
+        }
     };
     let fields: [(&str, bool); 6] = [
         ("path", s.path.is_some()),

@@ -15,7 +15,10 @@ pub enum ScalarType {
     Float,
     Double,
     /// Exact decimal with `precision` total digits (1..=38), `scale` of them fractional.
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     Varchar,
     Date,
     /// Zone-less timestamp, read as UTC, microsecond precision.
@@ -57,9 +60,14 @@ impl ElemType {
 pub enum ColumnType {
     Scalar(ScalarType),
     /// `T[N]`: exactly `len` elements in every row.
-    FixedArray { elem: ElemType, len: u32 },
+    FixedArray {
+        elem: ElemType,
+        len: u32,
+    },
     /// `T[]`: any number of elements.
-    List { elem: ElemType },
+    List {
+        elem: ElemType,
+    },
 }
 
 impl ColumnType {
@@ -70,9 +78,8 @@ impl ColumnType {
         let t = text.trim().to_ascii_uppercase();
         if let Some(open) = t.find('[') {
             let elem_text = t[..open].trim();
-            let elem = parse_elem(elem_text).ok_or_else(|| {
-                format!("array element type `{elem_text}` is not a numeric scalar (INTEGER, BIGINT, FLOAT, DOUBLE)")
-            })?;
+            let elem = parse_elem(elem_text)
+                .ok_or_else(|| format!("array element type `{elem_text}` is not a numeric scalar (INTEGER, BIGINT, FLOAT, DOUBLE)"))?;
             let inner = t[open..]
                 .strip_prefix('[')
                 .and_then(|s| s.strip_suffix(']'))
@@ -145,12 +152,7 @@ fn parse_scalar(s: &str) -> Option<ScalarType> {
 }
 
 fn parse_decimal(s: &str) -> Option<ScalarType> {
-    let args = s
-        .strip_prefix("DECIMAL")
-        .or_else(|| s.strip_prefix("NUMERIC"))?
-        .trim()
-        .strip_prefix('(')?
-        .strip_suffix(')')?;
+    let args = s.strip_prefix("DECIMAL").or_else(|| s.strip_prefix("NUMERIC"))?.trim().strip_prefix('(')?.strip_suffix(')')?;
     let (p, sc) = args.split_once(',')?;
     let precision: u8 = p.trim().parse().ok()?;
     let scale: u8 = sc.trim().parse().ok()?;

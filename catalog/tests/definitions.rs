@@ -89,7 +89,12 @@ fn fingerprint_is_stable_across_equivalent_spellings_and_changes_with_the_schema
 #[test]
 fn each_kind_of_mistake_names_its_field() {
     expect_error("type: VARCHAR}", "type: VARCHR}", "columns[3].type", "unknown type `VARCHR`");
-    expect_error("{name: clicks,    type: BIGINT, nullable: false}", "{name: ctr_7d, type: BIGINT}", "columns[4].name", "duplicate column `ctr_7d`");
+    expect_error(
+        "{name: clicks,    type: BIGINT, nullable: false}",
+        "{name: ctr_7d, type: BIGINT}",
+        "columns[4].name",
+        "duplicate column `ctr_7d`",
+    );
     expect_error("join_keys: [user_id]", "join_keys: [uid]", "entity.join_keys[0]", "not among the columns");
     expect_error("join_keys: [user_id]", "join_keys: [ctr_7d]", "entity.join_keys[0]", "expected INTEGER, BIGINT or VARCHAR");
     expect_error("timestamp: event_ts", "timestamp: ts", "timestamp", "not among the columns");
@@ -100,7 +105,12 @@ fn each_kind_of_mistake_names_its_field() {
     expect_error("ttl: 7d", "ttl: 7 days", "serving.ttl", "not a duration");
     expect_error("name: user_features", "name: User-Features", "name", "not a valid service name");
     expect_error(r#"ref: "user_stats:ctr_7d""#, r#"ref: "user_stats""#, "columns[7].ref", "view:column");
-    expect_error(r#"type: "FLOAT[]", shape: {dimension: 1152}"#, r#"type: "FLOAT[4]", shape: {dimension: 1152}"#, "columns[6].type", "shape.dimension says 1152");
+    expect_error(
+        r#"type: "FLOAT[]", shape: {dimension: 1152}"#,
+        r#"type: "FLOAT[4]", shape: {dimension: 1152}"#,
+        "columns[6].type",
+        "shape.dimension says 1152",
+    );
     expect_error("{name: user_id,   type: BIGINT}", "{name: user_id, type: BIGINT, nullable: true}", "columns[0].nullable", "never NULL");
 }
 

@@ -103,7 +103,11 @@ fn breaking_changes() {
         ("{name: country,   type: VARCHAR}", "{name: nation, type: VARCHAR}", "column `country` renamed to `nation`"),
         ("{name: ctr_7d,    type: DOUBLE,", "{name: ctr_7d,    type: FLOAT,", "column `ctr_7d` type DOUBLE -> FLOAT"),
         (r#""FLOAT[1152]""#, r#""FLOAT[1024]""#, "column `tower` type FLOAT[1152] -> FLOAT[1024]"),
-        ("{name: country,   type: VARCHAR}", "{name: country, type: VARCHAR, nullable: false}", "column `country` nullable -> not nullable"),
+        (
+            "{name: country,   type: VARCHAR}",
+            "{name: country, type: VARCHAR, nullable: false}",
+            "column `country` nullable -> not nullable",
+        ),
         ("join_keys: [user_id]", "join_keys: [user_id, country]", "join keys [user_id] -> [user_id, country]"),
         ("allowed: true", "allowed: false", "serving allowed -> not allowed"),
     ] {
@@ -111,9 +115,15 @@ fn breaking_changes() {
         assert!(fwd.contains(&(Class::Breaking, forward.to_string())), "{forward}: {fwd:?}");
     }
     // Timestamp: another TIMESTAMP column becomes the event time.
-    let a = lock_of(&[&edit("  - {name: country,   type: VARCHAR}\n", "  - {name: country,   type: VARCHAR}\n  - {name: ingested, type: TIMESTAMP}\n")]);
-    let b = lock_of(&[&edit("  - {name: country,   type: VARCHAR}\n", "  - {name: country,   type: VARCHAR}\n  - {name: ingested, type: TIMESTAMP}\n")
-        .replace("timestamp: event_ts", "timestamp: ingested")]);
+    let a = lock_of(&[&edit(
+        "  - {name: country,   type: VARCHAR}\n",
+        "  - {name: country,   type: VARCHAR}\n  - {name: ingested, type: TIMESTAMP}\n",
+    )]);
+    let b = lock_of(&[&edit(
+        "  - {name: country,   type: VARCHAR}\n",
+        "  - {name: country,   type: VARCHAR}\n  - {name: ingested, type: TIMESTAMP}\n",
+    )
+    .replace("timestamp: event_ts", "timestamp: ingested")]);
     let d = diff(&a, &b);
     assert!(d.iter().any(|c| c.class == Class::Breaking && c.change == "timestamp column `event_ts` -> `ingested`"), "{d:?}");
     // A service removed.
@@ -199,7 +209,10 @@ fn version_rules() {
 
     // Additive without a bump is a violation too.
     let r = check(&locked, &lock_of(&[&edit("ttl: 7d", "ttl: 1d")]), "2026-06-27");
-    assert!(r.violations[0].message.contains("additive change (ttl 604800s -> 86400s)") && r.violations[0].message.contains("e.g. 2026-06-27.1"));
+    assert!(
+        r.violations[0].message.contains("additive change (ttl 604800s -> 86400s)")
+            && r.violations[0].message.contains("e.g. 2026-06-27.1")
+    );
 }
 
 #[test]

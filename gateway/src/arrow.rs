@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeListBuilder, Float32Builder, Float64Builder,
-    Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -134,9 +134,7 @@ fn data_type(ty: ColumnType) -> DataType {
             ScalarType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ScalarType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         },
-        ColumnType::FixedArray { elem, len } => {
-            DataType::FixedSizeList(Arc::new(Field::new("item", elem_type(elem), true)), len as i32)
-        }
+        ColumnType::FixedArray { elem, len } => DataType::FixedSizeList(Arc::new(Field::new("item", elem_type(elem), true)), len as i32),
         ColumnType::List { elem } => DataType::List(Arc::new(Field::new("item", elem_type(elem), true))),
     }
 }

@@ -13,8 +13,8 @@
 //! message; none of them carries key material or echoes the token.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use daeda_catalog::ServiceDef;
@@ -176,7 +176,9 @@ fn jwks(path: &Path, s: &AuthSettings) -> Result<HashMap<String, (DecodingKey, V
     for (i, jwk) in set.keys.iter().enumerate() {
         let kid = jwk.common.key_id.clone().ok_or_else(|| bad(format!("key {i} has no `kid`")))?;
         let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
-            (Some(a), _) => a.to_string().parse::<Algorithm>().map_err(|_| bad(format!("key `{kid}`: algorithm {a} cannot verify tokens")))?,
+            (Some(a), _) => {
+                a.to_string().parse::<Algorithm>().map_err(|_| bad(format!("key `{kid}`: algorithm {a} cannot verify tokens")))?
+            }
             (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
             (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
             (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
@@ -196,18 +198,18 @@ fn jwks(path: &Path, s: &AuthSettings) -> Result<HashMap<String, (DecodingKey, V
 
 fn validation(alg: Algorithm, s: &AuthSettings) -> Validation {
     let mut v = Validation::new(alg);
-        v.leeway = LEEWAY_SECS;
-        v.validate_exp = true;
-        v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "sub"]);
-        match &s.audience {
-            Some(aud) => v.set_audience(&[aud]),
-            None => v.validate_aud = false,
-        }
-        if let Some(iss) = &s.issuer {
-            v.set_issuer(&[iss]);
-            v.required_spec_claims.insert("iss".into());
-        }
+    v.leeway = LEEWAY_SECS;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    match &s.audience {
+        Some(aud) => v.set_audience(&[aud]),
+        None => v.validate_aud = false,
+    }
+    if let Some(iss) = &s.issuer {
+        v.set_issuer(&[iss]);
+        v.required_spec_claims.insert("iss".into());
+    }
     if s.audience.is_some() {
         v.required_spec_claims.insert("aud".into());
     }
@@ -304,11 +306,8 @@ impl Verifier {
         if c.sub.is_empty() {
             return Err(ApiError::Unauthorized(INVALID));
         }
-        let services = if c.services.iter().any(|s| s == "*") {
-            Scope::All
-        } else {
-            Scope::Only(Arc::new(c.services.into_iter().collect()))
-        };
+        let services =
+            if c.services.iter().any(|s| s == "*") { Scope::All } else { Scope::Only(Arc::new(c.services.into_iter().collect())) };
         let principal = Principal { sub: c.sub, services, planes: c.planes };
         let mut cache = self.verified.write().expect("token cache lock");
         if cache.len() >= CACHE_CAPACITY {
@@ -400,7 +399,9 @@ mod tests {
         let ok = v.verify(Some(&bearer(token(serde_json::json!(["another-gateway", "daeda-gateway"])))));
         assert_eq!(ok.unwrap().sub, "x");
         assert!(v.verify(Some(&bearer(token(serde_json::json!("daeda-gateway"))))).is_ok());
-        for wrong in [serde_json::json!(["another-gateway", "ads"]), serde_json::json!([]), serde_json::json!("ads"), serde_json::json!([1])] {
+        for wrong in
+            [serde_json::json!(["another-gateway", "ads"]), serde_json::json!([]), serde_json::json!("ads"), serde_json::json!([1])]
+        {
             let e = v.verify(Some(&bearer(token(wrong.clone())))).unwrap_err();
             // `[1]` is not an audience at all: malformed.
             assert!(matches!(e, ApiError::Unauthorized(WRONG_AUDIENCE | INVALID)), "{wrong}: {e}");

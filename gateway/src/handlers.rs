@@ -151,10 +151,7 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
 
 /// Whether the client asked for an Arrow IPC stream instead of JSON.
 fn wants_arrow(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(arrow::CONTENT_TYPE))
+    req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(arrow::CONTENT_TYPE))
 }
 
 fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiError> {
@@ -170,7 +167,8 @@ fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiErr
 async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
     // The SQL plane is auxiliary: its state is reported, never a reason to
     // take the online plane out of rotation.
-    let sql = state.sql.as_ref().map(|p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}));
+    let sql =
+        state.sql.as_ref().map(|p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}));
     state.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     state.generations.refresh().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let catalog = state.catalog();
@@ -266,11 +264,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
     let lookup_req: LookupRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not a lookup request: {e}")))?;
 
-    let mut meta = state
-        .generations
-        .live(service)
-        .await?
-        .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
+    let mut meta = state.generations.live(service).await?.ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
     let t = Instant::now();
     let schema = state.schema_for(def, &meta)?;
     let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
@@ -286,11 +280,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
             }
         }
     }
-    state.metrics.entities(
-        fetched.count(EntityStatus::Ok),
-        fetched.count(EntityStatus::Missing),
-        fetched.count(EntityStatus::Stale),
-    );
+    state.metrics.entities(fetched.count(EntityStatus::Ok), fetched.count(EntityStatus::Missing), fetched.count(EntityStatus::Stale));
     if wants_arrow {
         let bytes = arrow::encode(def, &lookup_req, &fetched)?;
         return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
@@ -329,12 +319,8 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
             return Err(ApiError::SqlCooldown(left.as_secs().max(1) as u32));
         }
     }
-    let granted: Vec<String> = state
-        .catalog()
-        .services()
-        .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
-        .map(|s| s.name.to_ascii_lowercase())
-        .collect();
+    let granted: Vec<String> =
+        state.catalog().services().filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok()).map(|s| s.name.to_ascii_lowercase()).collect();
     let decision = plane.policy.check(&request.sql, granted.clone()).await.map_err(|e| ApiError::SqlUnavailable(e.to_string()))?;
     let approved = decision.map_err(|d| {
         state.metrics.sql_denied();
@@ -400,15 +386,17 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         // Decoding and rendering take CPU in proportion to the result: never
         // on the async threads the online lookups run on.
         let max_bytes = state.cfg.sql_max_bytes;
-        let json = plane.render.run(move || {
-            let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
-            crate::sql::to_json(&output, max_bytes).map_err(|e| match e {
-                e @ crate::sql::JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),
-                e => ApiError::Internal(e.to_string()),
+        let json = plane
+            .render
+            .run(move || {
+                let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
+                crate::sql::to_json(&output, max_bytes).map_err(|e| match e {
+                    e @ crate::sql::JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),
+                    e => ApiError::Internal(e.to_string()),
+                })
             })
-        })
-        .await
-        .map_err(|e| ApiError::SqlUnavailable(e.to_string()))??;
+            .await
+            .map_err(|e| ApiError::SqlUnavailable(e.to_string()))??;
         respond(StatusCode::OK, "application/json", json.into())
     };
     if truncated {

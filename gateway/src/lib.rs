@@ -289,7 +289,12 @@ impl Gateway {
         if cfg.max_connections == 0 {
             return Err(StartError::Limits("max_connections must be at least 1".into()));
         }
-        for (name, d) in [("request_timeout", cfg.request_timeout), ("header_read_timeout", cfg.header_read_timeout), ("idle_timeout", cfg.idle_timeout), ("refresh", cfg.refresh)] {
+        for (name, d) in [
+            ("request_timeout", cfg.request_timeout),
+            ("header_read_timeout", cfg.header_read_timeout),
+            ("idle_timeout", cfg.idle_timeout),
+            ("refresh", cfg.refresh),
+        ] {
             if d.is_zero() {
                 return Err(StartError::Limits(format!("{name} must be longer than zero")));
             }
@@ -323,7 +328,18 @@ impl Gateway {
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
         let catalog = std::sync::RwLock::new(Arc::new(catalog));
         let schemas = Default::default();
-        let state = Arc::new(State { cfg, catalog, store, verifier, generations, metrics: Default::default(), failures: Default::default(), slots, sql, schemas });
+        let state = Arc::new(State {
+            cfg,
+            catalog,
+            store,
+            verifier,
+            generations,
+            metrics: Default::default(),
+            failures: Default::default(),
+            slots,
+            sql,
+            schemas,
+        });
         Ok(Gateway { state, listener, admin, tls })
     }
 

@@ -128,17 +128,25 @@ impl Metrics {
         for ((route, status), (n, _)) in m.iter() {
             let _ = writeln!(out, "daeda_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
         }
-        out.push_str("# HELP daeda_request_duration_seconds Request latency by route and status.\n# TYPE daeda_request_duration_seconds histogram\n");
+        out.push_str(
+            "# HELP daeda_request_duration_seconds Request latency by route and status.\n# TYPE daeda_request_duration_seconds histogram\n",
+        );
         for ((route, status), (_, h)) in m.iter() {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "daeda_request_duration_seconds_bucket{{route=\"{route}\",status=\"{status}\",le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "daeda_request_duration_seconds_bucket{{route=\"{route}\",status=\"{status}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
             let _ = writeln!(out, "daeda_request_duration_seconds_bucket{{route=\"{route}\",status=\"{status}\",le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "daeda_request_duration_seconds_sum{{route=\"{route}\",status=\"{status}\"}} {}", h.sum);
             let _ = writeln!(out, "daeda_request_duration_seconds_count{{route=\"{route}\",status=\"{status}\"}} {}", h.count);
         }
         drop(m);
-        out.push_str("# HELP daeda_request_errors_total Failed requests by route and error code.\n# TYPE daeda_request_errors_total counter\n");
+        out.push_str(
+            "# HELP daeda_request_errors_total Failed requests by route and error code.\n# TYPE daeda_request_errors_total counter\n",
+        );
         for ((route, code), n) in self.errors.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "daeda_request_errors_total{{route=\"{route}\",code=\"{code}\"}} {n}");
         }
@@ -158,11 +166,20 @@ impl Metrics {
         let _ = writeln!(out, "# HELP daeda_sql_policy_denied_total SQL queries the policy refused.\n# TYPE daeda_sql_policy_denied_total counter\ndaeda_sql_policy_denied_total {}", self.sql_denied.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP daeda_sql_parser_disagreements_total SQL queries the policy approved but DuckDB's parser read differently (denied).\n# TYPE daeda_sql_parser_disagreements_total counter\ndaeda_sql_parser_disagreements_total {}", self.sql_disagreements.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP daeda_redis_pool_connections Pooled Redis connections.\n# TYPE daeda_redis_pool_connections gauge\ndaeda_redis_pool_connections{{state=\"open\"}} {}\ndaeda_redis_pool_connections{{state=\"idle\"}} {}", pool.0, pool.1);
-        let _ = writeln!(out, "# HELP daeda_connections_open Client connections open now.\n# TYPE daeda_connections_open gauge\ndaeda_connections_open {}", g.connections_open);
+        let _ = writeln!(
+            out,
+            "# HELP daeda_connections_open Client connections open now.\n# TYPE daeda_connections_open gauge\ndaeda_connections_open {}",
+            g.connections_open
+        );
         let _ = writeln!(out, "# HELP daeda_connections_max Client connections allowed at once (max_connections).\n# TYPE daeda_connections_max gauge\ndaeda_connections_max {}", g.max_connections);
         out.push_str("# HELP daeda_connection_events_total Connections refused past max_connections, closed for a slow request head or for idleness, and failed accepts.\n# TYPE daeda_connection_events_total counter\n");
         for e in ConnEvent::ALL {
-            let _ = writeln!(out, "daeda_connection_events_total{{event=\"{}\"}} {}", e.label(), self.connections[e as usize].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "daeda_connection_events_total{{event=\"{}\"}} {}",
+                e.label(),
+                self.connections[e as usize].load(Ordering::Relaxed)
+            );
         }
         render_freshness(&mut out, g);
         let _ = writeln!(

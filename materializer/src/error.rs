@@ -43,7 +43,9 @@ pub enum MaterializeError {
     #[error("`{service}`: {written} of {expected} rows were written; the generation was not made live")]
     Incomplete { service: String, written: u64, expected: u64 },
     /// The run was asked to stop (SIGTERM / SIGINT) and did, cleanly.
-    #[error("the run of `{0}` was interrupted before it finished: no generation was flipped or advanced, and its unfinished rows were removed")]
+    #[error(
+        "the run of `{0}` was interrupted before it finished: no generation was flipped or advanced, and its unfinished rows were removed"
+    )]
     Interrupted(String),
     /// The MetadataStore failed.
     #[error(transparent)]

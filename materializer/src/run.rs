@@ -241,7 +241,9 @@ impl Materializer {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::info!(service, generation = g, error = %e, "could not check the live generation; the next full run removes leftovers"),
+                Err(e) => {
+                    tracing::info!(service, generation = g, error = %e, "could not check the live generation; the next full run removes leftovers")
+                }
             }
         }
         if let Err(e) = self.store.release_lease(service, run_id).await {
@@ -279,8 +281,7 @@ impl Materializer {
         self.store.acquire_lease(&def.name, run_id, self.settings.lease_ttl).await?;
         let lease_lost = Arc::new(AtomicBool::new(false));
         let renewer = self.spawn_lease_renewal(&def.name, run_id, lease_lost.clone());
-        let lease =
-            LeaseWatch { service: def.name.clone(), run_id: run_id.to_string(), lost: lease_lost, stop: self.stop.clone() };
+        let lease = LeaseWatch { service: def.name.clone(), run_id: run_id.to_string(), lost: lease_lost, stop: self.stop.clone() };
         let result = match req.mode {
             Mode::Full => self.full(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
             Mode::Incremental => self.incremental(def, req, run_id, progress, partial, &mut warnings, t0, &lease).await,
@@ -316,7 +317,12 @@ impl Materializer {
     }
 
     /// Checks there is room for a second generation and warns about eviction.
-    async fn check_room(&self, def: &ServiceDef, live: Option<&GenerationMeta>, warnings: &mut Vec<String>) -> Result<(), MaterializeError> {
+    async fn check_room(
+        &self,
+        def: &ServiceDef,
+        live: Option<&GenerationMeta>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), MaterializeError> {
         let mem = self.store.memory().await?;
         if mem.policy != "noeviction" {
             let w = format!(
@@ -441,8 +447,17 @@ impl Materializer {
         self.store.advance(&meta, wm, writes.inserted, writes.bytes).await?;
         *partial = None;
         Ok(self.summary(
-            def, req, run_id, t0, Some(live.generation.clone()), None, &produced,
-            writes.inserted + writes.replaced, writes.kept, writes.bytes, warnings.clone(),
+            def,
+            req,
+            run_id,
+            t0,
+            Some(live.generation.clone()),
+            None,
+            &produced,
+            writes.inserted + writes.replaced,
+            writes.kept,
+            writes.bytes,
+            warnings.clone(),
         ))
     }
 

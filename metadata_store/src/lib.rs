@@ -200,8 +200,7 @@ const COLUMNS: &str = "run_id, kind, service, version, mode, status, attempt, st
 impl MetadataStore {
     /// Opens (creating if needed) `<run_root>/metadata.sqlite`.
     pub fn open(run_root: &Path) -> Result<MetadataStore, StoreError> {
-        std::fs::create_dir_all(run_root)
-            .map_err(|source| StoreError::RunRoot { path: run_root.to_path_buf(), source })?;
+        std::fs::create_dir_all(run_root).map_err(|source| StoreError::RunRoot { path: run_root.to_path_buf(), source })?;
         let path = run_root.join(FILE_NAME);
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
         let conn = Connection::open(&path).map_err(sql)?;
@@ -239,8 +238,7 @@ impl MetadataStore {
     pub fn next_attempt(&self, service: &str, kind: RunKind) -> Result<u32, StoreError> {
         // The SQL lists are built from the enum, so `is_success` is the only definition.
         let quoted = |keep: fn(RunStatus) -> bool| {
-            let names: Vec<String> =
-                RunStatus::ALL.iter().filter(|s| keep(**s)).map(|s| format!("'{}'", s.as_str())).collect();
+            let names: Vec<String> = RunStatus::ALL.iter().filter(|s| keep(**s)).map(|s| format!("'{}'", s.as_str())).collect();
             names.join(", ")
         };
         let last_ok: Option<i64> = self
@@ -405,7 +403,10 @@ mod tests {
         assert_eq!(store.next_attempt("s", RunKind::Materialize).unwrap(), 1);
 
         let list = store.list(10).unwrap();
-        assert_eq!(list.iter().map(|r| (r.run_id.as_str(), r.status.as_str())).collect::<Vec<_>>(), [("r2", "succeeded"), ("r1", "failed")]);
+        assert_eq!(
+            list.iter().map(|r| (r.run_id.as_str(), r.status.as_str())).collect::<Vec<_>>(),
+            [("r2", "succeeded"), ("r1", "failed")]
+        );
         assert_eq!(store.show("r1").unwrap().len(), 2);
         assert_eq!(list[0].source_snapshot, Some(serde_json::json!({"files": []})));
         assert!(matches!(store.show("nope"), Err(StoreError::UnknownRun(_))));
@@ -479,7 +480,8 @@ mod tests {
         // Stored as their names; read back typed.
         let last = store.show("c4").unwrap().pop().unwrap();
         assert_eq!((last.kind, last.status), (RunKind::SkewCheck, RunStatus::Skewed));
-        let raw: String = store.conn.query_row("SELECT status FROM run_records WHERE run_id = 'c4' ORDER BY seq DESC", [], |r| r.get(0)).unwrap();
+        let raw: String =
+            store.conn.query_row("SELECT status FROM run_records WHERE run_id = 'c4' ORDER BY seq DESC", [], |r| r.get(0)).unwrap();
         assert_eq!(raw, "skewed");
         assert_eq!(serde_json::to_value(&last).unwrap()["kind"], "skew_check");
         for s in RunStatus::ALL {

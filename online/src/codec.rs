@@ -64,7 +64,10 @@ pub enum Value {
     BigInt(i64),
     Float(f32),
     Double(f64),
-    Decimal { unscaled: i128, scale: u8 },
+    Decimal {
+        unscaled: i128,
+        scale: u8,
+    },
     Str(String),
     /// Days since 1970-01-01.
     Date(i32),
@@ -347,11 +350,8 @@ impl<'a> Reader<'a> {
                 ScalarType::Float => Value::Float(f32::from_le_bytes(self.array()?)),
                 ScalarType::Double => Value::Double(f64::from_le_bytes(self.array()?)),
                 ScalarType::Decimal { precision, scale } => {
-                    let unscaled = if precision <= 18 {
-                        i128::from(i64::from_le_bytes(self.array()?))
-                    } else {
-                        i128::from_le_bytes(self.array()?)
-                    };
+                    let unscaled =
+                        if precision <= 18 { i128::from(i64::from_le_bytes(self.array()?)) } else { i128::from_le_bytes(self.array()?) };
                     Value::Decimal { unscaled, scale }
                 }
                 ScalarType::Varchar => {
@@ -404,8 +404,20 @@ mod tests {
     #[test]
     fn every_type_round_trips_exactly() {
         let s = schema(&[
-            "BOOLEAN", "INTEGER", "BIGINT", "FLOAT", "DOUBLE", "DECIMAL(10,2)", "DECIMAL(38,10)",
-            "VARCHAR", "DATE", "TIMESTAMPTZ", "FLOAT[3]", "BIGINT[]", "DOUBLE", "VARCHAR",
+            "BOOLEAN",
+            "INTEGER",
+            "BIGINT",
+            "FLOAT",
+            "DOUBLE",
+            "DECIMAL(10,2)",
+            "DECIMAL(38,10)",
+            "VARCHAR",
+            "DATE",
+            "TIMESTAMPTZ",
+            "FLOAT[3]",
+            "BIGINT[]",
+            "DOUBLE",
+            "VARCHAR",
         ]);
         let mut buf = vec![0xAA]; // rows append; earlier bytes are untouched
         let mut w = RowWriter::begin(&mut buf, &s, -1_234_567);

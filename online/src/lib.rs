@@ -7,10 +7,10 @@ mod batch;
 pub mod codec;
 mod error;
 pub mod keys;
+pub mod lookup;
 mod meta;
 mod pool;
 mod store;
-pub mod lookup;
 
 pub use batch::RowBatch;
 pub use error::OnlineError;

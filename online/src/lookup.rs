@@ -100,9 +100,7 @@ pub fn entity_keys(def: &ServiceDef, entities: &Map<String, Json>, max_batch: us
             let v = &values[i];
             let part = match col.ty {
                 ColumnType::Scalar(ScalarType::Varchar) => v.as_str().map(KeyPart::Str),
-                ColumnType::Scalar(ScalarType::Integer) => {
-                    v.as_i64().filter(|x| i32::try_from(*x).is_ok()).map(KeyPart::Int)
-                }
+                ColumnType::Scalar(ScalarType::Integer) => v.as_i64().filter(|x| i32::try_from(*x).is_ok()).map(KeyPart::Int),
                 _ => v.as_i64().map(KeyPart::Int),
             };
             parts.push(part.ok_or_else(|| {
@@ -129,10 +127,11 @@ fn selected(def: &ServiceDef, schema: &RowSchema, features: Option<&[String]>) -
         if def.is_join_key(f) || f == &def.timestamp {
             continue; // always answered
         }
-        let idx = schema.names.iter().position(|n| n == f).ok_or_else(|| LookupError::UnknownFeature {
-            service: def.name.clone(),
-            feature: f.clone(),
-        })?;
+        let idx = schema
+            .names
+            .iter()
+            .position(|n| n == f)
+            .ok_or_else(|| LookupError::UnknownFeature { service: def.name.clone(), feature: f.clone() })?;
         if seen.insert(idx) {
             out.push(idx);
         }
@@ -392,7 +391,6 @@ pub fn date_text(days: i32) -> Option<String> {
 pub fn timestamp_text(us: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_micros(us).map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
-
 
 /// An exact decimal string: unscaled 12345 at scale 2 is "123.45".
 pub fn decimal_text(unscaled: i128, scale: u8) -> String {

@@ -17,15 +17,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 use deadpool::Runtime;
+use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 
 use crate::pool::{Pool, RedisManager};
 
 use crate::keys;
 use crate::meta::GenerationMeta;
-use crate::RowBatch;
 use crate::OnlineError;
+use crate::RowBatch;
 
 /// Connection settings. Timeouts are explicit: without them a dead Redis hangs
 /// callers instead of failing them.
@@ -188,9 +188,8 @@ impl OnlineStore {
     /// Builds the pool; no connection is made until the first command.
     pub fn connect(url: &str, settings: &StoreSettings) -> Result<OnlineStore, OnlineError> {
         let display_url = redact(url);
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout));
+        let conn_config =
+            AsyncConnectionConfig::new().set_connection_timeout(Some(settings.timeout)).set_response_timeout(Some(settings.timeout));
         let (urls, cluster) = targets(url);
         let manager = RedisManager::new(&urls, cluster, settings.timeout, conn_config)
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
@@ -249,9 +248,7 @@ impl OnlineStore {
         let mut unlimited = false;
         for node in self.nodes(&mut c).await? {
             let info: String = self.on_node(&mut c, node.as_ref(), redis::cmd("INFO").arg("memory").clone()).await?;
-            let field = |name: &str| {
-                info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
-            };
+            let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim);
             total.used += field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
             let max: u64 = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
             unlimited |= max == 0;
@@ -296,9 +293,10 @@ impl OnlineStore {
         let (Some(node), crate::pool::Inner::Cluster(cluster)) = (node, &mut c.inner) else {
             return cmd.query_async(&mut **c).await.map_err(|e| self.err(e));
         };
-        let routing = redis::cluster_routing::RoutingInfo::SingleNode(
-            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host: node.host.clone(), port: node.port },
-        );
+        let routing = redis::cluster_routing::RoutingInfo::SingleNode(redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+            host: node.host.clone(),
+            port: node.port,
+        });
         let value = cluster.route_command(cmd, routing).await.map_err(|e| self.err(e))?;
         redis::FromRedisValue::from_redis_value(value).map_err(|e| self.err(e.into()))
     }
@@ -340,12 +338,7 @@ impl OnlineStore {
 
     pub async fn release_lease(&self, service: &str, run_id: &str) -> Result<(), OnlineError> {
         let mut c = self.conn().await?;
-        let _: i64 = Script::new(RELEASE)
-            .key(self.keys.lease(service))
-            .arg(run_id)
-            .invoke_async(&mut *c)
-            .await
-            .map_err(|e| self.err(e))?;
+        let _: i64 = Script::new(RELEASE).key(self.keys.lease(service)).arg(run_id).invoke_async(&mut *c).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -421,8 +414,7 @@ impl OnlineStore {
     pub async fn services_online(&self) -> Result<Vec<String>, OnlineError> {
         let mut c = self.conn().await?;
         let found: Vec<String> = self.scan_all(&mut c, &self.keys.all_generation_sets()).await?;
-        let mut names: Vec<String> =
-            found.iter().filter_map(|k| self.keys.service_of_generation_set(k)).map(str::to_string).collect();
+        let mut names: Vec<String> = found.iter().filter_map(|k| self.keys.service_of_generation_set(k)).map(str::to_string).collect();
         names.sort();
         names.dedup();
         Ok(names)

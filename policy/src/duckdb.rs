@@ -207,7 +207,10 @@ impl DuckWalk<'_> {
             let literal = children.get(arg).filter(|c| c.get("class").and_then(Value::as_str) == Some("CONSTANT"));
             let text = literal.and_then(|c| c.get("value")).and_then(|v| v.get("value")).and_then(Value::as_str);
             if !text.is_some_and(|t| t.len() <= cap) {
-                return differ(format!("DuckDB reads {name} with argument {} that is not a string literal of at most {cap} bytes", arg + 1));
+                return differ(format!(
+                    "DuckDB reads {name} with argument {} that is not a string literal of at most {cap} bytes",
+                    arg + 1
+                ));
             }
         }
         self.view.functions.insert(name);

@@ -106,7 +106,9 @@ pub fn tokens(sql: &str, limits: &Limits) -> Result<Vec<TokenWithSpan>, Denied> 
                 // The tokenizer keeps escapes raw: `\'` here is the quote
                 // sqlparser did not end the string at, and DuckDB would.
                 if s.contains("\\'") {
-                    return deny("a string literal may not contain a backslash before a quote: DuckDB ends the string there; write the quote as ''");
+                    return deny(
+                        "a string literal may not contain a backslash before a quote: DuckDB ends the string there; write the quote as ''",
+                    );
                 }
             }
             Token::Number(..) => {}

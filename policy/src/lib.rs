@@ -33,12 +33,12 @@ pub use lexical::Limits;
 use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
 
+use sqlparser::ast::Value;
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query,
-    Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor,
 };
 use sqlparser::dialect::DuckDbDialect;
-use sqlparser::ast::Value;
 use sqlparser::parser::Parser;
 
 /// The services a caller may read: approved for serving and granted by the token.
@@ -93,9 +93,8 @@ pub fn check_with(sql: &str, grants: &Grants, limits: &Limits) -> Result<Approve
     // The fixed point: what runs is the printed text, so the printed text must
     // be exactly the tree that was checked.
     let printed = statement.to_string();
-    let again = parse_one(&printed, limits).map_err(|d| Denied {
-        reason: format!("the query's printed form does not parse back ({}); it is denied", d.reason),
-    })?;
+    let again = parse_one(&printed, limits)
+        .map_err(|d| Denied { reason: format!("the query's printed form does not parse back ({}); it is denied", d.reason) })?;
     if again != statement || again.to_string() != printed {
         return deny("the query's printed form reads differently from the query; it is denied");
     }
@@ -109,8 +108,8 @@ fn parse_one(sql: &str, limits: &Limits) -> Result<Statement, Denied> {
         Ok(s) => s,
         Err(e) => {
             return deny(format!(
-                "the query could not be parsed ({e}); SQL the policy's parser does not understand is denied, even where DuckDB would accept it"
-            ))
+            "the query could not be parsed ({e}); SQL the policy's parser does not understand is denied, even where DuckDB would accept it"
+        ))
         }
     };
     let mut statements = statements.into_iter();
@@ -276,14 +275,16 @@ impl Walk<'_> {
 
     fn table_factor(&mut self, f: &TableFactor, scope: &Scope) -> Result<(), Denied> {
         match f {
-            TableFactor::Table {
-                name, args, with_hints, version, with_ordinality, partitions, json_path, index_directives, ..
-            } => {
+            TableFactor::Table { name, args, with_hints, version, with_ordinality, partitions, json_path, index_directives, .. } => {
                 if args.is_some() {
                     return deny(format!("table function {name} is not allowed"));
                 }
-                if !with_hints.is_empty() || version.is_some() || *with_ordinality || !partitions.is_empty()
-                    || json_path.is_some() || !index_directives.is_empty()
+                if !with_hints.is_empty()
+                    || version.is_some()
+                    || *with_ordinality
+                    || !partitions.is_empty()
+                    || json_path.is_some()
+                    || !index_directives.is_empty()
                 {
                     return deny(format!("table hints, versions, partitions and paths are not allowed on {name}"));
                 }
@@ -406,9 +407,7 @@ impl Visitor for ExprCheck<'_, '_, '_> {
             }
             if rules::AMPLIFIERS.contains(&name.as_str()) {
                 if let Some(inner) = nested_amplifier(&f.args) {
-                    return ControlFlow::Break(Denied {
-                        reason: format!("{inner} may not be used inside {name}: their outputs multiply"),
-                    });
+                    return ControlFlow::Break(Denied { reason: format!("{inner} may not be used inside {name}: their outputs multiply") });
                 }
             }
         }

@@ -110,8 +110,11 @@ fn allocation_by_argument_is_capped_or_gone() {
     denied("SELECT len(list_transform(repeat([1], 10000), x -> repeat([1], 10000)))");
     denied("SELECT repeat([true], 10000) AS b FROM user_features");
     denied("SELECT replace(lpad('', 10000, 'a'), 'a', lpad('', 10000, 'a'))");
-    check("SELECT replace(country, 'a', 'bb'), list_transform(embedding, x -> x * 2), string_agg(country, ',') FROM user_features", &grants())
-        .unwrap();
+    check(
+        "SELECT replace(country, 'a', 'bb'), list_transform(embedding, x -> x * 2), string_agg(country, ',') FROM user_features",
+        &grants(),
+    )
+    .unwrap();
 }
 
 /// Builders of the deepest trees each kind of syntax allows, `n` levels.

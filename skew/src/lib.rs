@@ -175,9 +175,7 @@ async fn run(
     }
     let as_of = match opts.as_of {
         Some(t) => t,
-        None => DateTime::parse_from_rfc3339(&meta.as_of)
-            .map_err(|_| SkewError::BadAsOf(meta.as_of.clone()))?
-            .with_timezone(&Utc),
+        None => DateTime::parse_from_rfc3339(&meta.as_of).map_err(|_| SkewError::BadAsOf(meta.as_of.clone()))?.with_timezone(&Utc),
     };
 
     let (tx, mut rx) = mpsc::channel::<RowBatch>(8);
@@ -279,8 +277,7 @@ async fn compare_batch(
             continue;
         };
         let offline = codec::decode(offline_bytes, schema).expect("rows the encoder wrote decode");
-        let online = codec::decode(&online_bytes, schema)
-            .map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
+        let online = codec::decode(&online_bytes, schema).map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
         if stale_before.is_some_and(|t| online.event_ts_micros < t) {
             tally.stale += 1;
         }

@@ -70,7 +70,11 @@ fn qualified(alias: &str, table: &str) -> String {
 fn folder_of(path: &str) -> PathBuf {
     let cut = path.find(['*', '?', '[', '{']).map_or(path, |i| &path[..i]);
     let p = Path::new(cut);
-    if cut.ends_with('/') { p.to_path_buf() } else { p.parent().unwrap_or(Path::new("/")).to_path_buf() }
+    if cut.ends_with('/') {
+        p.to_path_buf()
+    } else {
+        p.parent().unwrap_or(Path::new("/")).to_path_buf()
+    }
 }
 
 /// What a service's view needs attached, and where its files are.
@@ -124,12 +128,8 @@ impl Session {
     /// into `dir/views.duckdb`, then opens that file read-only and locks it down.
     pub fn open(catalog: &Catalog, dir: &Path, limits: &SessionLimits) -> Result<Session, String> {
         let file = dir.join("views.duckdb");
-        let exposures: Vec<(String, Exposure)> = catalog
-            .services()
-            .filter(|s| s.serving.allowed)
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), exposure(s, i)))
-            .collect();
+        let exposures: Vec<(String, Exposure)> =
+            catalog.services().filter(|s| s.serving.allowed).enumerate().map(|(i, s)| (s.name.clone(), exposure(s, i))).collect();
         let needs_ducklake = catalog.services().any(|s| s.serving.allowed && matches!(s.source, Source::DuckLake { .. }));
         {
             let build = Connection::open(&file).map_err(err)?;

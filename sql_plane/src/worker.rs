@@ -60,9 +60,7 @@ pub enum Confinement {
 /// Forbids writes outside `private` for this thread and every thread it
 /// starts later. Must run before DuckDB opens (its thread pool starts then).
 pub fn confine(private: &std::path::Path) -> Result<Confinement, String> {
-    use landlock::{
-        path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
-    };
+    use landlock::{path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI};
     let abi = ABI::V5;
     let status = Ruleset::default()
         .handle_access(AccessFs::from_write(abi))
@@ -126,21 +124,20 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String>
                     r.insert(id, slot.clone());
                 }
                 let (session, out, running) = (session.clone(), writer.clone(), running.clone());
-                let spawned = std::thread::Builder::new()
-                    .name(format!("sql-{id}"))
-                    .stack_size(QUERY_STACK)
-                    .spawn(move || {
-                        let reply = answer(&session, &q, &slot, received);
-                        running.lock().expect("running lock").remove(&id);
-                        let sent = out.lock().expect("writer lock").write_all(&reply.encode(id));
-                        if session.damaged() {
-                            eprintln!("daeda sql-worker: a query changed the session's attached databases; exiting so a fresh session replaces it");
-                            std::process::exit(3);
-                        }
-                        if sent.is_err() {
-                            std::process::exit(0);
-                        }
-                    });
+                let spawned = std::thread::Builder::new().name(format!("sql-{id}")).stack_size(QUERY_STACK).spawn(move || {
+                    let reply = answer(&session, &q, &slot, received);
+                    running.lock().expect("running lock").remove(&id);
+                    let sent = out.lock().expect("writer lock").write_all(&reply.encode(id));
+                    if session.damaged() {
+                        eprintln!(
+                            "daeda sql-worker: a query changed the session's attached databases; exiting so a fresh session replaces it"
+                        );
+                        std::process::exit(3);
+                    }
+                    if sent.is_err() {
+                        std::process::exit(0);
+                    }
+                });
                 if let Err(e) = spawned {
                     let reply = Reply::Internal(format!("no thread for the query: {e}"));
                     writer.lock().expect("writer lock").write_all(&reply.encode(id)).map_err(|e| e.to_string())?;

@@ -77,7 +77,10 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
     // reports them as failed and runs the rest.
     let drift = |def: &daeda_catalog::ServiceDef| catalog.lock().and_then(|l| l.drift(def));
     let refusal = |name: &str, why: &str| {
-        format!("{name}: definition does not match {}: {why}; run `daeda registry check`, or pass --allow-unlocked", daeda_catalog::LOCK_FILE)
+        format!(
+            "{name}: definition does not match {}: {why}; run `daeda registry check`, or pass --allow-unlocked",
+            daeda_catalog::LOCK_FILE
+        )
     };
     let services = if a.all {
         catalog
@@ -223,11 +226,9 @@ fn line(s: &daeda_materializer::RunSummary) -> String {
             s.generation.as_deref().unwrap_or("?"),
             s.previous_generation.as_deref().map(|p| format!(" (replaced {p})")).unwrap_or_default()
         ),
-        (false, Mode::Incremental) => format!(
-            "generation {} updated ({} kept as newer online)",
-            s.generation.as_deref().unwrap_or("?"),
-            s.rows_kept
-        ),
+        (false, Mode::Incremental) => {
+            format!("generation {} updated ({} kept as newer online)", s.generation.as_deref().unwrap_or("?"), s.rows_kept)
+        }
     };
     format!(
         "{}: {} entities from {} source rows ({} skipped for NULL keys), {} rows / {} bytes written in {:.2}s ({:.0} rows/s); {what}; run {}",

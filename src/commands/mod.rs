@@ -1,11 +1,11 @@
-pub mod materialize;
 pub mod lineage;
+pub mod materialize;
 pub mod online;
 pub mod registry;
 pub mod runs;
 pub mod serve;
-pub mod skew;
 pub mod services;
+pub mod skew;
 
 use std::sync::Arc;
 

@@ -54,23 +54,16 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             if !def.serving.allowed {
                 return Err(daeda_materializer::MaterializeError::NotAllowed(service).into());
             }
-            let entities: serde_json::Value = serde_json::from_str(&entities)
-                .map_err(|e| UsageError(format!("--entities is not JSON: {e}")))?;
+            let entities: serde_json::Value =
+                serde_json::from_str(&entities).map_err(|e| UsageError(format!("--entities is not JSON: {e}")))?;
             let serde_json::Value::Object(entities) = entities else {
                 return Err(UsageError("--entities must be a JSON object of arrays".into()).into());
             };
-            let req = LookupRequest {
-                entities,
-                features: features.map(|f| super::split_list(&[f])),
-                include_stale,
-            };
+            let req = LookupRequest { entities, features: features.map(|f| super::split_list(&[f])), include_stale };
             let body = rt.block_on(async {
                 // A malformed request is refused before Redis is asked anything.
                 lookup::entity_keys(&def, &req.entities, cfg.max_batch)?;
-                let meta = store
-                    .current(&def.name)
-                    .await?
-                    .ok_or_else(|| lookup::LookupError::NoLiveGeneration(def.name.clone()))?;
+                let meta = store.current(&def.name).await?.ok_or_else(|| lookup::LookupError::NoLiveGeneration(def.name.clone()))?;
                 lookup::lookup(&store, &def, &meta, &req, cfg.max_batch).await
             });
             let body = body.map_err(|e| match e {
@@ -195,9 +188,9 @@ async fn gc(store: &OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool
     for service in store.services_online().await? {
         if !catalog.contains(&service) && !force.contains(&service) {
             if let Some(live) = store.current_generation(&service).await? {
-                report.skipped.push(format!(
-                    "{service}: not in the catalog but generation {live} is live; pass --force {service} to remove it"
-                ));
+                report
+                    .skipped
+                    .push(format!("{service}: not in the catalog but generation {live} is live; pass --force {service} to remove it"));
                 continue;
             }
         }

@@ -96,11 +96,9 @@ fn base_lock(catalog: &Catalog, git_ref: Option<&str>) -> Result<(Lock, String)>
     match git_ref {
         None => match catalog.lock() {
             Some(l) => Ok((l.clone(), LOCK_FILE.to_string())),
-            None => Err(UsageError(format!(
-                "no {LOCK_FILE} in {}: run `daeda registry lock` to create it",
-                catalog.dir().display()
-            ))
-            .into()),
+            None => {
+                Err(UsageError(format!("no {LOCK_FILE} in {}: run `daeda registry lock` to create it", catalog.dir().display())).into())
+            }
         },
         Some(r) => Ok((lock_at_ref(catalog.dir(), r)?, format!("{r}:{LOCK_FILE}"))),
     }
@@ -193,7 +191,11 @@ fn check_cmd(dir: &Path, against: Option<&str>, as_json: bool) -> Result<ExitCod
             eprintln!("error: {e}");
         }
         if ok {
-            println!("{} services match {LOCK_FILE}{}", current.services.len(), against.map(|r| format!("; version rules hold against {r}")).unwrap_or_default());
+            println!(
+                "{} services match {LOCK_FILE}{}",
+                current.services.len(),
+                against.map(|r| format!("; version rules hold against {r}")).unwrap_or_default()
+            );
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -53,9 +53,8 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     let cfg = Config::load(o)?;
     let catalog = super::catalog(&cfg)?;
     let listen_text = a.listen.clone().unwrap_or_else(|| cfg.listen.clone());
-    let listen: SocketAddr = listen_text
-        .parse()
-        .map_err(|_| UsageError(format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:7070)")))?;
+    let listen: SocketAddr =
+        listen_text.parse().map_err(|_| UsageError(format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:7070)")))?;
     let mut gw = GatewayConfig::new(listen, auth_settings(&cfg));
     gw.allow_remote = a.allow_remote || cfg.allow_remote;
     gw.admin_listen = match &cfg.admin_listen {
@@ -169,11 +168,7 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
 /// again and serves it: serving, grant and key changes take effect at once.
 /// A catalog or key set that does not load is reported and the one in use kept.
 #[cfg(unix)]
-async fn reload_on_sighup(
-    hup: std::io::Result<tokio::signal::unix::Signal>,
-    reloader: daeda_gateway::Reloader,
-    dir: std::path::PathBuf,
-) {
+async fn reload_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>, reloader: daeda_gateway::Reloader, dir: std::path::PathBuf) {
     {
         let mut hup = match hup {
             Ok(s) => s,

@@ -115,9 +115,9 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
         Ok(None) => json!(null),
         Err(e) => json!({"error": format!("{e:#}")}),
     };
-    let records = MetadataStore::open(&cfg.run_root).map_err(anyhow::Error::from).and_then(|m| {
-        Ok((m.latest_of(name, RunKind::Materialize, last)?, m.latest_of(name, RunKind::SkewCheck, last)?))
-    });
+    let records = MetadataStore::open(&cfg.run_root)
+        .map_err(anyhow::Error::from)
+        .and_then(|m| Ok((m.latest_of(name, RunKind::Materialize, last)?, m.latest_of(name, RunKind::SkewCheck, last)?)));
     let (runs, skews) = match &records {
         Ok((r, s)) => (json!(r.iter().map(run_json).collect::<Vec<_>>()), json!(s.iter().map(skew_json).collect::<Vec<_>>())),
         Err(e) => (json!({"error": format!("{e:#}")}), json!({"error": format!("{e:#}")})),
@@ -183,8 +183,15 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
             }
             println!("last skew checks:{}", if skews.is_empty() { " none" } else { "" });
             for r in skews {
-                let rate = r.details.as_ref().and_then(|d| d.get("mismatch_rate")).map(|x| format!("mismatch rate {x}")).unwrap_or_default();
-                println!("  {:<44} {:<10} {:>9} compared  {}  {rate}", r.run_id, r.status, r.row_count.map(|n| n.to_string()).unwrap_or_default(), r.started_at);
+                let rate =
+                    r.details.as_ref().and_then(|d| d.get("mismatch_rate")).map(|x| format!("mismatch rate {x}")).unwrap_or_default();
+                println!(
+                    "  {:<44} {:<10} {:>9} compared  {}  {rate}",
+                    r.run_id,
+                    r.status,
+                    r.row_count.map(|n| n.to_string()).unwrap_or_default(),
+                    r.started_at
+                );
             }
         }
     }

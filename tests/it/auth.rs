@@ -150,10 +150,9 @@ async fn an_hs256_token_keyed_with_the_rsa_public_key_is_401() {
     env.materialize(&["--all"]);
     let gw = start_with_public_key(&env, RSA_A_PUBLIC).await;
     let c = claims();
-    for (what, secret) in [
-        ("the PEM as written", RSA_A_PUBLIC.as_bytes().to_vec()),
-        ("the PEM trimmed", RSA_A_PUBLIC.trim().as_bytes().to_vec()),
-    ] {
+    for (what, secret) in
+        [("the PEM as written", RSA_A_PUBLIC.as_bytes().to_vec()), ("the PEM trimmed", RSA_A_PUBLIC.trim().as_bytes().to_vec())]
+    {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             let token = jsonwebtoken::encode(&Header::new(alg), &c, &EncodingKey::from_secret(&secret)).unwrap();
             let r = send(gw.addr, "POST", USERS, &[("authorization", &bearer(&token))], BODY).await;
@@ -184,7 +183,12 @@ async fn bad_tokens_on_the_sql_route_are_401() {
         let headers: Vec<(&str, &str)> = header.iter().map(|h| ("authorization", h.as_str())).collect();
         for body in [sql, "not json at all"] {
             let r = send(gw.addr, "POST", "/v1/sql", &headers, body).await;
-            assert_eq!((r.status.as_u16(), r.code()), (401, "unauthorized".into()), "{what}, body {body}: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(
+                (r.status.as_u16(), r.code()),
+                (401, "unauthorized".into()),
+                "{what}, body {body}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
         }
     }
     // The good token reaches the SQL plane.

@@ -37,7 +37,19 @@ async fn the_whole_job_runs_against_a_cluster() {
     assert_eq!(cluster.count("daeda:row:user_features:2:*"), 400);
 
     // Reads, directly and through the gateway.
-    let body = json(&env, &cluster, &["online", "get", "--service", "user_item_reranker", "--entities", r#"{"user_id": [0, 0], "item_id": [1, -1]}"#, "--include-stale"]);
+    let body = json(
+        &env,
+        &cluster,
+        &[
+            "online",
+            "get",
+            "--service",
+            "user_item_reranker",
+            "--entities",
+            r#"{"user_id": [0, 0], "item_id": [1, -1]}"#,
+            "--include-stale",
+        ],
+    );
     assert_eq!(body["status"][1], "missing");
     let store = daeda_online::OnlineStore::connect(&cluster.url(), &Default::default()).unwrap();
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
@@ -48,7 +60,14 @@ async fn the_whole_job_runs_against_a_cluster() {
         let _ = stopped.await;
     }));
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
-    let r = send(addr, "POST", "/v1/features/user_features", &[("authorization", &auth)], r#"{"entities": {"user_id": [1, 2, 3, 999999]}, "include_stale": true}"#).await;
+    let r = send(
+        addr,
+        "POST",
+        "/v1/features/user_features",
+        &[("authorization", &auth)],
+        r#"{"entities": {"user_id": [1, 2, 3, 999999]}, "include_stale": true}"#,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["status"], serde_json::json!(["stale", "stale", "stale", "missing"]));
     assert_eq!(r.json()["generation"], "2");
@@ -67,7 +86,8 @@ async fn the_whole_job_runs_against_a_cluster() {
             late.join("late.parquet").display()
         ))
         .unwrap();
-    let out = json(&env, &cluster, &["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--json", at[0], at[1]]);
+    let out =
+        json(&env, &cluster, &["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--json", at[0], at[1]]);
     assert_eq!(out["runs"][0]["rows_written"], 50, "{out}");
     for service in ["user_features", "item_features", "user_item_reranker"] {
         let report = json(&env, &cluster, &["skew", "check", "--service", service, "--all", "--json"]);

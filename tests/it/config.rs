@@ -49,7 +49,13 @@ fn runs_with(env: &TestEnv, mut cmd: std::process::Command, want: &Layer, all: &
         let landed = dbsize(env, l.db) > 0;
         assert_eq!(landed, l.db == want.db, "redis_url: database {} {}", l.db, if landed { "was written" } else { "is empty" });
         let recorded = l.run_root.exists();
-        assert_eq!(recorded, l.run_root == want.run_root, "run_root: {} {}", l.run_root.display(), if recorded { "was created" } else { "is missing" });
+        assert_eq!(
+            recorded,
+            l.run_root == want.run_root,
+            "run_root: {} {}",
+            l.run_root.display(),
+            if recorded { "was created" } else { "is missing" }
+        );
     }
     // The next step starts clean.
     let mut c = env.redis.conn();

@@ -55,8 +55,15 @@ async fn lookups_answer_the_same_body_as_online_get_and_arrow_on_request() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let got = r.json();
     let cli = env.json(&[
-        "online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1, 2, 999999]}"#,
-        "--features", "ctr_7d,ltv,embedding", "--include-stale",
+        "online",
+        "get",
+        "--service",
+        "user_features",
+        "--entities",
+        r#"{"user_id": [1, 2, 999999]}"#,
+        "--features",
+        "ctr_7d,ltv,embedding",
+        "--include-stale",
     ]);
     assert_eq!(got, cli);
     assert_eq!(got["status"], json!(["stale", "stale", "missing"]));
@@ -68,7 +75,14 @@ async fn lookups_answer_the_same_body_as_online_get_and_arrow_on_request() {
     assert_eq!(r.json()["status"][0], "stale");
 
     // Composite keys.
-    let r = send(gw.addr, "POST", "/v1/features/user_item_reranker", &[("authorization", &auth)], r#"{"entities": {"user_id": [0, 0], "item_id": [1, -1]}}"#).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/features/user_item_reranker",
+        &[("authorization", &auth)],
+        r#"{"entities": {"user_id": [0, 0], "item_id": [1, -1]}}"#,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"][1], "missing");
 
@@ -244,7 +258,8 @@ async fn a_generation_written_for_another_schema_is_decoded_with_its_own() {
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}, "features": ["ctr_30d"]}"#).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let (cli, _) = env.expect(0, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#, "--features", "ctr_30d"]);
+    let (cli, _) =
+        env.expect(0, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#, "--features", "ctr_30d"]);
     let cli: serde_json::Value = serde_json::from_str(&cli).unwrap();
     assert_eq!(r.json()["columns"]["ctr_30d"], cli["columns"]["ctr_30d"]);
     env.edit("user_features", "join_keys: [user_id]", "join_keys: [user_id, country]");
@@ -415,7 +430,9 @@ async fn tls_serves_https_and_remote_binds_need_tls_and_consent() {
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
-    let r = http::send_on(hyper_util::rt::TokioIo::new(tls), "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#).await;
+    let r =
+        http::send_on(hyper_util::rt::TokioIo::new(tls), "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#)
+            .await;
     assert_eq!(r.status, 200);
     gw.stop().await;
 
@@ -438,7 +455,10 @@ fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
     let out = output(env.command(&["serve", "--listen", "0.0.0.0:7999"]).env("DAEDA_JWT_SECRET", SECRET));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs TLS"));
-    let out = output(env.command(&["token", "mint", "--sub", "svc", "--services", "user_features", "--planes", "online,sql"]).env("DAEDA_JWT_SECRET", SECRET));
+    let out = output(
+        env.command(&["token", "mint", "--sub", "svc", "--services", "user_features", "--planes", "online,sql"])
+            .env("DAEDA_JWT_SECRET", SECRET),
+    );
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap();
     assert_eq!(token.trim().split('.').count(), 3);
@@ -448,7 +468,11 @@ fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
     assert_eq!(p.planes, [Plane::Online, Plane::Sql]);
     let out = output(env.command(&["token", "mint", "--sub", "svc", "--services", "x"]).env_remove("DAEDA_JWT_SECRET"));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("set DAEDA_JWT_SECRET to mint tokens"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set DAEDA_JWT_SECRET to mint tokens"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -458,9 +482,7 @@ async fn http2_with_prior_knowledge_is_served() {
     let gw = http::start(&env, http::config(&env)).await;
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     for _ in 0..3 {

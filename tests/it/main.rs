@@ -2,15 +2,15 @@
 //! real Parquet / DuckDB / DuckLake files.
 
 mod auth;
-mod gateway;
 mod cluster;
 mod config;
+mod gateway;
 mod http;
 mod materialize;
-mod readme;
-mod registry;
 mod ops;
 mod production;
+mod readme;
+mod registry;
 mod skew;
 mod sql;
 mod support;

@@ -90,7 +90,10 @@ fn fresh_rows_are_served_ok_with_values_and_the_ttl_boundary_is_the_ttl() {
     let env = TestEnv::fresh(300);
     let now = chrono::Utc::now();
     let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-    let (inside, outside) = (at(now - chrono::Duration::days(7) + chrono::Duration::minutes(30)), at(now - chrono::Duration::days(7) - chrono::Duration::minutes(30)));
+    let (inside, outside) = (
+        at(now - chrono::Duration::days(7) + chrono::Duration::minutes(30)),
+        at(now - chrono::Duration::days(7) - chrono::Duration::minutes(30)),
+    );
     let edge = env.data().join("user_features/ds=edge/edge.parquet");
     std::fs::create_dir_all(edge.parent().unwrap()).unwrap();
     env.duckdb()
@@ -278,7 +281,10 @@ fn usage_and_definition_errors_exit_2() {
         (&["materialize", "--online", "--service", "nope"], "unknown feature service `nope`"),
         (&["materialize", "--online", "--all", "--as-of", "yesterday"], "--as-of `yesterday` is not RFC 3339"),
         (&["materialize", "--online", "--all", "--mode", "sideways"], "invalid value 'sideways' for '--mode"),
-        (&["online", "get", "--service", "user_features", "--entities", r#"{"user_id":["x"]}"#], r#"entities.user_id[0] is "x", expected an integer"#),
+        (
+            &["online", "get", "--service", "user_features", "--entities", r#"{"user_id":["x"]}"#],
+            r#"entities.user_id[0] is "x", expected an integer"#,
+        ),
         (&["online", "get", "--service", "user_features", "--entities", "[1]"], "--entities must be a JSON object of arrays"),
     ] {
         let (_, stderr) = env.expect(2, args);
@@ -366,12 +372,23 @@ fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
         )
         .unwrap();
     let body = get(&env, "user_features", r#"{"user_id": [4242]}"#);
-    assert_eq!((body["columns"]["ctr_7d"][0].as_f64(), body["columns"]["ltv"][0].as_str()), (Some(offline.0), Some(offline.1.as_str())), "{body}");
+    assert_eq!(
+        (body["columns"]["ctr_7d"][0].as_f64(), body["columns"]["ltv"][0].as_str()),
+        (Some(offline.0), Some(offline.1.as_str())),
+        "{body}"
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let gw = crate::http::start(&env, crate::http::config(&env)).await;
         let auth = crate::http::bearer(&crate::http::mint(&["user_features"], &[daeda_gateway::Plane::Online]));
-        let r = crate::http::send(gw.addr, "POST", "/v1/features/user_features", &[("authorization", &auth)], r#"{"entities": {"user_id": [4242]}, "include_stale": true}"#).await;
+        let r = crate::http::send(
+            gw.addr,
+            "POST",
+            "/v1/features/user_features",
+            &[("authorization", &auth)],
+            r#"{"entities": {"user_id": [4242]}, "include_stale": true}"#,
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json()["generation"], "1");
         assert_eq!(r.json()["columns"]["ctr_7d"][0].as_f64(), Some(offline.0));
@@ -419,7 +436,10 @@ fn online_gc_removes_services_that_left_the_catalog() {
     std::fs::remove_file(env.yaml("user_item_reranker")).unwrap();
     // Its generation is still live (another catalog may serve it): only by name.
     let (stdout, _) = env.expect(0, &["online", "gc"]);
-    assert!(stdout.contains("skipped user_item_reranker: not in the catalog but generation 1 is live; pass --force user_item_reranker"), "{stdout}");
+    assert!(
+        stdout.contains("skipped user_item_reranker: not in the catalog but generation 1 is live; pass --force user_item_reranker"),
+        "{stdout}"
+    );
     assert!(env.redis.count("daeda:row:user_item_reranker:*") > 0);
     let (stdout, _) = env.expect(0, &["online", "gc", "--dry-run", "--force", "user_item_reranker"]);
     assert!(stdout.contains("would remove service user_item_reranker"), "{stdout}");
@@ -563,7 +583,12 @@ fn two_incremental_processes_started_together_one_runs_and_one_is_refused() {
     let outs = [output_timeout(a, DAEDA_LIMIT, "incremental run a"), output_timeout(b, DAEDA_LIMIT, "incremental run b")];
     let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
     let refused: Vec<_> = outs.iter().filter(|o| !o.status.success()).collect();
-    let show = || outs.iter().map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).collect::<Vec<_>>().join("\n---\n");
+    let show = || {
+        outs.iter()
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
     assert_eq!((ok.len(), refused.len()), (1, 1), "{}", show());
     assert_eq!(refused[0].status.code(), Some(1));
     let refusal: Value = serde_json::from_slice(&refused[0].stdout).unwrap();
@@ -602,7 +627,12 @@ fn a_run_that_loses_its_lease_never_flips() {
     let env = TestEnv::new(200_000);
     env.materialize(&["--service", "user_features"]);
     let before = env.redis.dbsize();
-    let child = env.command(&["materialize", "--online", "--service", "user_features"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = env
+        .command(&["materialize", "--online", "--service", "user_features"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() > before + 1).then_some(()));
     // Another run takes the service over (as if this one had stalled past its lease).
     let _: () = redis::cmd("SET").arg("daeda:{svc:user_features}:lease").arg("intruder").query(&mut env.redis.conn()).unwrap();
@@ -707,7 +737,8 @@ fn all_with_one_failing_service_runs_the_others_and_exits_1() {
     assert!(stderr.contains("error: item_features: the DuckLake catalog"), "{stderr}");
     assert!(stdout.contains("user_features: 200 entities") && stdout.contains("user_item_reranker:"), "{stdout}");
     let runs = env.json(&["runs", "list", "--json"]);
-    let statuses: Vec<(&str, &str)> = runs.as_array().unwrap().iter().take(3).map(|r| (r["service"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+    let statuses: Vec<(&str, &str)> =
+        runs.as_array().unwrap().iter().take(3).map(|r| (r["service"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
     assert!(statuses.contains(&("item_features", "failed")), "{statuses:?}");
 }
 

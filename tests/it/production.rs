@@ -200,11 +200,18 @@ fn two_namespaces_share_one_redis_and_gc_from_one_never_touches_the_other() {
     let before_default = env.redis.count("daeda:*");
     // Namespace `team-b`: another catalog with the same service names.
     let b = other_catalog(&env, "team-b", &["user_features", "user_item_reranker", "item_features"]);
-    let (code, _, stderr) = in_ns(&env, "team-b", &b, &["materialize", "--online", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features,user_item_reranker"]);
+    let (code, _, stderr) = in_ns(
+        &env,
+        "team-b",
+        &b,
+        &["materialize", "--online", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features,user_item_reranker"],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(env.redis.count("daeda@team-b:row:user_features:1:*"), 50);
     assert_eq!(env.redis.count("daeda:*"), before_default, "team-b wrote into the default namespace");
-    let lookup = |ns: &str, catalog: &std::path::Path| in_ns(&env, ns, catalog, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#]);
+    let lookup = |ns: &str, catalog: &std::path::Path| {
+        in_ns(&env, ns, catalog, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#])
+    };
     assert_eq!(lookup("team-b", &b).0, 0);
 
     // gc from team-b with a catalog lacking user_features: the default
@@ -243,7 +250,8 @@ fn online_purge_removes_a_services_rows_generations_and_pointer_under_its_lease(
     env.materialize(&["--service", "user_features,item_features"]);
     let mut c = env.redis.conn();
     let _: () = redis::cmd("SADD").arg("daeda:{svc:user_features}:gens").arg("99").query(&mut c).unwrap();
-    let _: () = redis::cmd("MSET").arg("daeda:row:user_features:99:1").arg("x").arg("daeda:row:user_features:77:1").arg("x").query(&mut c).unwrap();
+    let _: () =
+        redis::cmd("MSET").arg("daeda:row:user_features:99:1").arg("x").arg("daeda:row:user_features:77:1").arg("x").query(&mut c).unwrap();
     let items = env.redis.count("daeda:row:item_features:*");
     assert!(items > 0);
 
@@ -369,7 +377,8 @@ async fn jwt_keys_rotate_through_a_jwks_file_on_sighup() {
     assert!(!String::from_utf8_lossy(&r.body).contains("secret"));
 
     // Rotation: add k2 beside k1, then retire k1.
-    std::fs::write(&jwks, serde_json::json!({"keys": [oct_key("k1", "first-secret"), oct_key("k2", "second-secret")]}).to_string()).unwrap();
+    std::fs::write(&jwks, serde_json::json!({"keys": [oct_key("k1", "first-secret"), oct_key("k2", "second-secret")]}).to_string())
+        .unwrap();
     signal(&child, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while lookup(keyed_token("k2", "second-secret", 600)).await.status != 200 {
@@ -435,7 +444,9 @@ async fn metrics_move_to_the_admin_address_when_one_is_set() {
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
     // A remote admin address without TLS is refused like a remote listen address.
-    let out = crate::support::output(env.command(&["serve", "--listen", "127.0.0.1:0"]).env("DAEDA_JWT_SECRET", "x").env("DAEDA_ADMIN_LISTEN", "0.0.0.0:0"));
+    let out = crate::support::output(
+        env.command(&["serve", "--listen", "127.0.0.1:0"]).env("DAEDA_JWT_SECRET", "x").env("DAEDA_ADMIN_LISTEN", "0.0.0.0:0"),
+    );
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -138,11 +138,8 @@ fn the_command_lines_in_the_readme_parse() {
             let path = subcommand(&alt_words);
             // A later alternative is a sibling subcommand (`registry lock | check`)
             // or, failing that, a whole command again (`runs list | runs show`).
-            let candidates: Vec<Vec<String>> = if n == 0 {
-                vec![path.clone()]
-            } else {
-                vec![parent.iter().cloned().chain(path.iter().cloned()).collect(), path.clone()]
-            };
+            let candidates: Vec<Vec<String>> =
+                if n == 0 { vec![path.clone()] } else { vec![parent.iter().cloned().chain(path.iter().cloned()).collect(), path.clone()] };
             let Some((path, text)) = candidates.into_iter().find_map(|p| help(&p).map(|h| (p, h))) else {
                 problems.push(format!("`{line}`: `daeda {}` is not a command", path.join(" ")));
                 continue;
@@ -167,11 +164,14 @@ fn the_command_lines_in_the_readme_parse() {
 fn readme_command_extraction_reads_synopses() {
     let md = "text `daeda no` here\n```\ndaeda materialize --online (--service NAME ...|--all) [--as-of TS]\n                 [--mode full|incremental] [--json]\ndaeda lineage [SERVICE] [--json | --dot]   # a comment --nope\n```\n```sh\nTOKEN=$(daeda token mint --sub ranker --services a)\n./scripts/demo.sh\n```\n";
     let lines = command_lines(md);
-    assert_eq!(lines, [
-        "daeda materialize --online (--service NAME ...|--all) [--as-of TS] [--mode full|incremental] [--json]",
-        "daeda lineage [SERVICE] [--json | --dot]",
-        "daeda token mint --sub ranker --services a",
-    ]);
+    assert_eq!(
+        lines,
+        [
+            "daeda materialize --online (--service NAME ...|--all) [--as-of TS] [--mode full|incremental] [--json]",
+            "daeda lineage [SERVICE] [--json | --dot]",
+            "daeda token mint --sub ranker --services a",
+        ]
+    );
     assert_eq!(alternatives("registry lock | check [--json | --x] | diff"), ["registry lock", "check [--json | --x]", "diff"]);
     assert_eq!(subcommand(&["--catalog", "c", "online", "get", "--service", "x"]), ["online", "get"]);
     assert_eq!(flags(&lines[0]), ["--online", "--service", "--all", "--as-of", "--mode", "--json"]);

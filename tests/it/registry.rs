@@ -111,13 +111,21 @@ fn every_change_class_goes_through_lock_change_check_lock() {
     cat.edit("user_features", "  - {name: age_bucket,     type: INTEGER}\n", "");
     let (out, err) = cat.expect(1, &["registry", "check"]);
     assert!(out.contains("user_features: breaking: column `age_bucket` removed"), "{out}");
-    assert!(err.contains("user_features: breaking change (column `age_bucket` removed) without a version bump: needs a version above 2026-06-27"), "{err}");
+    assert!(
+        err.contains(
+            "user_features: breaking change (column `age_bucket` removed) without a version bump: needs a version above 2026-06-27"
+        ),
+        "{err}"
+    );
     let (_, err) = cat.expect(1, &["registry", "lock"]);
     assert!(err.contains("needs a version above 2026-06-27") && err.contains("not written"), "{err}");
     let (json, _) = cat.expect(1, &["registry", "check", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["ok"], false);
-    assert_eq!(v["lock"]["changes"][0], serde_json::json!({"service": "user_features", "class": "breaking", "change": "column `age_bucket` removed"}));
+    assert_eq!(
+        v["lock"]["changes"][0],
+        serde_json::json!({"service": "user_features", "class": "breaking", "change": "column `age_bucket` removed"})
+    );
     // Bumped but not locked: still failing, and says to lock.
     cat.edit("user_features", "version: 2026-06-27", "version: 2026-06-27.1");
     let (_, err) = cat.expect(1, &["registry", "check"]);
@@ -136,7 +144,11 @@ fn every_change_class_goes_through_lock_change_check_lock() {
     cat.expect(0, &["registry", "check"]);
 
     // Additive: a new nullable column, ttl, serving not allowed -> allowed.
-    cat.edit("pii_features", "  - {name: email,    type: VARCHAR}\n", "  - {name: email,    type: VARCHAR}\n  - {name: phone, type: VARCHAR}\n");
+    cat.edit(
+        "pii_features",
+        "  - {name: email,    type: VARCHAR}\n",
+        "  - {name: email,    type: VARCHAR}\n  - {name: phone, type: VARCHAR}\n",
+    );
     cat.edit("pii_features", "serving:\n  allowed: false", "serving:\n  allowed: true\n  ttl: 1d");
     let (out, err) = cat.expect(1, &["registry", "check"]);
     assert!(out.contains("pii_features: additive: new nullable column `phone` VARCHAR"), "{out}");
@@ -219,8 +231,14 @@ fn diff_and_check_against_a_git_ref() {
     let (json, _) = cat.expect(0, &["registry", "diff", "--against", "HEAD", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["against"], "HEAD:registry.lock.json");
-    assert_eq!(v["changes"], serde_json::json!([{"service": "user_item_reranker", "class": "breaking", "change": "column `price_ratio` type FLOAT -> DOUBLE"}]));
-    assert_eq!(v["version_changes"], serde_json::json!([{"service": "user_item_reranker", "locked": "2026-07-01", "current": "2026-07-02"}]));
+    assert_eq!(
+        v["changes"],
+        serde_json::json!([{"service": "user_item_reranker", "class": "breaking", "change": "column `price_ratio` type FLOAT -> DOUBLE"}])
+    );
+    assert_eq!(
+        v["version_changes"],
+        serde_json::json!([{"service": "user_item_reranker", "locked": "2026-07-01", "current": "2026-07-02"}])
+    );
     // Against the working lock there is nothing left to say.
     let (out, _) = cat.expect(0, &["registry", "diff"]);
     assert_eq!(out.trim(), "no changes against registry.lock.json");
@@ -236,7 +254,12 @@ fn diff_and_check_against_a_git_ref() {
     cat.expect(0, &["registry", "check"]);
     let (out, err) = cat.expect(1, &["registry", "check", "--against", "HEAD"]);
     assert!(out.contains("against HEAD:"), "{out}");
-    assert!(err.contains("user_item_reranker: breaking change (column `user_item_ctr` removed) without a version bump: needs a version above 2026-07-02"), "{err}");
+    assert!(
+        err.contains(
+            "user_item_reranker: breaking change (column `user_item_ctr` removed) without a version bump: needs a version above 2026-07-02"
+        ),
+        "{err}"
+    );
     // Against the commit before the reviewed bump, that bump covers the removal too.
     cat.expect(0, &["registry", "check", "--against", "HEAD~1"]);
     let (out, _) = cat.expect(0, &["registry", "diff", "--against", "HEAD"]);
@@ -255,7 +278,10 @@ fn lineage_as_text_json_and_dot() {
     assert!(text.contains("user_features 2026-06-27 <- parquet ../data/user_features/*/*.parquet"), "{text}");
     assert!(text.contains("ctr_7d         <- source.ctr_7d <- user_engagement_daily:ctr"), "{text}");
     assert!(text.contains("item_prices -> item_features, user_item_reranker (shared)"), "{text}");
-    assert!(text.contains("user_item_reranker 2026-07-01 <- duckdb ../data/user_item_reranker/reranker.duckdb#reranker_features"), "{text}");
+    assert!(
+        text.contains("user_item_reranker 2026-07-01 <- duckdb ../data/user_item_reranker/reranker.duckdb#reranker_features"),
+        "{text}"
+    );
 
     let (json, _) = cat.expect(0, &["lineage", "user_item_reranker", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -265,17 +291,21 @@ fn lineage_as_text_json_and_dot() {
     assert_eq!(price["upstream"], serde_json::json!({"view": "item_prices", "column": "ratio_to_median"}));
     assert_eq!(cols.iter().find(|c| c["column"] == "item_id").unwrap()["role"], "join_key");
     // Its view, and every service that shares it.
-    assert_eq!(v["views"], serde_json::json!([{"view": "item_prices", "feeds": [
+    assert_eq!(
+        v["views"],
+        serde_json::json!([{"view": "item_prices", "feeds": [
         {"view_column": "price", "service": "item_features", "column": "price"},
         {"view_column": "ratio_to_median", "service": "user_item_reranker", "column": "price_ratio"}],
-        "services": ["item_features", "user_item_reranker"]}]));
+        "services": ["item_features", "user_item_reranker"]}])
+    );
 
     let (dot, _) = cat.expect(0, &["lineage", "--dot"]);
     assert!(dot.starts_with("digraph lineage {") && dot.trim_end().ends_with('}'), "{dot}");
     assert!(dot.contains(r#""view:item_prices:ratio_to_median" -> "user_item_reranker.price_ratio";"#), "{dot}");
     assert!(dot.contains(r#""source:user_features" -> "user_features.embedding";"#), "{dot}");
     // Graphviz accepts it, when installed.
-    if let Ok(mut child) = Command::new("dot").arg("-Tsvg").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn() {
+    if let Ok(mut child) = Command::new("dot").arg("-Tsvg").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()
+    {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(dot.as_bytes()).unwrap();
         assert!(child.wait().unwrap().success());
@@ -306,7 +336,10 @@ async fn materialize_refuses_a_drifted_service_and_show_reports_it() {
     // Drift: the owner changed and the lock was not rewritten.
     env.edit("user_features", "owner: ranking-team", "owner: growth-team");
     let (_, err) = env.expect(2, &["materialize", "--online", "--service", "user_features", "--as-of", "2026-06-28T12:00:00Z"]);
-    assert!(err.contains("user_features: definition does not match registry.lock.json: metadata: owner `ranking-team` -> `growth-team`"), "{err}");
+    assert!(
+        err.contains("user_features: definition does not match registry.lock.json: metadata: owner `ranking-team` -> `growth-team`"),
+        "{err}"
+    );
     assert!(err.contains("--allow-unlocked"), "{err}");
 
     let (out, _) = env.expect(1, &["materialize", "--online", "--all", "--json", "--as-of", "2026-06-28T12:00:00Z"]);
@@ -364,7 +397,11 @@ async fn materialize_refuses_a_drifted_service_and_show_reports_it() {
         .collect();
     assert_eq!(
         locked,
-        [("item_features".into(), "2026-06-20.2".into()), ("user_features".into(), "2026-06-27".into()), ("user_item_reranker".into(), "2026-07-01".into())]
+        [
+            ("item_features".into(), "2026-06-20.2".into()),
+            ("user_features".into(), "2026-06-27".into()),
+            ("user_item_reranker".into(), "2026-07-01".into())
+        ]
     );
     gw.stop().await;
 }

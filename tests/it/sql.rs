@@ -23,7 +23,14 @@ async fn approved_queries_run_and_denied_ones_say_why() {
     let online_only = bearer(&mint(&["*"], &[Plane::Online]));
 
     // The whole offline output (full history, both rows per user), not only the latest.
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body("SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM user_features")).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/sql",
+        &[("authorization", &all)],
+        &sql_body("SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM user_features"),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["columns"]["n"], json!([600]));
     assert_eq!(r.json()["columns"]["users"], json!([300]));
@@ -73,7 +80,14 @@ async fn approved_queries_run_and_denied_ones_say_why() {
     assert_eq!(r.status, 400, "unknown body field");
 
     // Arrow.
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all), ("accept", "application/vnd.apache.arrow.stream")], &sql_body("SELECT user_id, embedding FROM user_features ORDER BY user_id LIMIT 4")).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/sql",
+        &[("authorization", &all), ("accept", "application/vnd.apache.arrow.stream")],
+        &sql_body("SELECT user_id, embedding FROM user_features ORDER BY user_id LIMIT 4"),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(r.body.to_vec()), None).unwrap();
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
@@ -108,7 +122,8 @@ async fn row_limits_and_timeouts_hold() {
     let big = "SELECT user_id, embedding FROM user_features LIMIT 500";
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body(big)).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "result_too_large".into()), "{}", String::from_utf8_lossy(&r.body));
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all), ("accept", "application/vnd.apache.arrow.stream")], &sql_body(big)).await;
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all), ("accept", "application/vnd.apache.arrow.stream")], &sql_body(big))
+        .await;
     assert_eq!(r.status, 200, "the same rows fit as Arrow");
     assert!(r.body.len() <= 200_000);
     // The interrupted query freed the session: the next one runs.
@@ -116,7 +131,6 @@ async fn row_limits_and_timeouts_hold() {
     assert_eq!(r.status, 200);
     gw.stop().await;
 }
-
 
 /// The session as the worker builds it, confined as the worker confines
 /// itself, on a thread of its own (Landlock binds the thread that asks and
@@ -196,7 +210,11 @@ fn the_session_refuses_writes_and_settings_with_every_other_wall_off() {
         // session notices, and the worker replaces itself.
         assert!(session.verify_intact());
         let attached: String = fresh
-            .query_row("SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'src_%' OR database_name LIKE 'lake_%' LIMIT 1", [], |r| r.get(0))
+            .query_row(
+                "SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'src_%' OR database_name LIKE 'lake_%' LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         fresh.execute_batch(&format!("DETACH {attached}")).unwrap();
         (refused, lower, n, items, session.verify_intact(), session.damaged())
@@ -296,7 +314,8 @@ async fn hostile_sql_from_outside_is_refused_and_harms_nothing() {
     let user = bearer(&mint(&["user_features"], &[Plane::Sql, Plane::Online]));
     let all = bearer(&mint(&["*"], &[Plane::Sql]));
     let count = |who: String, table: &'static str| async move {
-        let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &who)], &sql_body(&format!("SELECT count(*) AS n FROM {table}"))).await;
+        let r =
+            send(gw.addr, "POST", "/v1/sql", &[("authorization", &who)], &sql_body(&format!("SELECT count(*) AS n FROM {table}"))).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json()["columns"]["n"][0].as_i64().unwrap()
     };
@@ -358,7 +377,14 @@ async fn hostile_sql_from_outside_is_refused_and_harms_nothing() {
     }
     // Read differently by the two parsers, but what runs is the printed text,
     // which holds no comment: only the granted service is read.
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &user)], &sql_body("SELECT count(*) AS n FROM user_features --\r, item_features")).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/sql",
+        &[("authorization", &user)],
+        &sql_body("SELECT count(*) AS n FROM user_features --\r, item_features"),
+    )
+    .await;
     assert_eq!(r.json()["columns"]["n"], json!([600]), "{}", String::from_utf8_lossy(&r.body));
     for sql in &hostile {
         let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &user)], &sql_body(sql)).await;
@@ -446,9 +472,36 @@ fn approved_means_duckdb_reads_only_what_was_granted() {
     let conn = duckdb::Connection::open_in_memory().unwrap();
     let grants = daeda_policy::Grants::new(["user_features", "user_item_reranker"]);
     let fragments = [
-        r"'\''", "'", "\"", "--", "\r", "\n", "/*", "*/", ";", "E", "$$", "U&", "item_features", "main.", "pii_features",
-        "current_user", "alias.", "(", ")", "WITH item_features AS (SELECT 1) ", ", item_features", " UNION SELECT * FROM item_features",
-        "read_csv('x')", "::INT", "[1]", "{'a': 1}", "x -> x", "COLUMNS(*)", " AS ", "user",
+        r"'\''",
+        "'",
+        "\"",
+        "--",
+        "\r",
+        "\n",
+        "/*",
+        "*/",
+        ";",
+        "E",
+        "$$",
+        "U&",
+        "item_features",
+        "main.",
+        "pii_features",
+        "current_user",
+        "alias.",
+        "(",
+        ")",
+        "WITH item_features AS (SELECT 1) ",
+        ", item_features",
+        " UNION SELECT * FROM item_features",
+        "read_csv('x')",
+        "::INT",
+        "[1]",
+        "{'a': 1}",
+        "x -> x",
+        "COLUMNS(*)",
+        " AS ",
+        "user",
     ];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |n: usize| {

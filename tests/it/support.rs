@@ -233,7 +233,8 @@ impl Redis {
 
     pub fn count(&self, pattern: &str) -> usize {
         let mut c = self.conn();
-        let iter: redis::Iter<String> = redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(pattern).arg("COUNT").arg(5000).clone().iter(&mut c).unwrap();
+        let iter: redis::Iter<String> =
+            redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(pattern).arg("COUNT").arg(5000).clone().iter(&mut c).unwrap();
         iter.count()
     }
 
@@ -242,11 +243,7 @@ impl Redis {
     }
 
     pub fn meta(&self, service: &str, generation: &str, field: &str) -> Option<String> {
-        redis::cmd("HGET")
-            .arg(format!("daeda:{{svc:{service}}}:gen:{generation}"))
-            .arg(field)
-            .query(&mut self.conn())
-            .unwrap()
+        redis::cmd("HGET").arg(format!("daeda:{{svc:{service}}}:gen:{generation}")).arg(field).query(&mut self.conn()).unwrap()
     }
 }
 
@@ -308,7 +305,18 @@ impl TestEnv {
         // Generate elsewhere, then move: the DuckLake catalog then records a data
         // path that no longer exists, as when a lake is copied or mounted elsewhere.
         let staging = env.dir.path().join("staging");
-        let out = env.daeda(&["demo", "generate", "--out", staging.to_str().unwrap(), "--users", &users.to_string(), "--items", "500", "--base-date", &base_date]);
+        let out = env.daeda(&[
+            "demo",
+            "generate",
+            "--out",
+            staging.to_str().unwrap(),
+            "--users",
+            &users.to_string(),
+            "--items",
+            "500",
+            "--base-date",
+            &base_date,
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::rename(&staging, env.data()).unwrap();
         env
@@ -394,7 +402,16 @@ impl Cluster {
             let node_dir = dir.join(format!("cluster-{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
             let conf = node_dir.join("nodes.conf");
-            let args = ["--appendonly", "no", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-config-file", conf.to_str().unwrap()];
+            let args = [
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+            ];
             nodes.push(Redis::start_on(&node_dir, &args, &mut cluster_port));
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();

@@ -95,14 +95,30 @@ fn value(body: &mut String, col: &ArrayRef, row: usize) -> Result<(), String> {
     }
     match col.data_type() {
         DataType::Boolean => body.push_str(if col.as_boolean().value(row) { "true" } else { "false" }),
-        DataType::Int8 => { let _ = write!(body, "{}", col.as_primitive::<Int8Type>().value(row)); }
-        DataType::Int16 => { let _ = write!(body, "{}", col.as_primitive::<Int16Type>().value(row)); }
-        DataType::Int32 => { let _ = write!(body, "{}", col.as_primitive::<Int32Type>().value(row)); }
-        DataType::Int64 => { let _ = write!(body, "{}", col.as_primitive::<Int64Type>().value(row)); }
-        DataType::UInt8 => { let _ = write!(body, "{}", col.as_primitive::<UInt8Type>().value(row)); }
-        DataType::UInt16 => { let _ = write!(body, "{}", col.as_primitive::<UInt16Type>().value(row)); }
-        DataType::UInt32 => { let _ = write!(body, "{}", col.as_primitive::<UInt32Type>().value(row)); }
-        DataType::UInt64 => { let _ = write!(body, "{}", col.as_primitive::<UInt64Type>().value(row)); }
+        DataType::Int8 => {
+            let _ = write!(body, "{}", col.as_primitive::<Int8Type>().value(row));
+        }
+        DataType::Int16 => {
+            let _ = write!(body, "{}", col.as_primitive::<Int16Type>().value(row));
+        }
+        DataType::Int32 => {
+            let _ = write!(body, "{}", col.as_primitive::<Int32Type>().value(row));
+        }
+        DataType::Int64 => {
+            let _ = write!(body, "{}", col.as_primitive::<Int64Type>().value(row));
+        }
+        DataType::UInt8 => {
+            let _ = write!(body, "{}", col.as_primitive::<UInt8Type>().value(row));
+        }
+        DataType::UInt16 => {
+            let _ = write!(body, "{}", col.as_primitive::<UInt16Type>().value(row));
+        }
+        DataType::UInt32 => {
+            let _ = write!(body, "{}", col.as_primitive::<UInt32Type>().value(row));
+        }
+        DataType::UInt64 => {
+            let _ = write!(body, "{}", col.as_primitive::<UInt64Type>().value(row));
+        }
         DataType::Float32 => {
             let v = col.as_primitive::<Float32Type>().value(row);
             float(body, v, v.is_finite())

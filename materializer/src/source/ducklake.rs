@@ -9,13 +9,7 @@ use duckdb::Connection;
 use super::{literal, qualified, Opened};
 use crate::MaterializeError;
 
-pub fn open(
-    conn: &Connection,
-    catalog: &Path,
-    data_path: &Path,
-    table: &str,
-    pinned: Option<u64>,
-) -> Result<Opened, MaterializeError> {
+pub fn open(conn: &Connection, catalog: &Path, data_path: &Path, table: &str, pinned: Option<u64>) -> Result<Opened, MaterializeError> {
     if !catalog.is_file() {
         return Err(MaterializeError::Source(format!("the DuckLake catalog {} does not exist", catalog.display())));
     }

@@ -26,9 +26,7 @@ pub fn open(conn: &Connection, source: &Source) -> Result<Opened, MaterializeErr
     match source {
         Source::Parquet { path } => parquet::open(conn, path),
         Source::DuckDb { database, table } => duckdb_file::open(conn, database, table),
-        Source::DuckLake { catalog, data_path, table, snapshot } => {
-            ducklake::open(conn, catalog, data_path, table, *snapshot)
-        }
+        Source::DuckLake { catalog, data_path, table, snapshot } => ducklake::open(conn, catalog, data_path, table, *snapshot),
     }
 }
 
@@ -56,9 +54,7 @@ pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) 
             for f in &files {
                 let path = f["path"].as_str().unwrap_or_default();
                 if !std::path::Path::new(path).is_file() {
-                    return Err(MaterializeError::Source(format!(
-                        "{path}, read by the live generation, no longer exists"
-                    )));
+                    return Err(MaterializeError::Source(format!("{path}, read by the live generation, no longer exists")));
                 }
                 stamp_changed(f, &mut warnings)?;
             }
@@ -104,9 +100,6 @@ pub(crate) fn qualified(alias: &str, table: &str) -> String {
 /// Size and modification time of a file, for snapshots.
 pub(crate) fn file_stamp(path: &std::path::Path) -> Result<serde_json::Value, MaterializeError> {
     let md = std::fs::metadata(path).map_err(|e| MaterializeError::Source(format!("cannot read {}: {e}", path.display())))?;
-    let mtime = md
-        .modified()
-        .ok()
-        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    let mtime = md.modified().ok().map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     Ok(serde_json::json!({"path": path.display().to_string(), "size": md.len(), "mtime": mtime}))
 }

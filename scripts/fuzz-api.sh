@@ -72,13 +72,16 @@ cat >"$work/schemathesis.toml" <<'TOML'
 expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
 TOML
 
+# One worker: with two, Hypothesis's lambda-source parsing (ast.parse from
+# several threads) failed once under CPython 3.11 with "AST constructor
+# recursion depth mismatch" — a tool error, not a finding.
 start=$(date +%s)
 status=0
 (cd "$work" && "$st" --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks all \
   --max-examples "${FUZZ_MAX_EXAMPLES:-30}" \
-  --workers 2 \
+  --workers 1 \
   --seed "${FUZZ_SEED:-1414}" \
   --request-timeout 10 \
   --report junit --report-junit-path "$work/junit.xml") || status=$?

@@ -38,9 +38,6 @@ pub struct SessionLimits {
     pub threads: u32,
 }
 
-/// Why a query did not produce rows; one variant per [`Reply`] kind.
-pub type Outcome = Reply;
-
 pub struct Session {
     /// Read-only instance holding the views; queries run on clones.
     base: Mutex<Connection>,
@@ -231,7 +228,7 @@ impl Session {
 
     /// Runs one query with no policy in front: walls 3 and 4 only. The worker
     /// calls [`crate::worker::answer`], which puts wall 2 first.
-    pub fn execute(&self, q: &Query, cancel: &CancelSlot, started: Instant) -> Outcome {
+    pub fn execute(&self, q: &Query, cancel: &CancelSlot, started: Instant) -> Reply {
         let deadline = started + Duration::from_millis(q.timeout_ms);
         if Instant::now() >= deadline {
             return Reply::Timeout("the query did not start before its deadline; it was not run".into());

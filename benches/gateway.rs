@@ -9,6 +9,7 @@
 //! ratios gateway / Redis are what to read; absolute times drift on shared
 //! machines. It also compares JSON and Arrow responses for a batch of 100, and
 //! times a small approved query on the SQL plane.
+#![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

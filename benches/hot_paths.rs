@@ -1,6 +1,7 @@
 //! Criterion benchmarks of in-process hot paths: the SQL policy check, row
 //! decoding, and rendering a 100-entity lookup as JSON and as Arrow.
 //! `cargo bench --bench hot_paths`.
+#![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
 use std::hint::black_box;
 use std::path::Path;

@@ -13,6 +13,7 @@
 //! - Redis bytes per entity (`used_memory` delta / entities) and encoded value bytes;
 //! - the materializer's peak RSS at two table sizes;
 //! - entities/s of `daeda skew check --all` over the same generation.
+#![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests
-# need (scripts/bootstrap.sh), then `cargo test` over the workspace. Tests start
+# need (scripts/bootstrap.sh), checks formatting and clippy, then `cargo test`
+# over the workspace. Tests start
 # their own redis-server on free ports; nothing else needs to be running.
 # Then the Version Protocol gate (`daeda registry check`) and the skew-parity
 # gate (scripts/skew-gate.sh) run on the example services, and schemathesis
@@ -9,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
 source scripts/env.sh
+# Tidy first: formatting and clippy (the workspace lints in Cargo.toml, with
+# clippy.toml) fail the run before any test does.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@" -- --skip soak_
 # Soaks measure latency under load: alone, so other tests do not skew them.
 cargo test --locked --test it "$@" -- soak_

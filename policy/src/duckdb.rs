@@ -206,7 +206,7 @@ impl DuckWalk<'_> {
             let children = o.get("children").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             let literal = children.get(arg).filter(|c| c.get("class").and_then(Value::as_str) == Some("CONSTANT"));
             let text = literal.and_then(|c| c.get("value")).and_then(|v| v.get("value")).and_then(Value::as_str);
-            if !text.is_some_and(|t| t.len() <= cap) {
+            if text.is_none_or(|t| t.len() > cap) {
                 return differ(format!(
                     "DuckDB reads {name} with argument {} that is not a string literal of at most {cap} bytes",
                     arg + 1

@@ -132,9 +132,11 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String>
                         eprintln!(
                             "daeda sql-worker: a query changed the session's attached databases; exiting so a fresh session replaces it"
                         );
+                        #[allow(clippy::exit)] // the worker is its own process; the gateway restarts it
                         std::process::exit(3);
                     }
                     if sent.is_err() {
+                        #[allow(clippy::exit)] // the gateway hung up: nobody is left to answer
                         std::process::exit(0);
                     }
                 });

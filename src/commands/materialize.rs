@@ -209,6 +209,7 @@ fn stop_on_signal(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) -> Result
             }
             if n > 0 {
                 eprintln!("daeda: stopped at once");
+                #[allow(clippy::exit)] // a second signal means now: the lease expires on its own
                 std::process::exit(1);
             }
             eprintln!("daeda: stopping: the current run cleans up and fails (signal again to exit at once)");

@@ -1,5 +1,6 @@
 //! daeda's integration tests: the real binary against a real redis-server and
 //! real Parquet / DuckDB / DuckLake files.
+#![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
 mod auth;
 mod cluster;

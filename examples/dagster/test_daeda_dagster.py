@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -131,6 +132,17 @@ class DagsterExample(unittest.TestCase):
             self.assertEqual(records[md["run_id"]]["status"], "succeeded")
             self.assertEqual(records[md["run_id"]]["kind"], "materialize")
             self.assertEqual(records[md["skew_run_id"]]["status"], "passed")
+
+    def test_the_entry_point_loads_and_an_asset_can_follow_its_pipeline(self):
+        env = {"DAEDA_BIN": DAEDA_BIN, "DAEDA_DIR": str(self.tmp)}
+        code = ("import definitions; "
+                "print(sorted('/'.join(a.key.path) for a in definitions.defs.assets))")
+        p = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env={**os.environ, **env},
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), str([f"{KEY_PREFIX}/{s}" for s in APPROVED]))
+        upstream = dg.AssetKey(["training", "user_features"])
+        self.assertEqual(list(daeda_asset("user_features", deps=[upstream]).dependency_keys), [upstream])
 
     def test_the_asset_fails_with_the_skew_report_when_the_check_finds_skew(self):
         asset = daeda_asset("user_features")

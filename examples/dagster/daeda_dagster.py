@@ -42,6 +42,8 @@ class Daeda(dg.ConfigurableResource):
     catalog: Optional[str] = None
     redis_url: Optional[str] = None
     run_root: Optional[str] = None
+    #: How long a run interrupted by Dagster has to stop cleanly before SIGKILL.
+    stop_timeout_s: float = 60.0
 
     def run(self, *args: str) -> tuple[int, Any, str]:
         """Runs `daeda ARGS`; returns (exit code, parsed stdout JSON or None, stderr)."""
@@ -51,12 +53,25 @@ class Daeda(dg.ConfigurableResource):
             if value:
                 cmd += [flag, value]
         cmd += list(args)
-        p = subprocess.run(cmd, cwd=self.cwd, capture_output=True, text=True, check=False)
+        with subprocess.Popen(cmd, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as p:
+            try:
+                stdout, stderr = p.communicate()
+            except BaseException:
+                # The Dagster run was terminated: SIGTERM lets daeda stop cleanly
+                # (its unfinished generation removed, its lease released), where
+                # subprocess.run's SIGKILL would leave both to expire.
+                p.terminate()
+                try:
+                    p.communicate(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                raise
         try:
-            out = json.loads(p.stdout) if p.stdout.strip() else None
+            out = json.loads(stdout) if stdout.strip() else None
         except json.JSONDecodeError:
             out = None
-        return p.returncode, out, p.stderr.strip()
+        return p.returncode, out, stderr.strip()
 
     def approved_services(self) -> list[str]:
         """The services whose serving is allowed (`daeda services --json`)."""

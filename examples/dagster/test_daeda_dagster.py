@@ -7,6 +7,7 @@ own test API (`dagster.materialize`). Run by scripts/dagster-example.sh.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -143,6 +144,26 @@ class DagsterExample(unittest.TestCase):
         self.assertEqual(p.stdout.strip(), str([f"{KEY_PREFIX}/{s}" for s in APPROVED]))
         upstream = dg.AssetKey(["training", "user_features"])
         self.assertEqual(list(daeda_asset("user_features", deps=[upstream]).dependency_keys), [upstream])
+
+    def test_an_interrupted_run_stops_daeda_with_sigterm_not_sigkill(self):
+        # A stand-in for a long materialization that records how it was stopped.
+        marker = self.work / "stopped-by"
+        script = self.work / "slow"
+        script.write_text(f"#!/bin/sh\ntrap 'echo TERM > {marker}; kill $!; exit 1' TERM\nsleep 60 & wait\n")
+        script.chmod(0o755)
+        slow = Daeda(binary=str(script), stop_timeout_s=40)
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGALRM, interrupt)
+        self.addCleanup(signal.signal, signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        started = time.monotonic()
+        with self.assertRaises(KeyboardInterrupt):
+            slow.run("materialize")
+        self.assertLess(time.monotonic() - started, 20, "it stopped on SIGTERM, not at the timeout's SIGKILL")
+        self.assertEqual(marker.read_text().strip(), "TERM")
 
     def test_the_asset_fails_with_the_skew_report_when_the_check_finds_skew(self):
         asset = daeda_asset("user_features")

@@ -64,4 +64,18 @@ if [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, versi
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$SCHEMATHESIS"
 fi
+
+# ---- The Dagster example (scripts/dagster-example.sh, examples/dagster) -----
+# Dagster from PyPI, pinned, in its own venv: about 50 packages, 160 MB, a
+# minute to install on a cold cache; a no-op once the pinned version is there.
+DAGSTER="dagster==1.13.29"
+dagster_venv="$DAEDA_DEPS/dagster-venv"
+if [ "$("$dagster_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("dagster"))' 2>/dev/null)" != "${DAGSTER#*==}" ]; then
+  log "installing $DAGSTER into $dagster_venv"
+  rm -rf "$dagster_venv"
+  python3 -m venv "$dagster_venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$dagster_venv"; python3 -m venv "$dagster_venv"; }
+  "$dagster_venv/bin/pip" install --quiet --disable-pip-version-check "$DAGSTER"
+fi
+# ---- end of the Dagster example -----------------------------------------------
+
 log "ready: DuckDB in $DUCKDB_LIB_DIR, extensions in $DAEDA_DUCKDB_EXTENSION_DIR"

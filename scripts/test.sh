@@ -22,5 +22,6 @@ cargo build --locked --quiet
 "$CARGO_TARGET_DIR/debug/daeda" --catalog feature_services registry check
 # The skew-parity gate on the example services, as a user's CI runs it.
 bash scripts/skew-gate.sh
+bash scripts/dagster-example.sh  # the Dagster recipe (examples/dagster), its assets materialized in-process
 # The gateway against its OpenAPI document, fuzzed (schemathesis, all checks).
 bash scripts/fuzz-api.sh

@@ -12,6 +12,7 @@ mod ops;
 mod production;
 mod readme;
 mod registry;
+mod schedules;
 mod skew;
 mod sql;
 mod support;

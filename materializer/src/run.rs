@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use daeda_catalog::ServiceDef;
 use daeda_metadata_store::{MetadataStore, RunKind, RunRecord, RunStatus};
+use daeda_offline::stream::ArrowStream;
+use daeda_offline::{query, source};
 use daeda_online::{GenerationMeta, OnlineError, OnlineStore};
-use duckdb::arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::encode::{EncodedBatch, Encoder};
-use crate::{offline, source, MaterializeError};
+use crate::MaterializeError;
 
 /// `full` writes a new generation and flips to it; `incremental` updates the live one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -146,7 +147,7 @@ fn new_run_id(service: &str) -> String {
 /// What the DuckDB side produced.
 struct Produced {
     opened: source::Opened,
-    stats: offline::SourceStats,
+    stats: query::SourceStats,
     entities: u64,
     bytes: u64,
     max_event_ts: Option<i64>,
@@ -573,7 +574,7 @@ impl Materializer {
                 }
                 Err(e) => {
                     rx.lock().await.close();
-                    first_err.get_or_insert(MaterializeError::Internal(e.to_string()));
+                    first_err.get_or_insert(MaterializeError::TaskDied { task: "a Redis writer", source: e });
                 }
             }
         }
@@ -628,7 +629,7 @@ struct IncrementalWrites {
 }
 
 async fn join<T>(h: tokio::task::JoinHandle<Result<T, MaterializeError>>) -> Result<T, MaterializeError> {
-    h.await.map_err(|e| MaterializeError::Internal(format!("the DuckDB reader died: {e}")))?
+    h.await.map_err(|source| MaterializeError::TaskDied { task: "the DuckDB reader", source })?
 }
 
 /// The DuckDB side of a run (blocking).
@@ -640,21 +641,17 @@ fn produce(
     tx: mpsc::Sender<EncodedBatch>,
 ) -> Result<Produced, MaterializeError> {
     let t0 = std::time::Instant::now();
-    let conn = crate::duck::session()?;
+    let conn = daeda_offline::session()?;
     let opened = source::open(&conn, &def.source)?;
-    offline::check_schema(&conn, def, &opened.relation)?;
+    query::check_schema(&conn, def, &opened.relation)?;
     tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), "source opened and checked");
-    let stats = offline::stats(&conn, def, &opened.relation, as_of)?;
+    let stats = query::stats(&conn, def, &opened.relation, as_of)?;
     tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), rows = stats.rows, "source stats");
-    let sql = offline::latest_rows_sql(def, &opened.relation, as_of, newer_than);
+    let sql = query::latest_rows_sql(def, &opened.relation, as_of, newer_than);
     let encoder = Encoder::new(def, row_prefix);
-    let mut stmt = conn.prepare(&sql)?;
-    // Stream chunk by chunk; errors surface from step() (never through the
-    // panicking iterator).
-    drop(stmt.stream_arrow([])?);
+    let mut stream = ArrowStream::start(&conn, &sql)?;
     let (mut entities, mut bytes, mut max_ts) = (0u64, 0u64, None::<i64>);
-    while let Some(chunk) = stmt.step()? {
-        let batch = RecordBatch::from(&chunk);
+    while let Some(batch) = stream.next_batch()? {
         if batch.num_rows() == 0 {
             continue;
         }

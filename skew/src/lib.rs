@@ -15,11 +15,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, SecondsFormat, Utc};
 use daeda_catalog::ServiceDef;
 use daeda_materializer::encode::Encoder;
-use daeda_materializer::{offline, source, MaterializeError, Progress};
+use daeda_materializer::{MaterializeError, Progress};
 use daeda_metadata_store::{MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
+use daeda_offline::stream::ArrowStream;
+use daeda_offline::{query, source, OfflineError};
 use daeda_online::codec::{self, RowSchema, Value};
 use daeda_online::{lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
-use duckdb::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -49,8 +50,15 @@ pub enum SkewError {
     BadAsOf(String),
     #[error("an online row of entity {entity} is unreadable: {reason}")]
     Corrupt { entity: String, reason: codec::DecodeError },
+    /// The source as the generation read it cannot be read again.
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    /// The materializer's encoder refused an offline row.
     #[error(transparent)]
     Materialize(#[from] MaterializeError),
+    /// The DuckDB reader panicked.
+    #[error("internal error: the DuckDB reader died: {0}")]
+    ReaderDied(tokio::task::JoinError),
     #[error(transparent)]
     Online(#[from] OnlineError),
     #[error(transparent)]
@@ -199,7 +207,7 @@ async fn run(
         progress.rows_done(batch.len() as u64);
     }
     drop(rx);
-    let warnings = producer.await.map_err(|e| MaterializeError::Internal(e.to_string()))??;
+    let warnings = producer.await.map_err(SkewError::ReaderDied)??;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -310,20 +318,18 @@ fn offline_rows(
     as_of: DateTime<Utc>,
     sample: Option<usize>,
     tx: mpsc::Sender<RowBatch>,
-) -> Result<Vec<String>, MaterializeError> {
-    let conn = daeda_materializer::session()?;
+) -> Result<Vec<String>, SkewError> {
+    let conn = daeda_offline::session()?;
     let recorded: serde_json::Value = serde_json::from_str(&meta.source_snapshot).unwrap_or_default();
     let (opened, warnings) = source::reopen(&conn, &def.source, &recorded)?;
-    offline::check_schema(&conn, def, &opened.relation)?;
-    let sql = offline::latest_rows_sql(def, &opened.relation, as_of, None);
+    query::check_schema(&conn, def, &opened.relation)?;
+    let sql = query::latest_rows_sql(def, &opened.relation, as_of, None);
     let encoder = Encoder::new(def, row_prefix);
-    let mut stmt = conn.prepare(&sql)?;
-    drop(stmt.stream_arrow([])?);
+    let mut stream = ArrowStream::start(&conn, &sql).map_err(OfflineError::from)?;
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut seen = 0u64;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    while let Some(chunk) = stmt.step()? {
-        let batch = RecordBatch::from(&chunk);
+    while let Some(batch) = stream.next_batch().map_err(OfflineError::from)? {
         if batch.num_rows() == 0 {
             continue;
         }

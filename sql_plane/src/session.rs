@@ -25,8 +25,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use daeda_catalog::{Catalog, ServiceDef, Source};
+use daeda_offline::sql::{attach_duckdb, attach_ducklake, ident, literal, qualified};
+use daeda_offline::stream::ArrowStream;
 use daeda_sql_wire::{Query, Reply};
-use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{AccessMode, Config, Connection};
 
 /// Resource bounds of the session.
@@ -49,18 +50,6 @@ pub struct Session {
     damaged: AtomicBool,
     /// Folder holding the views database (and DuckDB's spill files).
     _dir: PathBuf,
-}
-
-pub(crate) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-pub(crate) fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn qualified(alias: &str, table: &str) -> String {
-    std::iter::once(alias.to_string()).chain(table.split('.').map(ident)).collect::<Vec<_>>().join(".")
 }
 
 /// The folder a path or glob lives in (the part before the first wildcard).
@@ -94,20 +83,15 @@ fn exposure(def: &ServiceDef, i: usize) -> Exposure {
         Source::DuckDb { database, table } => {
             let alias = format!("src_{i}");
             (
-                vec![format!("ATTACH {} AS {alias} (READ_ONLY)", literal(&database.display().to_string()))],
+                vec![attach_duckdb(database, &alias)],
                 vec![folder_of(&database.display().to_string()).display().to_string()],
                 qualified(&alias, table),
             )
         }
         Source::DuckLake { catalog, data_path, table, snapshot } => {
             let alias = format!("lake_{i}");
-            let pin = snapshot.map(|v| format!(", SNAPSHOT_VERSION {v}")).unwrap_or_default();
             (
-                vec![format!(
-                    "ATTACH {} AS {alias} (DATA_PATH {}, OVERRIDE_DATA_PATH true, READ_ONLY{pin})",
-                    literal(&format!("ducklake:{}", catalog.display())),
-                    literal(&data_path.display().to_string()),
-                )],
+                vec![attach_ducklake(catalog, data_path, &alias, *snapshot)],
                 vec![data_path.display().to_string(), folder_of(&catalog.display().to_string()).display().to_string()],
                 qualified(&alias, table),
             )
@@ -293,12 +277,9 @@ impl Session {
 
 /// Sets the time zone and loads DuckLake (before anything is locked).
 fn prepare_instance(conn: &Connection, ducklake: bool) -> Result<(), String> {
-    if let Ok(dir) = std::env::var(daeda_materializer::EXTENSION_DIR_ENV) {
-        conn.execute_batch(&format!("SET extension_directory = {}", literal(&dir))).map_err(err)?;
-    }
-    conn.execute_batch("SET TimeZone = 'UTC'").map_err(err)?;
+    daeda_offline::session::prepare(conn).map_err(err)?;
     if ducklake {
-        daeda_materializer::load_ducklake(conn).map_err(err)?;
+        daeda_offline::load_ducklake(conn).map_err(err)?;
     }
     Ok(())
 }
@@ -314,21 +295,14 @@ fn attached_databases(conn: &Connection) -> Result<String, String> {
 
 fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
     let timed_out = |e: &duckdb::Error| Instant::now() >= deadline || e.to_string().contains("INTERRUPT");
-    let mut stmt = match conn.prepare(&q.sql) {
+    let mut stream = match ArrowStream::start(conn, &q.sql) {
         Ok(s) => s,
         Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
         Err(e) => return Reply::QueryError(e.to_string()),
     };
-    if let Err(e) = stmt.stream_arrow([]) {
-        return if timed_out(&e) {
-            Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms))
-        } else {
-            Reply::QueryError(e.to_string())
-        };
-    }
     // Each batch is encoded as it arrives, so the byte cap is exact and
     // applies before the whole result is held.
-    let schema = stmt.schema();
+    let schema = stream.schema();
     let too_large = || Reply::TooLarge(format!("the result is over {} bytes; select fewer columns or rows, or aggregate", q.max_bytes));
     let mut w = match arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema) {
         Ok(w) => w,
@@ -336,13 +310,12 @@ fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
     };
     let (mut rows, mut truncated) = (0usize, false);
     loop {
-        let chunk = match stmt.step() {
-            Ok(Some(c)) => c,
+        let mut batch = match stream.next_batch() {
+            Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
             Err(e) => return Reply::QueryError(e.to_string()),
         };
-        let mut batch = RecordBatch::from(&chunk);
         if rows + batch.num_rows() > q.max_rows {
             batch = batch.slice(0, q.max_rows - rows);
             truncated = true;

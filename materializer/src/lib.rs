@@ -2,9 +2,11 @@
 //! generation, flipped atomically.
 //!
 //! Pipeline of one run: `daeda-offline` opens the offline output in DuckDB,
-//! checks its schema and streams the latest-per-entity query; [`encode`] turns
-//! the Arrow batches into online rows, and [`run`] writes them with pooled,
-//! pipelined connections and moves the pointer.
+//! checks its schema and streams the latest-per-entity query (`produce`, on a
+//! blocking thread); [`encode`] turns the Arrow batches into online rows;
+//! `write` drains them into Redis with pooled, pipelined connections under the
+//! run's lease; `run` drives one run start to finish, moves the pointer and
+//! records it.
 //!
 //! Invariants:
 //! - the pointer flips only after every row of the generation is written and
@@ -18,7 +20,11 @@
 
 pub mod encode;
 mod error;
+mod produce;
+mod request;
 mod run;
+mod write;
 
 pub use error::MaterializeError;
-pub use run::{Materializer, Mode, Progress, RunRequest, RunSummary, Settings};
+pub use request::{Mode, Progress, RunRequest, RunSummary, Settings};
+pub use run::Materializer;

@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use daeda_catalog::ServiceDef;
 use daeda_materializer::encode::Encoder;
 use daeda_materializer::{MaterializeError, Progress};
-use daeda_metadata_store::{MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
+use daeda_metadata_store::{timestamp as rfc3339, MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
 use daeda_offline::stream::ArrowStream;
 use daeda_offline::{query, source, OfflineError};
 use daeda_online::codec::{self, RowSchema, Value};
@@ -111,10 +111,6 @@ pub struct SkewReport {
 
 const MAX_EXAMPLES: usize = 3;
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
 fn value_json(v: &Value) -> serde_json::Value {
     let mut out = Vec::new();
     lookup::write_value(&mut out, v);
@@ -134,34 +130,25 @@ pub async fn check(
     }
     let started = Utc::now();
     let run_id = format!("{}-skew-{}-{:04x}", started.format("%Y%m%dT%H%M%SZ"), def.name, started.timestamp_subsec_nanos() & 0xffff);
-    let mut record = RunRecord {
+    let recorded = records.start(RunRecord {
         run_id: run_id.clone(),
         kind: RunKind::SkewCheck,
         service: def.name.clone(),
         version: def.version.clone(),
         mode: opts.sample.map_or("all".to_string(), |n| format!("sample {n}")),
-        status: RunStatus::Running,
-        attempt: records.next_attempt(&def.name, RunKind::SkewCheck)?,
         started_at: rfc3339(started),
         ..Default::default()
-    };
-    records.append(&record)?;
+    })?;
     let result = run(store, &def, opts, run_id, progress).await;
-    record.ended_at = Some(rfc3339(Utc::now()));
-    match &result {
-        Ok(r) => {
+    recorded.finish(&result, |record, outcome| {
+        if let Ok(r) = outcome {
             record.status = if r.passed { RunStatus::Passed } else { RunStatus::Skewed };
             record.row_count = Some(r.entities_compared);
             record.generation = Some(r.generation.clone());
             record.as_of = Some(r.as_of.clone());
             record.details = serde_json::to_value(r).ok();
         }
-        Err(e) => {
-            record.status = RunStatus::Failed;
-            record.error = Some(e.to_string());
-        }
-    }
-    records.append(&record)?;
+    })?;
     result
 }
 

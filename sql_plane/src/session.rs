@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use daeda_catalog::{Catalog, ServiceDef, Source};
 use daeda_offline::sql::{attach_duckdb, attach_ducklake, ident, literal, qualified};
 use daeda_offline::stream::ArrowStream;
+use daeda_offline::OfflineError;
 use daeda_sql_wire::{Query, Reply};
 use duckdb::{AccessMode, Config, Connection};
 
@@ -100,41 +101,59 @@ fn exposure(def: &ServiceDef, i: usize) -> Exposure {
     Exposure { attach, dirs, view: format!("CREATE VIEW main.{} AS SELECT {columns} FROM {relation}", ident(&def.name)) }
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Why the session could not be built, or a connection or parse of it had.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// DuckDB refused a step of building, opening or using the session.
+    #[error("{0}")]
+    DuckDb(#[from] duckdb::Error),
+    /// The instance could not be prepared (extension directory, DuckLake).
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    /// A service's source could not be attached, or its view created.
+    #[error("service `{service}`: {source}")]
+    Service { service: String, source: duckdb::Error },
+    /// The settings that lock the session down could not be applied.
+    #[error("locking the session: {0}")]
+    Lock(duckdb::Error),
+    /// A thread panicked holding one of the session's connections.
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
+    /// DuckDB's parse is not JSON.
+    #[error("{0}")]
+    ParseJson(#[from] serde_json::Error),
 }
 
 impl Session {
     /// Builds the views of every service of `catalog` whose serving is allowed
     /// into `dir/views.duckdb`, then opens that file read-only and locks it down.
-    pub fn open(catalog: &Catalog, dir: &Path, limits: &SessionLimits) -> Result<Session, String> {
+    pub fn open(catalog: &Catalog, dir: &Path, limits: &SessionLimits) -> Result<Session, SessionError> {
         let file = dir.join("views.duckdb");
         let exposures: Vec<(String, Exposure)> =
             catalog.services().filter(|s| s.serving.allowed).enumerate().map(|(i, s)| (s.name.clone(), exposure(s, i))).collect();
         let needs_ducklake = catalog.services().any(|s| s.serving.allowed && matches!(s.source, Source::DuckLake { .. }));
         {
-            let build = Connection::open(&file).map_err(err)?;
+            let build = Connection::open(&file)?;
             prepare_instance(&build, needs_ducklake)?;
             for (name, e) in &exposures {
                 for a in &e.attach {
-                    build.execute_batch(a).map_err(|x| format!("service `{name}`: {x}"))?;
+                    build.execute_batch(a).map_err(|source| SessionError::Service { service: name.clone(), source })?;
                 }
-                build.execute_batch(&e.view).map_err(|x| format!("service `{name}`: {x}"))?;
+                build.execute_batch(&e.view).map_err(|source| SessionError::Service { service: name.clone(), source })?;
             }
-            build.execute_batch("CHECKPOINT").map_err(err)?;
+            build.execute_batch("CHECKPOINT")?;
         }
         let config = Config::default()
             .access_mode(AccessMode::ReadOnly)
             .and_then(|c| c.threads(i64::from(limits.threads.max(1))))
             .and_then(|c| c.max_memory(&limits.memory_limit))
-            .and_then(|c| c.enable_autoload_extension(false))
-            .map_err(err)?;
-        let base = Connection::open_with_flags(&file, config).map_err(err)?;
+            .and_then(|c| c.enable_autoload_extension(false))?;
+        let base = Connection::open_with_flags(&file, config)?;
         prepare_instance(&base, needs_ducklake)?;
         let mut dirs = BTreeSet::new();
         for (name, e) in &exposures {
             for a in &e.attach {
-                base.execute_batch(a).map_err(|x| format!("service `{name}`: {x}"))?;
+                base.execute_batch(a).map_err(|source| SessionError::Service { service: name.clone(), source })?;
             }
             dirs.extend(e.dirs.iter().map(|d| format!("{}/", d.trim_end_matches('/'))));
         }
@@ -149,12 +168,11 @@ impl Session {
              SET lock_configuration = true;",
             literal(&spill.display().to_string())
         ))
-        .map_err(|e| format!("locking the session: {e}"))?;
+        .map_err(SessionError::Lock)?;
         let scratch = Connection::open_in_memory_with_flags(
-            Config::default().enable_external_access(false).and_then(|c| c.enable_autoload_extension(false)).map_err(err)?,
-        )
-        .map_err(err)?;
-        scratch.execute_batch("SET lock_configuration = true").map_err(err)?;
+            Config::default().enable_external_access(false).and_then(|c| c.enable_autoload_extension(false))?,
+        )?;
+        scratch.execute_batch("SET lock_configuration = true")?;
         let attached = attached_databases(&base)?;
         Ok(Session {
             base: Mutex::new(base),
@@ -167,8 +185,8 @@ impl Session {
 
     /// A fresh connection, as each query gets. Tests use it to show what the
     /// session refuses with every wall in front of it switched off.
-    pub fn query_connection(&self) -> Result<Connection, String> {
-        self.base.lock().map_err(|_| "session lock poisoned".to_string())?.try_clone().map_err(err)
+    pub fn query_connection(&self) -> Result<Connection, SessionError> {
+        Ok(self.base.lock().map_err(|_| SessionError::Poisoned("session"))?.try_clone()?)
     }
 
     /// Compares the attached databases with those at start-up; on a
@@ -176,7 +194,7 @@ impl Session {
     /// cannot run (e.g. under memory pressure) proves nothing either way and
     /// is retried after the next query.
     pub fn verify_intact(&self) -> bool {
-        let now = self.base.lock().map_err(|_| "session lock poisoned".to_string()).and_then(|c| attached_databases(&c));
+        let now = self.base.lock().map_err(|_| SessionError::Poisoned("session")).and_then(|c| attached_databases(&c));
         match now {
             Ok(now) if now != self.attached => {
                 self.damaged.store(true, Ordering::SeqCst);
@@ -198,16 +216,16 @@ impl Session {
 
     /// DuckDB's own parse of `sql`, as `json_serialize_sql` gives it. Parses
     /// and executes nothing else.
-    pub fn duckdb_parse(&self, sql: &str) -> Result<serde_json::Value, String> {
+    pub fn duckdb_parse(&self, sql: &str) -> Result<serde_json::Value, SessionError> {
         let text: String = {
-            let scratch = self.scratch.lock().map_err(|_| "parser lock poisoned".to_string())?;
-            scratch.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0)).map_err(err)?
+            let scratch = self.scratch.lock().map_err(|_| SessionError::Poisoned("parser"))?;
+            scratch.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))?
         };
         // The tree is as deep as the query; the caller's thread has the stack
         // for it (the worker runs queries on threads sized for the policy's limits).
         let mut de = serde_json::Deserializer::from_str(&text);
         de.disable_recursion_limit();
-        serde::Deserialize::deserialize(&mut de).map_err(err)
+        Ok(serde::Deserialize::deserialize(&mut de)?)
     }
 
     /// Runs one query with no policy in front: walls 3 and 4 only. The worker
@@ -233,7 +251,7 @@ impl Session {
         }
         let conn = match self.query_connection() {
             Ok(c) => c,
-            Err(e) => return Reply::Internal(e),
+            Err(e) => return Reply::Internal(e.to_string()),
         };
         let interrupt = conn.interrupt_handle();
         let done = Arc::new((Mutex::new(false), Condvar::new()));
@@ -276,21 +294,21 @@ impl Session {
 }
 
 /// Sets the time zone and loads DuckLake (before anything is locked).
-fn prepare_instance(conn: &Connection, ducklake: bool) -> Result<(), String> {
-    daeda_offline::session::prepare(conn).map_err(err)?;
+fn prepare_instance(conn: &Connection, ducklake: bool) -> Result<(), SessionError> {
+    daeda_offline::session::prepare(conn)?;
     if ducklake {
-        daeda_offline::load_ducklake(conn).map_err(err)?;
+        daeda_offline::load_ducklake(conn)?;
     }
     Ok(())
 }
 
-fn attached_databases(conn: &Connection) -> Result<String, String> {
+fn attached_databases(conn: &Connection) -> Result<String, SessionError> {
     conn.query_row(
         "SELECT coalesce(string_agg(database_name || ':' || readonly::VARCHAR || ':' || coalesce(path, ''), ',' ORDER BY database_name), '') FROM duckdb_databases()",
         [],
         |r| r.get(0),
     )
-    .map_err(err)
+    .map_err(Into::into)
 }
 
 fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {

@@ -321,7 +321,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     }
     let granted: Vec<String> =
         state.catalog().services().filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok()).map(|s| s.name.to_ascii_lowercase()).collect();
-    let decision = plane.policy.check(&request.sql, granted.clone()).await.map_err(|e| ApiError::SqlUnavailable(e.to_string()))?;
+    let decision = plane.policy.check(&request.sql, granted.clone()).await?;
     let approved = decision.map_err(|d| {
         state.metrics.sql_denied();
         ApiError::PolicyDenied(d.reason)
@@ -357,19 +357,8 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the SQL task failed: {e}")))?;
-    use daeda_sql_wire::Reply;
-    let (ipc, truncated) = match reply {
-        Ok(Reply::Rows { arrow_ipc, truncated }) => (arrow_ipc, truncated),
-        Ok(Reply::QueryError(m)) => return Err(ApiError::BadRequest(m)),
-        Ok(Reply::Disagreement(m)) => {
-            state.metrics.sql_disagreement();
-            tracing::warn!(sub = %who.sub, reason = %m, "the policy and DuckDB's parser disagree; query denied");
-            return Err(ApiError::PolicyDenied(m));
-        }
-        Ok(Reply::Refused(m)) => return Err(ApiError::PolicyDenied(m)),
-        Ok(Reply::TooLarge(m)) => return Err(ApiError::ResultTooLarge(m)),
-        Ok(Reply::Timeout(_)) => return Err(ApiError::Timeout(timeout.as_millis() as u64)),
-        Ok(Reply::Internal(m)) => return Err(ApiError::Internal(m)),
+    let reply = match reply {
+        Ok(reply) => reply,
         Err(e @ crate::sql::WorkerError::Killed) => {
             tracing::warn!(sub = %who.sub, cooldown_secs = SQL_COOLDOWN.as_secs(), "{e}");
             let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
@@ -377,8 +366,13 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
             cooldown.insert(who.sub.to_string(), Instant::now() + SQL_COOLDOWN);
             return Err(ApiError::Timeout(timeout.as_millis() as u64));
         }
-        Err(e) => return Err(ApiError::SqlUnavailable(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
+    if let daeda_sql_wire::Reply::Disagreement(m) = &reply {
+        state.metrics.sql_disagreement();
+        tracing::warn!(sub = %who.sub, reason = %m, "the policy and DuckDB's parser disagree; query denied");
+    }
+    let (ipc, truncated) = crate::error::sql_rows(reply, timeout)?;
     tracing::debug!(sub = %who.sub, "sql query ran");
     let mut resp = if wants_arrow {
         respond(StatusCode::OK, arrow::CONTENT_TYPE, ipc.into())
@@ -390,13 +384,9 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
             .render
             .run(move || {
                 let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
-                crate::sql::to_json(&output, max_bytes).map_err(|e| match e {
-                    e @ crate::sql::JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),
-                    e => ApiError::Internal(e.to_string()),
-                })
+                Ok::<_, ApiError>(crate::sql::to_json(&output, max_bytes)?)
             })
-            .await
-            .map_err(|e| ApiError::SqlUnavailable(e.to_string()))??;
+            .await??;
         respond(StatusCode::OK, "application/json", json.into())
     };
     if truncated {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use daeda_catalog::ServiceDef;
+use daeda_catalog::{Listing, ServiceDef};
 use daeda_online::lookup::{self, EntityStatus, LookupRequest};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -219,22 +219,12 @@ fn services(state: &State, who: &Principal) -> serde_json::Value {
         .filter(|s| auth::authorize(who, s, Plane::Online).is_ok() || auth::authorize(who, s, Plane::Sql).is_ok())
         .map(|s| {
             let live = state.generations.get(&s.name);
-            json!({
-                "name": s.name,
-                "version": s.version,
-                "owner": s.owner,
-                "tags": s.tags,
-                "description": s.description,
-                "join_keys": s.join_keys,
-                "timestamp": s.timestamp,
-                "columns": s.columns.iter().map(|c| json!({"name": c.name, "type": c.ty.to_string(), "nullable": c.nullable})).collect::<Vec<_>>(),
-                "ttl_seconds": s.serving.ttl.map(|t| t.as_secs()),
-                "fingerprint": s.fingerprint(),
-                "locked_version": catalog.locked_version(&s.name),
-                "generation": live.as_ref().map(|m| m.generation.clone()),
-                "row_count": live.as_ref().map(|m| m.row_count),
-                "materialized_at": live.as_ref().map(|m| m.materialized_at.clone()),
-            })
+            let mut m = s.listing_json(Listing::Client);
+            m.insert("locked_version".into(), json!(catalog.locked_version(&s.name)));
+            m.insert("generation".into(), json!(live.as_ref().map(|m| m.generation.clone())));
+            m.insert("row_count".into(), json!(live.as_ref().map(|m| m.row_count)));
+            m.insert("materialized_at".into(), json!(live.as_ref().map(|m| m.materialized_at.clone())));
+            serde_json::Value::Object(m)
         })
         .collect();
     json!({"services": list})

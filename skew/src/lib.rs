@@ -180,14 +180,19 @@ async fn run(
         tokio::task::spawn_blocking(move || offline_rows(&def, &meta, prefix, as_of, sample, tx))
     };
 
-    let schema = RowSchema::of(def);
-    let prefix = store.keys().row_prefix(&def.name, &meta.generation);
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-    let stale_before = def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64);
+    let online = Online {
+        store,
+        def,
+        schema: RowSchema::of(def),
+        prefix: store.keys().row_prefix(&def.name, &meta.generation),
+        stale_before: def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64),
+        tol: opts.float_tolerance,
+    };
     let mut tally = Tally::default();
     let mut failure = None;
     while let Some(batch) = rx.recv().await {
-        if let Err(e) = compare_batch(store, def, &schema, &prefix, stale_before, opts.float_tolerance, &batch, &mut tally).await {
+        if let Err(e) = online.compare(&batch, &mut tally).await {
             failure = Some(e);
             break;
         }
@@ -251,48 +256,54 @@ impl Tally {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn compare_batch(
-    store: &OnlineStore,
-    def: &ServiceDef,
-    schema: &RowSchema,
-    prefix: &str,
+/// The online side of a check: the live generation's rows, read by batch and
+/// compared with the offline rows of the same entities.
+struct Online<'a> {
+    store: &'a OnlineStore,
+    def: &'a ServiceDef,
+    schema: RowSchema,
+    /// The live generation's row key prefix; the rest of a key is the entity.
+    prefix: String,
+    /// Online rows older than this (microseconds) are stale; None without a ttl.
     stale_before: Option<i64>,
     tol: f64,
-    batch: &RowBatch,
-    tally: &mut Tally,
-) -> Result<(), SkewError> {
-    let keys: Vec<String> = batch.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
-    let online = store.get_rows(&keys).await?;
-    for ((key, (_, offline_bytes)), online_bytes) in keys.iter().zip(batch.iter()).zip(online) {
-        tally.compared += 1;
-        let entity = key.strip_prefix(prefix).unwrap_or(key);
-        let Some(online_bytes) = online_bytes else {
-            tally.missing += 1;
-            continue;
-        };
-        let offline = codec::decode(offline_bytes, schema).expect("rows the encoder wrote decode");
-        let online = codec::decode(&online_bytes, schema).map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
-        if stale_before.is_some_and(|t| online.event_ts_micros < t) {
-            tally.stale += 1;
-        }
-        let mut differs = false;
-        if offline.event_ts_micros != online.event_ts_micros {
-            differs = true;
-            let ts = |us| lookup::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default();
-            tally.mismatch(&def.timestamp, entity, ts(offline.event_ts_micros), ts(online.event_ts_micros));
-        }
-        for (i, name) in schema.names.iter().enumerate() {
-            if !same(&offline.values[i], &online.values[i], tol) {
+}
+
+impl Online<'_> {
+    async fn compare(&self, batch: &RowBatch, tally: &mut Tally) -> Result<(), SkewError> {
+        let keys: Vec<String> = batch.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+        let online = self.store.get_rows(&keys).await?;
+        for ((key, (_, offline_bytes)), online_bytes) in keys.iter().zip(batch.iter()).zip(online) {
+            tally.compared += 1;
+            let entity = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
+            let Some(online_bytes) = online_bytes else {
+                tally.missing += 1;
+                continue;
+            };
+            let offline = codec::decode(offline_bytes, &self.schema).expect("rows the encoder wrote decode");
+            let online =
+                codec::decode(&online_bytes, &self.schema).map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
+            if self.stale_before.is_some_and(|t| online.event_ts_micros < t) {
+                tally.stale += 1;
+            }
+            let mut differs = false;
+            if offline.event_ts_micros != online.event_ts_micros {
                 differs = true;
-                tally.mismatch(name, entity, value_json(&offline.values[i]), value_json(&online.values[i]));
+                let ts = |us| lookup::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default();
+                tally.mismatch(&self.def.timestamp, entity, ts(offline.event_ts_micros), ts(online.event_ts_micros));
+            }
+            for (i, name) in self.schema.names.iter().enumerate() {
+                if !same(&offline.values[i], &online.values[i], self.tol) {
+                    differs = true;
+                    tally.mismatch(name, entity, value_json(&offline.values[i]), value_json(&online.values[i]));
+                }
+            }
+            if differs {
+                tally.mismatched += 1;
             }
         }
-        if differs {
-            tally.mismatched += 1;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The offline side (blocking): the latest rows as the generation's source

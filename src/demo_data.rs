@@ -59,7 +59,7 @@ pub fn generate(out: &Path, users: u64, items: u64, base: NaiveDate) -> Result<(
         }
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
     }
-    let conn = daeda_materializer::session()?;
+    let conn = daeda_offline::session()?;
     let base = format!("TIMESTAMP '{base} 00:00:00'");
     let sql = |what: &str, s: &str| conn.execute_batch(s).with_context(|| format!("generating the example {what}"));
 
@@ -122,7 +122,7 @@ pub fn generate(out: &Path, users: u64, items: u64, base: NaiveDate) -> Result<(
         ),
     )?;
 
-    daeda_materializer::load_ducklake(&conn)?;
+    daeda_offline::load_ducklake(&conn)?;
     let lake = out.join("item_features");
     sql(
         "item_features",

@@ -13,6 +13,7 @@
 
 mod error;
 pub mod lineage;
+mod listing;
 pub mod lock;
 mod raw;
 mod service;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{CatalogError, DefinitionError};
+pub use listing::Listing;
 pub use lock::{Lock, LockError, LOCK_FILE};
 pub use service::{is_service_name, parse_ttl, Column, ServiceDef, Serving, Source};
 pub use types::{ColumnType, ElemType, ScalarType};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use daeda_catalog::{parse_definition, Catalog, CatalogError, ColumnType, ElemType, Source};
+use daeda_catalog::{parse_definition, Catalog, CatalogError, ColumnType, ElemType, Listing, Source};
 
 const GOOD: &str = r#"
 name: user_features
@@ -66,6 +66,44 @@ fn the_spec_example_loads() {
     );
     let values: Vec<_> = def.value_columns().map(|c| c.name.as_str()).collect();
     assert_eq!(values, ["ctr_7d", "country", "clicks", "embedding", "tower", "ctr_src"]);
+}
+
+#[test]
+fn a_client_listing_shows_the_schema_and_ttl_and_an_owner_listing_also_where_it_comes_from() {
+    let def = parse_definition(GOOD, file()).unwrap();
+    let client = def.listing_json(Listing::Client);
+    let keys: Vec<_> = client.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["name", "version", "owner", "tags", "description", "join_keys", "timestamp", "columns", "ttl_seconds", "fingerprint"]
+    );
+    assert_eq!(client["ttl_seconds"], 7 * 86_400);
+    assert_eq!(client["columns"][0].as_object().unwrap().len(), 3, "name, type, nullable: no lineage for clients");
+
+    let owner = def.listing_json(Listing::Owner);
+    let keys: Vec<_> = owner.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "name",
+            "version",
+            "owner",
+            "tags",
+            "description",
+            "join_keys",
+            "timestamp",
+            "source",
+            "columns",
+            "serving",
+            "fingerprint",
+            "file"
+        ]
+    );
+    assert_eq!(owner["serving"], serde_json::json!({"allowed": true, "ttl_seconds": 7 * 86_400}));
+    assert_eq!(owner["source"]["kind"], "parquet");
+    let ctr_src = owner["columns"].as_array().unwrap().iter().find(|c| c["name"] == "ctr_src").unwrap();
+    assert_eq!(ctr_src["ref"], "user_stats:ctr_7d");
+    assert_eq!(owner["fingerprint"], client["fingerprint"]);
 }
 
 #[test]

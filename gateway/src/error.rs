@@ -1,9 +1,15 @@
 //! [`ApiError`]: the only way a handler fails. Each variant is one status and
 //! one `{"error": {"code", "message"}}` body of SPEC §5.
 
+use std::time::Duration;
+
 use daeda_online::lookup::LookupError;
 use daeda_online::OnlineError;
+use daeda_sql_wire::Reply;
 use hyper::StatusCode;
+
+use crate::sql::policy_runner::RunnerError;
+use crate::sql::{JsonError, WorkerError};
 
 /// `Retry-After` of a 503: the pool reconnects and Redis finishes loading in
 /// about this time, and clients that honour it do not hammer a recovering Redis.
@@ -195,6 +201,43 @@ impl From<LookupError> for ApiError {
     }
 }
 
+/// The SQL plane's own threads gave no answer.
+impl From<RunnerError> for ApiError {
+    fn from(e: RunnerError) -> ApiError {
+        ApiError::SqlUnavailable(e.to_string())
+    }
+}
+
+/// The worker gave no reply. [`WorkerError::Killed`] is a timeout; the
+/// handler maps it itself, after putting the caller on cooldown.
+impl From<WorkerError> for ApiError {
+    fn from(e: WorkerError) -> ApiError {
+        ApiError::SqlUnavailable(e.to_string())
+    }
+}
+
+impl From<JsonError> for ApiError {
+    fn from(e: JsonError) -> ApiError {
+        match e {
+            e @ JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The worker's reply: its rows (Arrow IPC, and whether they were truncated),
+/// or the error the client sees. `timeout` is the query's deadline, named by a 504.
+pub(crate) fn sql_rows(reply: Reply, timeout: Duration) -> Result<(Vec<u8>, bool), ApiError> {
+    match reply {
+        Reply::Rows { arrow_ipc, truncated } => Ok((arrow_ipc, truncated)),
+        Reply::QueryError(m) => Err(ApiError::BadRequest(m)),
+        Reply::Disagreement(m) | Reply::Refused(m) => Err(ApiError::PolicyDenied(m)),
+        Reply::TooLarge(m) => Err(ApiError::ResultTooLarge(m)),
+        Reply::Timeout(_) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
+        Reply::Internal(m) => Err(ApiError::Internal(m)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +270,23 @@ mod tests {
             assert_eq!(body.as_object().unwrap().len(), 1);
             assert_eq!(e.retry_after().is_some(), status == 503 || status == 429);
         }
+    }
+
+    #[test]
+    fn each_sql_reply_and_sql_failure_has_its_status_and_code() {
+        let t = Duration::from_millis(250);
+        let code = |r: Result<(Vec<u8>, bool), ApiError>| r.map(|_| (200, "rows")).unwrap_or_else(|e| (e.status().as_u16(), e.code()));
+        let rows = Reply::Rows { arrow_ipc: vec![1], truncated: true };
+        assert_eq!(sql_rows(rows, t).unwrap(), (vec![1], true));
+        assert_eq!(code(sql_rows(Reply::QueryError("x".into()), t)), (400, "bad_request"));
+        assert_eq!(code(sql_rows(Reply::Disagreement("x".into()), t)), (403, "policy_denied"));
+        assert_eq!(code(sql_rows(Reply::Refused("x".into()), t)), (403, "policy_denied"));
+        assert_eq!(code(sql_rows(Reply::TooLarge("x".into()), t)), (400, "result_too_large"));
+        assert!(matches!(sql_rows(Reply::Timeout("x".into()), t), Err(ApiError::Timeout(250))));
+        assert_eq!(code(sql_rows(Reply::Internal("x".into()), t)), (500, "internal"));
+        assert_eq!(ApiError::from(WorkerError::Died).code(), "sql_unavailable");
+        assert_eq!(ApiError::from(RunnerError::Busy).code(), "sql_unavailable");
+        assert_eq!(ApiError::from(JsonError::TooLarge(9)).code(), "result_too_large");
+        assert_eq!(ApiError::from(JsonError::Render("x".into())).code(), "internal");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use daeda_catalog::ServiceDef;
+use daeda_catalog::{Listing, ServiceDef};
 use daeda_online::lookup::{self, EntityStatus, LookupRequest};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -219,22 +219,12 @@ fn services(state: &State, who: &Principal) -> serde_json::Value {
         .filter(|s| auth::authorize(who, s, Plane::Online).is_ok() || auth::authorize(who, s, Plane::Sql).is_ok())
         .map(|s| {
             let live = state.generations.get(&s.name);
-            json!({
-                "name": s.name,
-                "version": s.version,
-                "owner": s.owner,
-                "tags": s.tags,
-                "description": s.description,
-                "join_keys": s.join_keys,
-                "timestamp": s.timestamp,
-                "columns": s.columns.iter().map(|c| json!({"name": c.name, "type": c.ty.to_string(), "nullable": c.nullable})).collect::<Vec<_>>(),
-                "ttl_seconds": s.serving.ttl.map(|t| t.as_secs()),
-                "fingerprint": s.fingerprint(),
-                "locked_version": catalog.locked_version(&s.name),
-                "generation": live.as_ref().map(|m| m.generation.clone()),
-                "row_count": live.as_ref().map(|m| m.row_count),
-                "materialized_at": live.as_ref().map(|m| m.materialized_at.clone()),
-            })
+            let mut m = s.listing_json(Listing::Client);
+            m.insert("locked_version".into(), json!(catalog.locked_version(&s.name)));
+            m.insert("generation".into(), json!(live.as_ref().map(|m| m.generation.clone())));
+            m.insert("row_count".into(), json!(live.as_ref().map(|m| m.row_count)));
+            m.insert("materialized_at".into(), json!(live.as_ref().map(|m| m.materialized_at.clone())));
+            serde_json::Value::Object(m)
         })
         .collect();
     json!({"services": list})
@@ -321,7 +311,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     }
     let granted: Vec<String> =
         state.catalog().services().filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok()).map(|s| s.name.to_ascii_lowercase()).collect();
-    let decision = plane.policy.check(&request.sql, granted.clone()).await.map_err(|e| ApiError::SqlUnavailable(e.to_string()))?;
+    let decision = plane.policy.check(&request.sql, granted.clone()).await?;
     let approved = decision.map_err(|d| {
         state.metrics.sql_denied();
         ApiError::PolicyDenied(d.reason)
@@ -357,19 +347,8 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the SQL task failed: {e}")))?;
-    use daeda_sql_wire::Reply;
-    let (ipc, truncated) = match reply {
-        Ok(Reply::Rows { arrow_ipc, truncated }) => (arrow_ipc, truncated),
-        Ok(Reply::QueryError(m)) => return Err(ApiError::BadRequest(m)),
-        Ok(Reply::Disagreement(m)) => {
-            state.metrics.sql_disagreement();
-            tracing::warn!(sub = %who.sub, reason = %m, "the policy and DuckDB's parser disagree; query denied");
-            return Err(ApiError::PolicyDenied(m));
-        }
-        Ok(Reply::Refused(m)) => return Err(ApiError::PolicyDenied(m)),
-        Ok(Reply::TooLarge(m)) => return Err(ApiError::ResultTooLarge(m)),
-        Ok(Reply::Timeout(_)) => return Err(ApiError::Timeout(timeout.as_millis() as u64)),
-        Ok(Reply::Internal(m)) => return Err(ApiError::Internal(m)),
+    let reply = match reply {
+        Ok(reply) => reply,
         Err(e @ crate::sql::WorkerError::Killed) => {
             tracing::warn!(sub = %who.sub, cooldown_secs = SQL_COOLDOWN.as_secs(), "{e}");
             let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
@@ -377,8 +356,13 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
             cooldown.insert(who.sub.to_string(), Instant::now() + SQL_COOLDOWN);
             return Err(ApiError::Timeout(timeout.as_millis() as u64));
         }
-        Err(e) => return Err(ApiError::SqlUnavailable(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
+    if let daeda_sql_wire::Reply::Disagreement(m) = &reply {
+        state.metrics.sql_disagreement();
+        tracing::warn!(sub = %who.sub, reason = %m, "the policy and DuckDB's parser disagree; query denied");
+    }
+    let (ipc, truncated) = crate::error::sql_rows(reply, timeout)?;
     tracing::debug!(sub = %who.sub, "sql query ran");
     let mut resp = if wants_arrow {
         respond(StatusCode::OK, arrow::CONTENT_TYPE, ipc.into())
@@ -390,13 +374,9 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
             .render
             .run(move || {
                 let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
-                crate::sql::to_json(&output, max_bytes).map_err(|e| match e {
-                    e @ crate::sql::JsonError::TooLarge(_) => ApiError::ResultTooLarge(e.to_string()),
-                    e => ApiError::Internal(e.to_string()),
-                })
+                Ok::<_, ApiError>(crate::sql::to_json(&output, max_bytes)?)
             })
-            .await
-            .map_err(|e| ApiError::SqlUnavailable(e.to_string()))??;
+            .await??;
         respond(StatusCode::OK, "application/json", json.into())
     };
     if truncated {

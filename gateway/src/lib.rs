@@ -49,6 +49,7 @@ use tokio::sync::Semaphore;
 
 pub use auth::{AuthSettings, Plane};
 pub use error::ApiError;
+pub use tls::TlsError;
 
 /// Runtime settings of the gateway.
 #[derive(Debug, Clone)]
@@ -134,8 +135,8 @@ pub enum StartError {
     RemoteNotAllowed(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Auth(#[from] auth::AuthConfigError),
     /// A connection or time limit that cannot work (zero).
@@ -302,7 +303,7 @@ impl Gateway {
         limits::ensure_open_files(cfg.max_connections);
         let verifier = auth::Verifier::new(&cfg.auth)?;
         let tls = match &cfg.tls {
-            Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(StartError::Tls)?),
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
             None => None,
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;

@@ -117,7 +117,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn unexpected(&self, column: &str, found: impl std::fmt::Display) -> MaterializeError {
-        MaterializeError::Source(format!("{}: column `{column}` came back from DuckDB as {found}", self.def.name))
+        MaterializeError::UnexpectedColumn { service: self.def.name.clone(), column: column.to_string(), found: found.to_string() }
     }
 
     fn key_col<'b>(&self, name: &str, a: &'b ArrayRef) -> Result<KeyCol<'b>, MaterializeError> {

@@ -1,3 +1,4 @@
+use daeda_offline::OfflineError;
 use daeda_online::OnlineError;
 
 /// Why a materialization failed. Every variant leaves the live generation as it was.
@@ -6,15 +7,13 @@ pub enum MaterializeError {
     /// The service's `serving.allowed` is false: it is never materialized online.
     #[error("service `{0}` is not approved for serving (serving.allowed: false); it is never materialized online")]
     NotAllowed(String),
-    /// The source is missing or unreadable.
-    #[error("{0}")]
-    Source(String),
-    /// DuckDB refused a query (bad file, cast failure such as an array of the wrong length).
-    #[error("DuckDB: {0}")]
-    DuckDb(#[from] duckdb::Error),
-    /// The source's schema does not match the declared columns.
-    #[error("schema drift in `{service}`: {mismatches} declared column(s) do not match the source:\n{diff}")]
-    SchemaDrift { service: String, mismatches: usize, diff: String },
+    /// The source is missing or unreadable, its schema drifted, or DuckDB
+    /// refused the query (e.g. an array of the wrong length fails its cast).
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    /// DuckDB returned a column of another Arrow type than the declared one casts to.
+    #[error("{service}: column `{column}` came back from DuckDB as {found}")]
+    UnexpectedColumn { service: String, column: String, found: String },
     /// A NULL in a column declared `nullable: false`.
     #[error("`{service}`: column `{column}` is declared nullable: false but is NULL for entity ({entity})")]
     NullValue { service: String, column: String, entity: String },
@@ -50,7 +49,14 @@ pub enum MaterializeError {
     /// The MetadataStore failed.
     #[error(transparent)]
     Records(#[from] daeda_metadata_store::StoreError),
-    /// A worker thread died.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A task of the run (the DuckDB reader, a writer) panicked or was cancelled.
+    #[error("internal error: {task} died: {source}")]
+    TaskDied { task: &'static str, source: tokio::task::JoinError },
+}
+
+/// DuckDB errors of the materializer's own queries are offline errors too.
+impl From<duckdb::Error> for MaterializeError {
+    fn from(e: duckdb::Error) -> Self {
+        MaterializeError::Offline(e.into())
+    }
 }

@@ -1,10 +1,12 @@
 //! The materializer: offline output -> latest row per entity -> a new Redis
 //! generation, flipped atomically.
 //!
-//! Pipeline of one run: [`source`] opens the offline output in DuckDB,
-//! [`offline`] checks its schema and runs the latest-per-entity query, [`encode`]
-//! turns the streamed Arrow batches into online rows, and [`run`] writes them
-//! with pooled, pipelined connections and moves the pointer.
+//! Pipeline of one run: `daeda-offline` opens the offline output in DuckDB,
+//! checks its schema and streams the latest-per-entity query (`produce`, on a
+//! blocking thread); [`encode`] turns the Arrow batches into online rows;
+//! `write` drains them into Redis with pooled, pipelined connections under the
+//! run's lease; `run` drives one run start to finish, moves the pointer and
+//! records it.
 //!
 //! Invariants:
 //! - the pointer flips only after every row of the generation is written and
@@ -16,13 +18,13 @@
 //!   generation another run retired meanwhile);
 //! - memory is bounded by a few batches in flight, not by the table size.
 
-mod duck;
 pub mod encode;
 mod error;
-pub mod offline;
+mod produce;
+mod request;
 mod run;
-pub mod source;
+mod write;
 
-pub use duck::{load_ducklake, session, EXTENSION_DIR_ENV};
 pub use error::MaterializeError;
-pub use run::{Materializer, Mode, Progress, RunRequest, RunSummary, Settings};
+pub use request::{Mode, Progress, RunRequest, RunSummary, Settings};
+pub use run::Materializer;

@@ -8,11 +8,15 @@
 //! status ends a streak of failures is [`RunStatus::is_success`], and nothing
 //! else decides it.
 
+mod recorded;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
+
+pub use recorded::{timestamp, Recorded};
 
 /// File name of the store inside the run root.
 pub const FILE_NAME: &str = "metadata.sqlite";

@@ -12,14 +12,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use daeda_catalog::ServiceDef;
 use daeda_materializer::encode::Encoder;
-use daeda_materializer::{offline, source, MaterializeError, Progress};
-use daeda_metadata_store::{MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
+use daeda_materializer::{MaterializeError, Progress};
+use daeda_metadata_store::{timestamp as rfc3339, MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
+use daeda_offline::stream::ArrowStream;
+use daeda_offline::{query, source, OfflineError};
 use daeda_online::codec::{self, RowSchema, Value};
 use daeda_online::{lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
-use duckdb::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -49,8 +50,15 @@ pub enum SkewError {
     BadAsOf(String),
     #[error("an online row of entity {entity} is unreadable: {reason}")]
     Corrupt { entity: String, reason: codec::DecodeError },
+    /// The source as the generation read it cannot be read again.
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    /// The materializer's encoder refused an offline row.
     #[error(transparent)]
     Materialize(#[from] MaterializeError),
+    /// The DuckDB reader panicked.
+    #[error("internal error: the DuckDB reader died: {0}")]
+    ReaderDied(tokio::task::JoinError),
     #[error(transparent)]
     Online(#[from] OnlineError),
     #[error(transparent)]
@@ -103,10 +111,6 @@ pub struct SkewReport {
 
 const MAX_EXAMPLES: usize = 3;
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
 fn value_json(v: &Value) -> serde_json::Value {
     let mut out = Vec::new();
     lookup::write_value(&mut out, v);
@@ -126,34 +130,25 @@ pub async fn check(
     }
     let started = Utc::now();
     let run_id = format!("{}-skew-{}-{:04x}", started.format("%Y%m%dT%H%M%SZ"), def.name, started.timestamp_subsec_nanos() & 0xffff);
-    let mut record = RunRecord {
+    let recorded = records.start(RunRecord {
         run_id: run_id.clone(),
         kind: RunKind::SkewCheck,
         service: def.name.clone(),
         version: def.version.clone(),
         mode: opts.sample.map_or("all".to_string(), |n| format!("sample {n}")),
-        status: RunStatus::Running,
-        attempt: records.next_attempt(&def.name, RunKind::SkewCheck)?,
         started_at: rfc3339(started),
         ..Default::default()
-    };
-    records.append(&record)?;
+    })?;
     let result = run(store, &def, opts, run_id, progress).await;
-    record.ended_at = Some(rfc3339(Utc::now()));
-    match &result {
-        Ok(r) => {
+    recorded.finish(&result, |record, outcome| {
+        if let Ok(r) = outcome {
             record.status = if r.passed { RunStatus::Passed } else { RunStatus::Skewed };
             record.row_count = Some(r.entities_compared);
             record.generation = Some(r.generation.clone());
             record.as_of = Some(r.as_of.clone());
             record.details = serde_json::to_value(r).ok();
         }
-        Err(e) => {
-            record.status = RunStatus::Failed;
-            record.error = Some(e.to_string());
-        }
-    }
-    records.append(&record)?;
+    })?;
     result
 }
 
@@ -185,21 +180,26 @@ async fn run(
         tokio::task::spawn_blocking(move || offline_rows(&def, &meta, prefix, as_of, sample, tx))
     };
 
-    let schema = RowSchema::of(def);
-    let prefix = store.keys().row_prefix(&def.name, &meta.generation);
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-    let stale_before = def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64);
+    let online = Online {
+        store,
+        def,
+        schema: RowSchema::of(def),
+        prefix: store.keys().row_prefix(&def.name, &meta.generation),
+        stale_before: def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64),
+        tol: opts.float_tolerance,
+    };
     let mut tally = Tally::default();
     let mut failure = None;
     while let Some(batch) = rx.recv().await {
-        if let Err(e) = compare_batch(store, def, &schema, &prefix, stale_before, opts.float_tolerance, &batch, &mut tally).await {
+        if let Err(e) = online.compare(&batch, &mut tally).await {
             failure = Some(e);
             break;
         }
         progress.rows_done(batch.len() as u64);
     }
     drop(rx);
-    let warnings = producer.await.map_err(|e| MaterializeError::Internal(e.to_string()))??;
+    let warnings = producer.await.map_err(SkewError::ReaderDied)??;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -256,48 +256,54 @@ impl Tally {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn compare_batch(
-    store: &OnlineStore,
-    def: &ServiceDef,
-    schema: &RowSchema,
-    prefix: &str,
+/// The online side of a check: the live generation's rows, read by batch and
+/// compared with the offline rows of the same entities.
+struct Online<'a> {
+    store: &'a OnlineStore,
+    def: &'a ServiceDef,
+    schema: RowSchema,
+    /// The live generation's row key prefix; the rest of a key is the entity.
+    prefix: String,
+    /// Online rows older than this (microseconds) are stale; None without a ttl.
     stale_before: Option<i64>,
     tol: f64,
-    batch: &RowBatch,
-    tally: &mut Tally,
-) -> Result<(), SkewError> {
-    let keys: Vec<String> = batch.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
-    let online = store.get_rows(&keys).await?;
-    for ((key, (_, offline_bytes)), online_bytes) in keys.iter().zip(batch.iter()).zip(online) {
-        tally.compared += 1;
-        let entity = key.strip_prefix(prefix).unwrap_or(key);
-        let Some(online_bytes) = online_bytes else {
-            tally.missing += 1;
-            continue;
-        };
-        let offline = codec::decode(offline_bytes, schema).expect("rows the encoder wrote decode");
-        let online = codec::decode(&online_bytes, schema).map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
-        if stale_before.is_some_and(|t| online.event_ts_micros < t) {
-            tally.stale += 1;
-        }
-        let mut differs = false;
-        if offline.event_ts_micros != online.event_ts_micros {
-            differs = true;
-            let ts = |us| lookup::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default();
-            tally.mismatch(&def.timestamp, entity, ts(offline.event_ts_micros), ts(online.event_ts_micros));
-        }
-        for (i, name) in schema.names.iter().enumerate() {
-            if !same(&offline.values[i], &online.values[i], tol) {
+}
+
+impl Online<'_> {
+    async fn compare(&self, batch: &RowBatch, tally: &mut Tally) -> Result<(), SkewError> {
+        let keys: Vec<String> = batch.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+        let online = self.store.get_rows(&keys).await?;
+        for ((key, (_, offline_bytes)), online_bytes) in keys.iter().zip(batch.iter()).zip(online) {
+            tally.compared += 1;
+            let entity = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
+            let Some(online_bytes) = online_bytes else {
+                tally.missing += 1;
+                continue;
+            };
+            let offline = codec::decode(offline_bytes, &self.schema).expect("rows the encoder wrote decode");
+            let online =
+                codec::decode(&online_bytes, &self.schema).map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
+            if self.stale_before.is_some_and(|t| online.event_ts_micros < t) {
+                tally.stale += 1;
+            }
+            let mut differs = false;
+            if offline.event_ts_micros != online.event_ts_micros {
                 differs = true;
-                tally.mismatch(name, entity, value_json(&offline.values[i]), value_json(&online.values[i]));
+                let ts = |us| lookup::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default();
+                tally.mismatch(&self.def.timestamp, entity, ts(offline.event_ts_micros), ts(online.event_ts_micros));
+            }
+            for (i, name) in self.schema.names.iter().enumerate() {
+                if !same(&offline.values[i], &online.values[i], self.tol) {
+                    differs = true;
+                    tally.mismatch(name, entity, value_json(&offline.values[i]), value_json(&online.values[i]));
+                }
+            }
+            if differs {
+                tally.mismatched += 1;
             }
         }
-        if differs {
-            tally.mismatched += 1;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The offline side (blocking): the latest rows as the generation's source
@@ -310,20 +316,18 @@ fn offline_rows(
     as_of: DateTime<Utc>,
     sample: Option<usize>,
     tx: mpsc::Sender<RowBatch>,
-) -> Result<Vec<String>, MaterializeError> {
-    let conn = daeda_materializer::session()?;
+) -> Result<Vec<String>, SkewError> {
+    let conn = daeda_offline::session()?;
     let recorded: serde_json::Value = serde_json::from_str(&meta.source_snapshot).unwrap_or_default();
     let (opened, warnings) = source::reopen(&conn, &def.source, &recorded)?;
-    offline::check_schema(&conn, def, &opened.relation)?;
-    let sql = offline::latest_rows_sql(def, &opened.relation, as_of, None);
+    query::check_schema(&conn, def, &opened.relation)?;
+    let sql = query::latest_rows_sql(def, &opened.relation, as_of, None);
     let encoder = Encoder::new(def, row_prefix);
-    let mut stmt = conn.prepare(&sql)?;
-    drop(stmt.stream_arrow([])?);
+    let mut stream = ArrowStream::start(&conn, &sql).map_err(OfflineError::from)?;
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut seen = 0u64;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    while let Some(chunk) = stmt.step()? {
-        let batch = RecordBatch::from(&chunk);
+    while let Some(batch) = stream.next_batch().map_err(OfflineError::from)? {
         if batch.num_rows() == 0 {
             continue;
         }

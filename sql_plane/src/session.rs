@@ -25,8 +25,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use daeda_catalog::{Catalog, ServiceDef, Source};
+use daeda_offline::sql::{attach_duckdb, attach_ducklake, ident, literal, qualified};
+use daeda_offline::stream::ArrowStream;
+use daeda_offline::OfflineError;
 use daeda_sql_wire::{Query, Reply};
-use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{AccessMode, Config, Connection};
 
 /// Resource bounds of the session.
@@ -49,18 +51,6 @@ pub struct Session {
     damaged: AtomicBool,
     /// Folder holding the views database (and DuckDB's spill files).
     _dir: PathBuf,
-}
-
-pub(crate) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-pub(crate) fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn qualified(alias: &str, table: &str) -> String {
-    std::iter::once(alias.to_string()).chain(table.split('.').map(ident)).collect::<Vec<_>>().join(".")
 }
 
 /// The folder a path or glob lives in (the part before the first wildcard).
@@ -94,20 +84,15 @@ fn exposure(def: &ServiceDef, i: usize) -> Exposure {
         Source::DuckDb { database, table } => {
             let alias = format!("src_{i}");
             (
-                vec![format!("ATTACH {} AS {alias} (READ_ONLY)", literal(&database.display().to_string()))],
+                vec![attach_duckdb(database, &alias)],
                 vec![folder_of(&database.display().to_string()).display().to_string()],
                 qualified(&alias, table),
             )
         }
         Source::DuckLake { catalog, data_path, table, snapshot } => {
             let alias = format!("lake_{i}");
-            let pin = snapshot.map(|v| format!(", SNAPSHOT_VERSION {v}")).unwrap_or_default();
             (
-                vec![format!(
-                    "ATTACH {} AS {alias} (DATA_PATH {}, OVERRIDE_DATA_PATH true, READ_ONLY{pin})",
-                    literal(&format!("ducklake:{}", catalog.display())),
-                    literal(&data_path.display().to_string()),
-                )],
+                vec![attach_ducklake(catalog, data_path, &alias, *snapshot)],
                 vec![data_path.display().to_string(), folder_of(&catalog.display().to_string()).display().to_string()],
                 qualified(&alias, table),
             )
@@ -116,41 +101,59 @@ fn exposure(def: &ServiceDef, i: usize) -> Exposure {
     Exposure { attach, dirs, view: format!("CREATE VIEW main.{} AS SELECT {columns} FROM {relation}", ident(&def.name)) }
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Why the session could not be built, or a connection or parse of it had.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// DuckDB refused a step of building, opening or using the session.
+    #[error("{0}")]
+    DuckDb(#[from] duckdb::Error),
+    /// The instance could not be prepared (extension directory, DuckLake).
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    /// A service's source could not be attached, or its view created.
+    #[error("service `{service}`: {source}")]
+    Service { service: String, source: duckdb::Error },
+    /// The settings that lock the session down could not be applied.
+    #[error("locking the session: {0}")]
+    Lock(duckdb::Error),
+    /// A thread panicked holding one of the session's connections.
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
+    /// DuckDB's parse is not JSON.
+    #[error("{0}")]
+    ParseJson(#[from] serde_json::Error),
 }
 
 impl Session {
     /// Builds the views of every service of `catalog` whose serving is allowed
     /// into `dir/views.duckdb`, then opens that file read-only and locks it down.
-    pub fn open(catalog: &Catalog, dir: &Path, limits: &SessionLimits) -> Result<Session, String> {
+    pub fn open(catalog: &Catalog, dir: &Path, limits: &SessionLimits) -> Result<Session, SessionError> {
         let file = dir.join("views.duckdb");
         let exposures: Vec<(String, Exposure)> =
             catalog.services().filter(|s| s.serving.allowed).enumerate().map(|(i, s)| (s.name.clone(), exposure(s, i))).collect();
         let needs_ducklake = catalog.services().any(|s| s.serving.allowed && matches!(s.source, Source::DuckLake { .. }));
         {
-            let build = Connection::open(&file).map_err(err)?;
+            let build = Connection::open(&file)?;
             prepare_instance(&build, needs_ducklake)?;
             for (name, e) in &exposures {
                 for a in &e.attach {
-                    build.execute_batch(a).map_err(|x| format!("service `{name}`: {x}"))?;
+                    build.execute_batch(a).map_err(|source| SessionError::Service { service: name.clone(), source })?;
                 }
-                build.execute_batch(&e.view).map_err(|x| format!("service `{name}`: {x}"))?;
+                build.execute_batch(&e.view).map_err(|source| SessionError::Service { service: name.clone(), source })?;
             }
-            build.execute_batch("CHECKPOINT").map_err(err)?;
+            build.execute_batch("CHECKPOINT")?;
         }
         let config = Config::default()
             .access_mode(AccessMode::ReadOnly)
             .and_then(|c| c.threads(i64::from(limits.threads.max(1))))
             .and_then(|c| c.max_memory(&limits.memory_limit))
-            .and_then(|c| c.enable_autoload_extension(false))
-            .map_err(err)?;
-        let base = Connection::open_with_flags(&file, config).map_err(err)?;
+            .and_then(|c| c.enable_autoload_extension(false))?;
+        let base = Connection::open_with_flags(&file, config)?;
         prepare_instance(&base, needs_ducklake)?;
         let mut dirs = BTreeSet::new();
         for (name, e) in &exposures {
             for a in &e.attach {
-                base.execute_batch(a).map_err(|x| format!("service `{name}`: {x}"))?;
+                base.execute_batch(a).map_err(|source| SessionError::Service { service: name.clone(), source })?;
             }
             dirs.extend(e.dirs.iter().map(|d| format!("{}/", d.trim_end_matches('/'))));
         }
@@ -165,12 +168,11 @@ impl Session {
              SET lock_configuration = true;",
             literal(&spill.display().to_string())
         ))
-        .map_err(|e| format!("locking the session: {e}"))?;
+        .map_err(SessionError::Lock)?;
         let scratch = Connection::open_in_memory_with_flags(
-            Config::default().enable_external_access(false).and_then(|c| c.enable_autoload_extension(false)).map_err(err)?,
-        )
-        .map_err(err)?;
-        scratch.execute_batch("SET lock_configuration = true").map_err(err)?;
+            Config::default().enable_external_access(false).and_then(|c| c.enable_autoload_extension(false))?,
+        )?;
+        scratch.execute_batch("SET lock_configuration = true")?;
         let attached = attached_databases(&base)?;
         Ok(Session {
             base: Mutex::new(base),
@@ -183,8 +185,8 @@ impl Session {
 
     /// A fresh connection, as each query gets. Tests use it to show what the
     /// session refuses with every wall in front of it switched off.
-    pub fn query_connection(&self) -> Result<Connection, String> {
-        self.base.lock().map_err(|_| "session lock poisoned".to_string())?.try_clone().map_err(err)
+    pub fn query_connection(&self) -> Result<Connection, SessionError> {
+        Ok(self.base.lock().map_err(|_| SessionError::Poisoned("session"))?.try_clone()?)
     }
 
     /// Compares the attached databases with those at start-up; on a
@@ -192,7 +194,7 @@ impl Session {
     /// cannot run (e.g. under memory pressure) proves nothing either way and
     /// is retried after the next query.
     pub fn verify_intact(&self) -> bool {
-        let now = self.base.lock().map_err(|_| "session lock poisoned".to_string()).and_then(|c| attached_databases(&c));
+        let now = self.base.lock().map_err(|_| SessionError::Poisoned("session")).and_then(|c| attached_databases(&c));
         match now {
             Ok(now) if now != self.attached => {
                 self.damaged.store(true, Ordering::SeqCst);
@@ -214,16 +216,16 @@ impl Session {
 
     /// DuckDB's own parse of `sql`, as `json_serialize_sql` gives it. Parses
     /// and executes nothing else.
-    pub fn duckdb_parse(&self, sql: &str) -> Result<serde_json::Value, String> {
+    pub fn duckdb_parse(&self, sql: &str) -> Result<serde_json::Value, SessionError> {
         let text: String = {
-            let scratch = self.scratch.lock().map_err(|_| "parser lock poisoned".to_string())?;
-            scratch.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0)).map_err(err)?
+            let scratch = self.scratch.lock().map_err(|_| SessionError::Poisoned("parser"))?;
+            scratch.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))?
         };
         // The tree is as deep as the query; the caller's thread has the stack
         // for it (the worker runs queries on threads sized for the policy's limits).
         let mut de = serde_json::Deserializer::from_str(&text);
         de.disable_recursion_limit();
-        serde::Deserialize::deserialize(&mut de).map_err(err)
+        Ok(serde::Deserialize::deserialize(&mut de)?)
     }
 
     /// Runs one query with no policy in front: walls 3 and 4 only. The worker
@@ -249,7 +251,7 @@ impl Session {
         }
         let conn = match self.query_connection() {
             Ok(c) => c,
-            Err(e) => return Reply::Internal(e),
+            Err(e) => return Reply::Internal(e.to_string()),
         };
         let interrupt = conn.interrupt_handle();
         let done = Arc::new((Mutex::new(false), Condvar::new()));
@@ -292,43 +294,33 @@ impl Session {
 }
 
 /// Sets the time zone and loads DuckLake (before anything is locked).
-fn prepare_instance(conn: &Connection, ducklake: bool) -> Result<(), String> {
-    if let Ok(dir) = std::env::var(daeda_materializer::EXTENSION_DIR_ENV) {
-        conn.execute_batch(&format!("SET extension_directory = {}", literal(&dir))).map_err(err)?;
-    }
-    conn.execute_batch("SET TimeZone = 'UTC'").map_err(err)?;
+fn prepare_instance(conn: &Connection, ducklake: bool) -> Result<(), SessionError> {
+    daeda_offline::session::prepare(conn)?;
     if ducklake {
-        daeda_materializer::load_ducklake(conn).map_err(err)?;
+        daeda_offline::load_ducklake(conn)?;
     }
     Ok(())
 }
 
-fn attached_databases(conn: &Connection) -> Result<String, String> {
+fn attached_databases(conn: &Connection) -> Result<String, SessionError> {
     conn.query_row(
         "SELECT coalesce(string_agg(database_name || ':' || readonly::VARCHAR || ':' || coalesce(path, ''), ',' ORDER BY database_name), '') FROM duckdb_databases()",
         [],
         |r| r.get(0),
     )
-    .map_err(err)
+    .map_err(Into::into)
 }
 
 fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
     let timed_out = |e: &duckdb::Error| Instant::now() >= deadline || e.to_string().contains("INTERRUPT");
-    let mut stmt = match conn.prepare(&q.sql) {
+    let mut stream = match ArrowStream::start(conn, &q.sql) {
         Ok(s) => s,
         Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
         Err(e) => return Reply::QueryError(e.to_string()),
     };
-    if let Err(e) = stmt.stream_arrow([]) {
-        return if timed_out(&e) {
-            Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms))
-        } else {
-            Reply::QueryError(e.to_string())
-        };
-    }
     // Each batch is encoded as it arrives, so the byte cap is exact and
     // applies before the whole result is held.
-    let schema = stmt.schema();
+    let schema = stream.schema();
     let too_large = || Reply::TooLarge(format!("the result is over {} bytes; select fewer columns or rows, or aggregate", q.max_bytes));
     let mut w = match arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema) {
         Ok(w) => w,
@@ -336,13 +328,12 @@ fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
     };
     let (mut rows, mut truncated) = (0usize, false);
     loop {
-        let chunk = match stmt.step() {
-            Ok(Some(c)) => c,
+        let mut batch = match stream.next_batch() {
+            Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
             Err(e) => return Reply::QueryError(e.to_string()),
         };
-        let mut batch = RecordBatch::from(&chunk);
         if rows + batch.num_rows() > q.max_rows {
             batch = batch.slice(0, q.max_rows - rows);
             truncated = true;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use daeda_catalog::ServiceDef;
+use daeda_catalog::Listing;
 use daeda_metadata_store::{MetadataStore, RunKind, RunRecord};
 use serde_json::json;
 
@@ -40,27 +40,6 @@ pub fn validate(o: &Overrides) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A definition as JSON, as `daeda services --json` lists it.
-fn definition_json(s: &ServiceDef) -> serde_json::Value {
-    json!({
-        "name": s.name,
-        "version": s.version,
-        "owner": s.owner,
-        "tags": s.tags,
-        "description": s.description,
-        "join_keys": s.join_keys,
-        "timestamp": s.timestamp,
-        "source": {"kind": s.source.kind()},
-        "columns": s.columns.iter().map(|c| json!({
-            "name": c.name, "type": c.ty.to_string(), "nullable": c.nullable,
-            "ref": c.lineage, "description": c.description,
-        })).collect::<Vec<_>>(),
-        "serving": {"allowed": s.serving.allowed, "ttl_seconds": s.serving.ttl.map(|t| t.as_secs())},
-        "fingerprint": s.fingerprint(),
-        "file": s.file.display().to_string(),
-    })
-}
-
 pub fn list(o: &Overrides, a: &Args) -> Result<ExitCode> {
     if let Some(Sub::Show { name, json, last }) = &a.command {
         return show(o, name, *json || a.json, *last);
@@ -68,7 +47,7 @@ pub fn list(o: &Overrides, a: &Args) -> Result<ExitCode> {
     let cfg = Config::load(o)?;
     let catalog = super::catalog(&cfg)?;
     if a.json {
-        let list: Vec<_> = catalog.services().map(|s| definition_json(s)).collect();
+        let list: Vec<_> = catalog.services().map(|s| s.listing_json(Listing::Owner)).collect();
         super::print_json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -123,7 +102,9 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
         Err(e) => (json!({"error": format!("{e:#}")}), json!({"error": format!("{e:#}")})),
     };
     if as_json {
-        super::print_json(&json!({"definition": definition_json(&def), "lock": lock, "live": live, "runs": runs, "skew_checks": skews}))?;
+        super::print_json(
+            &json!({"definition": def.listing_json(Listing::Owner), "lock": lock, "live": live, "runs": runs, "skew_checks": skews}),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let s = &def;

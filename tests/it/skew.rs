@@ -140,8 +140,8 @@ fn the_check_reads_the_snapshot_the_generation_read() {
     .unwrap();
     // A third DuckLake snapshot: newer rows (within the as-of) for every item,
     // with other values, written through the lake as a producer would.
-    let lake = daeda_materializer::session().unwrap();
-    daeda_materializer::load_ducklake(&lake).unwrap();
+    let lake = daeda_offline::session().unwrap();
+    daeda_offline::load_ducklake(&lake).unwrap();
     lake.execute_batch(&format!(
         "ATTACH 'ducklake:{}' AS lake (DATA_PATH '{}', OVERRIDE_DATA_PATH true);
          INSERT INTO lake.item_features

@@ -7,13 +7,13 @@ use chrono::{DateTime, Utc};
 use daeda_catalog::{ColumnType, ScalarType, ServiceDef};
 use duckdb::Connection;
 
-use crate::source::ident;
-use crate::MaterializeError;
+use crate::sql::ident;
+use crate::OfflineError;
 
 /// Compares the source's columns with the declared ones. Only declared columns
 /// matter: extra source columns are ignored and order is free. A list is accepted
 /// for a declared fixed-size array; each row's length is checked when read.
-pub fn check_schema(conn: &Connection, def: &ServiceDef, relation: &str) -> Result<(), MaterializeError> {
+pub fn check_schema(conn: &Connection, def: &ServiceDef, relation: &str) -> Result<(), OfflineError> {
     let mut stmt = conn.prepare(&format!("DESCRIBE SELECT * FROM {relation}"))?;
     let found: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     let mut diff = Vec::new();
@@ -35,7 +35,7 @@ pub fn check_schema(conn: &Connection, def: &ServiceDef, relation: &str) -> Resu
     if bad == 0 {
         return Ok(());
     }
-    Err(MaterializeError::SchemaDrift { service: def.name.clone(), mismatches: bad, diff: diff.join("\n") })
+    Err(OfflineError::SchemaDrift { service: def.name.clone(), mismatches: bad, diff: diff.join("\n") })
 }
 
 fn compatible(declared: ColumnType, source: &str) -> bool {
@@ -116,7 +116,7 @@ pub struct SourceStats {
     pub event_ts_max_micros: Option<i64>,
 }
 
-pub fn stats(conn: &Connection, def: &ServiceDef, relation: &str, as_of: DateTime<Utc>) -> Result<SourceStats, MaterializeError> {
+pub fn stats(conn: &Connection, def: &ServiceDef, relation: &str, as_of: DateTime<Utc>) -> Result<SourceStats, OfflineError> {
     let ts = ident(&def.timestamp);
     let mut cols = vec![
         "count(*)".to_string(),

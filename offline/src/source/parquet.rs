@@ -3,14 +3,15 @@
 
 use duckdb::Connection;
 
-use super::{file_stamp, literal, Opened};
-use crate::MaterializeError;
+use super::{file_stamp, Opened};
+use crate::sql::literal;
+use crate::OfflineError;
 
-pub fn open(conn: &Connection, glob: &str) -> Result<Opened, MaterializeError> {
+pub fn open(conn: &Connection, glob: &str) -> Result<Opened, OfflineError> {
     let mut stmt = conn.prepare(&format!("SELECT file FROM glob({}) ORDER BY file", literal(glob)))?;
     let files: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     if files.is_empty() {
-        return Err(MaterializeError::Source(format!("the source path matches no file: {glob}")));
+        return Err(OfflineError::NoFiles(glob.to_string()));
     }
     let stamps = files.iter().map(|f| file_stamp(std::path::Path::new(f))).collect::<Result<Vec<_>, _>>()?;
     // Read exactly the files listed in the snapshot, even if the glob matches more by now.

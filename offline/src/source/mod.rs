@@ -9,7 +9,8 @@ mod parquet;
 use ::duckdb::Connection;
 use daeda_catalog::Source;
 
-use crate::MaterializeError;
+use crate::sql::literal;
+use crate::OfflineError;
 
 /// A source made readable in a DuckDB session.
 #[derive(Debug, Clone)]
@@ -21,8 +22,8 @@ pub struct Opened {
     pub snapshot: serde_json::Value,
 }
 
-/// Opens `source` in `conn`, which must be a fresh session (see `duck::session`).
-pub fn open(conn: &Connection, source: &Source) -> Result<Opened, MaterializeError> {
+/// Opens `source` in `conn`, which must be a fresh session (see [`crate::session()`]).
+pub fn open(conn: &Connection, source: &Source) -> Result<Opened, OfflineError> {
     match source {
         Source::Parquet { path } => parquet::open(conn, path),
         Source::DuckDb { database, table } => duckdb_file::open(conn, database, table),
@@ -35,9 +36,9 @@ pub fn open(conn: &Connection, source: &Source) -> Result<Opened, MaterializeErr
 /// DuckDB file cannot be read as of a past state; if it changed since, the
 /// returned warnings say so, as they do for Parquet files whose size or mtime
 /// changed.
-pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) -> Result<(Opened, Vec<String>), MaterializeError> {
+pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) -> Result<(Opened, Vec<String>), OfflineError> {
     let mut warnings = Vec::new();
-    let stamp_changed = |stamp: &serde_json::Value, warnings: &mut Vec<String>| -> Result<(), MaterializeError> {
+    let stamp_changed = |stamp: &serde_json::Value, warnings: &mut Vec<String>| -> Result<(), OfflineError> {
         let path = stamp["path"].as_str().unwrap_or_default();
         let now = file_stamp(std::path::Path::new(path))?;
         if now["size"] != stamp["size"] || now["mtime"] != stamp["mtime"] {
@@ -54,7 +55,7 @@ pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) 
             for f in &files {
                 let path = f["path"].as_str().unwrap_or_default();
                 if !std::path::Path::new(path).is_file() {
-                    return Err(MaterializeError::Source(format!("{path}, read by the live generation, no longer exists")));
+                    return Err(OfflineError::RecordedFileGone(path.to_string()));
                 }
                 stamp_changed(f, &mut warnings)?;
             }
@@ -77,29 +78,9 @@ pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) 
     Ok((opened, warnings))
 }
 
-/// A single-quoted SQL string literal.
-pub(crate) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A double-quoted SQL identifier.
-pub(crate) fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// `schema.table` as quoted parts under a catalog alias.
-pub(crate) fn qualified(alias: &str, table: &str) -> String {
-    let mut out = alias.to_string();
-    for part in table.split('.') {
-        out.push('.');
-        out.push_str(&ident(part));
-    }
-    out
-}
-
 /// Size and modification time of a file, for snapshots.
-pub(crate) fn file_stamp(path: &std::path::Path) -> Result<serde_json::Value, MaterializeError> {
-    let md = std::fs::metadata(path).map_err(|e| MaterializeError::Source(format!("cannot read {}: {e}", path.display())))?;
+pub(crate) fn file_stamp(path: &std::path::Path) -> Result<serde_json::Value, OfflineError> {
+    let md = std::fs::metadata(path).map_err(|source| OfflineError::Stat { path: path.to_path_buf(), source })?;
     let mtime = md.modified().ok().map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     Ok(serde_json::json!({"path": path.display().to_string(), "size": md.len(), "mtime": mtime}))
 }

@@ -26,13 +26,6 @@ fn micros_to_rfc3339(us: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_micros(us).map(rfc3339)
 }
 
-/// `20261126T071502Z-user_features-5f3a`: sortable, unique enough per service.
-fn new_run_id(service: &str) -> String {
-    let now = Utc::now();
-    let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("{}-{service}-{salt:04x}", now.format("%Y%m%dT%H%M%SZ"))
-}
-
 impl Materializer {
     pub fn new(store: OnlineStore, settings: Settings) -> Materializer {
         Materializer { store, settings, stop: Arc::default() }
@@ -58,8 +51,16 @@ impl Materializer {
         if !def.serving.allowed {
             return Err(MaterializeError::NotAllowed(def.name.clone()));
         }
-        let mut run =
-            Run { m: self, id: new_run_id(&def.name), def, req, progress, t0: Instant::now(), partial: None, warnings: Vec::new() };
+        let mut run = Run {
+            m: self,
+            id: daeda_metadata_store::new_run_id(&def.name, Utc::now()),
+            def,
+            req,
+            progress,
+            t0: Instant::now(),
+            partial: None,
+            warnings: Vec::new(),
+        };
         let recorded = records.start(RunRecord {
             run_id: run.id.clone(),
             kind: RunKind::Materialize,

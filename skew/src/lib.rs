@@ -129,7 +129,7 @@ pub async fn check(
         return Err(SkewError::NotAllowed(def.name.clone()));
     }
     let started = Utc::now();
-    let run_id = format!("{}-skew-{}-{:04x}", started.format("%Y%m%dT%H%M%SZ"), def.name, started.timestamp_subsec_nanos() & 0xffff);
+    let run_id = daeda_metadata_store::new_run_id(&format!("skew-{}", def.name), started);
     let recorded = records.start(RunRecord {
         run_id: run_id.clone(),
         kind: RunKind::SkewCheck,

@@ -1,17 +1,23 @@
 //! The connection pool: deadpool's managed pool over redis multiplexed
-//! connections, to one Redis or to a Redis Cluster.
+//! connections, to one Redis, a Redis Cluster, or the primary Sentinel names
+//! (resolved again for every new connection, so replacements after a failover
+//! reach the promoted replica).
 //!
 //! deadpool-redis's manager PINGs every connection on every checkout; on the
 //! gateway's hot path that is a second round trip per lookup. This manager
 //! recycles without I/O instead, and retires a connection as soon as a command
 //! on it fails with an I/O error, a timeout or a dropped connection, so a Redis
-//! restart costs the requests in flight and nothing after.
+//! restart costs the requests in flight and nothing after. A `READONLY` reply
+//! also retires it: the server it reaches was demoted to a replica.
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::connect::Topology;
 
 /// One server, or a cluster (which routes each command by its keys' slots).
 #[derive(Clone)]
@@ -28,7 +34,8 @@ pub struct Conn {
 
 impl Conn {
     fn note(&mut self, e: &RedisError) {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        let demoted = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || demoted {
             self.broken = true;
         }
     }
@@ -72,6 +79,8 @@ impl ConnectionLike for Conn {
 pub enum Target {
     Single(Box<Client>),
     Cluster(Box<ClusterClient>),
+    /// Locked because the client caches its connections to the sentinels.
+    Sentinel(Box<tokio::sync::Mutex<SentinelClient>>),
 }
 
 pub struct RedisManager {
@@ -80,21 +89,16 @@ pub struct RedisManager {
 }
 
 impl RedisManager {
-    /// One server (`cluster` false, one URL) or a cluster from its seed nodes.
-    pub fn new(
-        urls: &[String],
-        cluster: bool,
-        timeout: std::time::Duration,
-        config: AsyncConnectionConfig,
-    ) -> Result<RedisManager, RedisError> {
-        let target = match (cluster, urls) {
-            (false, [one]) => Target::Single(Box::new(Client::open(one.as_str())?)),
-            _ => Target::Cluster(Box::new(
+    pub fn new(topology: &Topology, timeout: std::time::Duration, config: AsyncConnectionConfig) -> Result<RedisManager, RedisError> {
+        let target = match topology {
+            Topology::Single(url) => Target::Single(Box::new(Client::open(url.as_str())?)),
+            Topology::Cluster(urls) => Target::Cluster(Box::new(
                 ClusterClientBuilder::new(urls.iter().map(String::as_str).collect::<Vec<_>>())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .build()?,
             )),
+            Topology::Sentinel(spec) => Target::Sentinel(Box::new(tokio::sync::Mutex::new(spec.client()?))),
         };
         Ok(RedisManager { target, config })
     }
@@ -108,6 +112,11 @@ impl managed::Manager for RedisManager {
         let inner = match &self.target {
             Target::Single(c) => Inner::Single(c.get_multiplexed_async_connection_with_config(&self.config).await?),
             Target::Cluster(c) => Inner::Cluster(c.get_async_connection().await?),
+            Target::Sentinel(s) => {
+                // Asks the sentinels, then checks the named primary's ROLE.
+                let primary = s.lock().await.async_get_client().await?;
+                Inner::Single(primary.get_multiplexed_async_connection_with_config(&self.config).await?)
+            }
         };
         Ok(Conn { inner, broken: false })
     }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use deadpool::Runtime;
 use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 
+use crate::connect::Topology;
 use crate::pool::{Pool, RedisManager};
 
 use crate::keys;
@@ -130,20 +131,6 @@ pub struct OnlineStore {
     keys: keys::Keys,
 }
 
-/// `redis://h:1/0` is one server; a comma-separated seed list
-/// (`redis://h1:7000,redis://h2:7001`) or a `redis+cluster://` (or
-/// `rediss+cluster://`) URL is a cluster.
-fn targets(url: &str) -> (Vec<String>, bool) {
-    let urls: Vec<String> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| u.replacen("redis+cluster://", "redis://", 1).replacen("rediss+cluster://", "rediss://", 1))
-        .collect();
-    let cluster = urls.len() > 1 || url.contains("+cluster://");
-    (urls, cluster)
-}
-
 /// A primary of a cluster, for commands that must visit each one.
 #[derive(Debug, Clone)]
 struct Node {
@@ -190,8 +177,9 @@ impl OnlineStore {
         let display_url = redact(url);
         let conn_config =
             AsyncConnectionConfig::new().set_connection_timeout(Some(settings.timeout)).set_response_timeout(Some(settings.timeout));
-        let (urls, cluster) = targets(url);
-        let manager = RedisManager::new(&urls, cluster, settings.timeout, conn_config)
+        let topology = Topology::parse(url).map_err(|reason| OnlineError::BadUrl { url: display_url.clone(), reason })?;
+        let cluster = topology.is_cluster();
+        let manager = RedisManager::new(&topology, settings.timeout, conn_config)
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -659,6 +647,13 @@ impl OnlineStore {
 /// `redis://user:secret@host/0` -> `redis://user:***@host/0`, for each URL of
 /// a seed list.
 pub fn redact(url: &str) -> String {
+    let url = match url.split_once("sentinel_password=") {
+        Some((head, tail)) => {
+            let rest = tail.find('&').map(|i| &tail[i..]).unwrap_or("");
+            format!("{head}sentinel_password=***{rest}")
+        }
+        None => url.to_string(),
+    };
     url.split(',').map(|u| redact_one(u.trim())).collect::<Vec<_>>().join(",")
 }
 
@@ -675,21 +670,14 @@ fn redact_one(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_seed_list_or_a_cluster_scheme_means_a_cluster() {
-        assert_eq!(super::targets("redis://h:1/0"), (vec!["redis://h:1/0".to_string()], false));
-        assert_eq!(
-            super::targets("redis://a:7000, redis://b:7001"),
-            (vec!["redis://a:7000".to_string(), "redis://b:7001".to_string()], true)
-        );
-        assert_eq!(super::targets("redis+cluster://a:7000"), (vec!["redis://a:7000".to_string()], true));
-        assert_eq!(super::targets("rediss+cluster://a:7000"), (vec!["rediss://a:7000".to_string()], true));
-    }
-
-    #[test]
     fn passwords_never_reach_messages() {
         assert_eq!(super::redact("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(super::redact("rediss://u:p@h"), "rediss://u:***@h");
         assert_eq!(super::redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(super::redact("redis://:a@h1:1,redis://:b@h2:2"), "redis://:***@h1:1,redis://:***@h2:2");
+        assert_eq!(
+            super::redact("redis+sentinel://u:p@s1:1,s2:2/m?sentinel_password=q&sentinel_username=v"),
+            "redis+sentinel://u:***@s1:1,s2:2/m?sentinel_password=***&sentinel_username=v"
+        );
     }
 }

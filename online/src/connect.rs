@@ -161,6 +161,28 @@ impl SentinelSpec {
     }
 }
 
+/// Waits until every replica connected to the server behind `c` has
+/// received everything written to it so far, or `wait` has passed. Returns
+/// `(acknowledged, connected)`; `(0, 0)` without replicas.
+///
+/// `WAIT` covers the writes *this connection* made, and the replication
+/// stream is ordered; a no-op write (`INCRBY key 0`, which Redis propagates)
+/// on `c` first makes it cover every earlier write of every connection.
+pub async fn replicas_acknowledge<C: redis::aio::ConnectionLike + Send>(
+    c: &mut C,
+    touch: &str,
+    wait: std::time::Duration,
+) -> redis::RedisResult<(u64, u64)> {
+    let info: String = redis::cmd("INFO").arg("replication").query_async(c).await?;
+    let connected: u64 = info.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    if connected == 0 {
+        return Ok((0, 0));
+    }
+    let _: i64 = redis::cmd("INCRBY").arg(touch).arg(0).query_async(c).await?;
+    let acked: u64 = redis::cmd("WAIT").arg(connected).arg(wait.as_millis().max(1) as u64).query_async(c).await?;
+    Ok((acked, connected))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

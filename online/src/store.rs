@@ -129,6 +129,8 @@ pub struct OnlineStore {
     cluster: bool,
     /// The namespace's key layout: every key this handle reads or writes.
     keys: keys::Keys,
+    /// How long a flip waits for replicas to confirm the rows (below the reply timeout).
+    replica_wait: Duration,
 }
 
 /// A primary of a cluster, for commands that must visit each one.
@@ -189,7 +191,7 @@ impl OnlineStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
-        Ok(OnlineStore { pool, display_url, cluster, keys: keys::Keys::default() })
+        Ok(OnlineStore { pool, display_url, cluster, keys: keys::Keys::default(), replica_wait: settings.timeout / 2 })
     }
 
     /// The same store in `namespace` (see [`keys`]); the default is `default`.
@@ -424,9 +426,28 @@ impl OnlineStore {
 
     /// Makes `meta.generation` the live one, atomically, if `run_id` still holds
     /// the lease. Returns the generation it replaced.
+    ///
+    /// With replicas (a Sentinel set, or any primary with connected replicas),
+    /// the flip first waits until every replica has the generation's rows: a
+    /// failover right after the flip then cannot promote a replica whose
+    /// pointer names rows it never received. When they do not confirm in time
+    /// the run fails with the pointer untouched.
     pub async fn flip(&self, meta: &GenerationMeta) -> Result<Option<String>, OnlineError> {
         let mut c = self.conn().await?;
         let s = &meta.service;
+        if !self.cluster {
+            let (acked, connected) =
+                crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait).await.map_err(|e| self.err(e))?;
+            if acked < connected {
+                return Err(OnlineError::unavailable(
+                    &self.display_url,
+                    format!(
+                        "{acked} of {connected} replicas confirmed generation {} within {:?}; not flipped",
+                        meta.generation, self.replica_wait
+                    ),
+                ));
+            }
+        }
         let script = Script::new(FLIP);
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.lease(s))

@@ -5,6 +5,7 @@ mod auth;
 mod cluster;
 mod config;
 mod gateway;
+mod ha;
 mod http;
 mod materialize;
 mod ops;

@@ -114,6 +114,8 @@ pub struct Redis {
     dir: PathBuf,
     /// Everything but the port.
     args: Vec<String>,
+    /// A Sentinel's config file (Sentinel rewrites it): runs `--sentinel`.
+    sentinel_conf: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -124,12 +126,34 @@ impl Redis {
         Redis::start_on(dir, &args, &mut ephemeral_port)
     }
 
+    /// Starts a server with extra `args` (e.g. `--replicaof`, `--requirepass`).
+    pub fn start_with(dir: &Path, args: &[&str]) -> Redis {
+        Redis::start_on(dir, args, &mut ephemeral_port)
+    }
+
+    /// Starts a Sentinel from `conf` (its text; written to `dir`).
+    pub fn start_sentinel(dir: &Path, conf: &str) -> Redis {
+        let path = dir.join("sentinel.conf");
+        std::fs::write(&path, conf).unwrap();
+        Redis::start_inner(dir, &[], &mut ephemeral_port, Some(path))
+    }
+
     /// Starts a server with `args` on a port from `pick`, on another one when
     /// that port turns out to be taken.
     fn start_on(dir: &Path, args: &[&str], pick: &mut dyn FnMut() -> u16) -> Redis {
+        Redis::start_inner(dir, args, pick, None)
+    }
+
+    fn start_inner(dir: &Path, args: &[&str], pick: &mut dyn FnMut() -> u16, sentinel_conf: Option<PathBuf>) -> Redis {
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
-            let mut r = Redis { port: pick(), dir: dir.to_path_buf(), args: args.iter().map(|a| a.to_string()).collect(), child: None };
+            let mut r = Redis {
+                port: pick(),
+                dir: dir.to_path_buf(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                sentinel_conf: sentinel_conf.clone(),
+                child: None,
+            };
             match r.spawn() {
                 Ok(()) => return r,
                 Err(e) => failures.push(e),
@@ -142,7 +166,11 @@ impl Redis {
     /// process on that port, answers.
     fn spawn(&mut self) -> Result<(), String> {
         let log = self.dir.join("redis.log");
-        let mut child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(conf) = &self.sentinel_conf {
+            cmd.arg(conf).arg("--sentinel");
+        }
+        let mut child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .arg("--dir")
             .arg(&self.dir)
@@ -204,6 +232,17 @@ impl Redis {
         let c = self.client().get_connection_with_timeout(Duration::from_secs(10)).unwrap();
         c.set_read_timeout(Some(REDIS_REPLY)).unwrap();
         c
+    }
+
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the server.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap().success();
+        assert!(ok, "kill -{signal} {}", self.pid());
     }
 
     /// SIGKILL, like an OOM kill or a crashed node.

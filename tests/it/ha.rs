@@ -1,0 +1,301 @@
+//! Issue 14, Redis as it runs in production: a Sentinel set and a Redis
+//! Cluster with replicas losing a primary while lookups run at steady load.
+//!
+//! The `ha` service's values encode the data version they were materialized
+//! from (`v = id + 1000 × version`), so a lookup whose rows came from two
+//! generations, or from a generation id that was reused for other data, is
+//! detected: each answer's rows must all be of one version, and one
+//! generation id must always mean one version.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use daeda_gateway::Plane;
+
+use crate::http::{self, bearer, mint, send};
+use crate::support::{output, poll, Redis, TestEnv, FIXED_AS_OF};
+
+/// The entities every lookup asks for.
+const IDS: [i64; 3] = [1, 2, 3];
+
+/// Writes the `ha` service's definition and its data at `version`.
+pub fn write_ha(env: &TestEnv, version: u32) {
+    let file = env.data().join("ha.parquet");
+    let tmp = env.data().join("ha.parquet.tmp");
+    env.duckdb()
+        .execute_batch(&format!(
+            "COPY (SELECT i::BIGINT AS id, TIMESTAMP '2026-06-28 00:00:00' AS ts, (i + 1000 * {version})::DOUBLE AS v FROM range(1, 201) t(i))
+             TO '{}' (FORMAT parquet)",
+            tmp.display()
+        ))
+        .unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    std::fs::write(
+        env.yaml("ha"),
+        "name: ha\nversion: 2026-06-28\nentity:\n  join_keys: [id]\ntimestamp: ts\n\
+         source:\n  kind: parquet\n  path: ../data/ha.parquet\n\
+         columns:\n  - {name: id, type: BIGINT}\n  - {name: ts, type: TIMESTAMP}\n  - {name: v, type: DOUBLE}\n\
+         serving:\n  allowed: true\n",
+    )
+    .unwrap();
+}
+
+/// `daeda materialize` of `ha` against `url`: the exit code and the generation
+/// it reports (on success).
+pub fn materialize_ha(env: &TestEnv, url: &str) -> (i32, Option<String>, String) {
+    let out =
+        output(env.command(&["materialize", "--online", "--service", "ha", "--json", "--as-of", FIXED_AS_OF]).env("DAEDA_REDIS_URL", url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let generation = serde_json::from_str::<serde_json::Value>(&stdout)
+        .ok()
+        .and_then(|j| j["runs"][0]["generation"].as_str().map(str::to_string))
+        .filter(|_| out.status.success());
+    (out.status.code().unwrap_or(-1), generation, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// One lookup's outcome.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Instant,
+    pub status: u16,
+    pub latency: Duration,
+    /// On 200: the generation and the data version its rows came from.
+    pub answer: Option<(String, u32)>,
+    /// A 200 whose rows are not all of one version (or missing): a wrong answer.
+    pub wrong: Option<String>,
+}
+
+/// Lookups of `ha` by `clients` concurrent clients until stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: std::net::SocketAddr, clients: usize) -> Load {
+        let auth = bearer(&mint(&["ha"], &[Plane::Online]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let body = format!(r#"{{"entities": {{"id": {IDS:?}}}, "include_stale": true}}"#);
+        let tasks = (0..clients)
+            .map(|_| {
+                let (auth, stop, samples, body) = (auth.clone(), stop.clone(), samples.clone(), body.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let at = Instant::now();
+                        let r = send(addr, "POST", "/v1/features/ha", &[("authorization", &auth)], &body).await;
+                        let latency = at.elapsed();
+                        let (mut answer, mut wrong) = (None, None);
+                        if r.status == 200 {
+                            let j = r.json();
+                            let v: Vec<f64> = j["columns"]["v"]
+                                .as_array()
+                                .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(-1.0)).collect())
+                                .unwrap_or_default();
+                            let version = v.first().map(|v0| ((v0 - 1.0) / 1000.0).round() as u32).unwrap_or(0);
+                            let expected: Vec<f64> = IDS.iter().map(|i| (*i + 1000 * i64::from(version)) as f64).collect();
+                            if v != expected {
+                                wrong = Some(format!("rows of mixed or missing versions: {j}"));
+                            }
+                            answer = Some((j["generation"].as_str().unwrap_or_default().to_string(), version));
+                        } else if r.status != 503 {
+                            wrong = Some(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)));
+                        } else if r.headers.get("retry-after").is_none() {
+                            wrong = Some("503 without Retry-After".into());
+                        }
+                        samples.lock().unwrap().push(Sample { at, status: r.status.as_u16(), latency, answer, wrong });
+                        if r.status != 200 {
+                            // A client backs off a little on 503, as Retry-After asks.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, samples, tasks }
+    }
+
+    /// Stops the clients and returns every sample, in start order.
+    pub async fn finish(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let mut samples = self.samples.lock().unwrap().clone();
+        samples.sort_by_key(|s| s.at);
+        Report { samples }
+    }
+}
+
+pub struct Report {
+    pub samples: Vec<Sample>,
+}
+
+impl Report {
+    /// Asserts zero wrong answers: only 200 and 503 (with Retry-After), every
+    /// 200 of one data version, one generation id always one version, and
+    /// `known` generations (from the runs' reports) their known version.
+    pub fn assert_no_wrong_answer(&self, known: &HashMap<String, u32>) {
+        let wrong: Vec<&Sample> = self.samples.iter().filter(|s| s.wrong.is_some()).collect();
+        assert!(wrong.is_empty(), "{} wrong answers, e.g. {:?}", wrong.len(), wrong.first());
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        for (g, v) in self.samples.iter().filter_map(|s| s.answer.as_ref()) {
+            let first = *seen.entry(g.as_str()).or_insert(*v);
+            assert_eq!(first, *v, "generation {g} answered with data versions {first} and {v}");
+            if let Some(k) = known.get(g) {
+                assert_eq!(k, v, "generation {g} is version {k} but answered version {v}");
+            }
+        }
+    }
+
+    /// The first 200 that started at or after `t`.
+    pub fn first_success_after(&self, t: Instant) -> Option<&Sample> {
+        self.samples.iter().find(|s| s.at >= t && s.status == 200)
+    }
+
+    /// Samples that started at or after `t` and were not 200.
+    pub fn failures_after(&self, t: Instant) -> usize {
+        self.samples.iter().filter(|s| s.at >= t && s.status != 200).count()
+    }
+
+    pub fn worst_latency(&self) -> Duration {
+        self.samples.iter().map(|s| s.latency).max().unwrap_or_default()
+    }
+
+    pub fn count(&self, status: u16) -> usize {
+        self.samples.iter().filter(|s| s.status == status).count()
+    }
+
+    /// The last answer's generation and version.
+    pub fn last_answer(&self) -> Option<(String, u32)> {
+        self.samples.iter().rev().find_map(|s| s.answer.clone())
+    }
+}
+
+/// A primary, one replica and three sentinels (quorum 2) with short timers.
+pub struct SentinelSet {
+    pub primary: Redis,
+    pub replica: Redis,
+    pub sentinels: Vec<Redis>,
+}
+
+const MASTER: &str = "daeda-primary";
+
+impl SentinelSet {
+    pub fn start(dir: &std::path::Path) -> SentinelSet {
+        let sub = |name: &str| {
+            let d = dir.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let primary = Redis::start_with(&sub("primary"), &["--appendonly", "no"]);
+        let replica = Redis::start_with(&sub("replica"), &["--appendonly", "no", "--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        poll(Duration::from_secs(30), "the replica did not sync", || {
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut replica.conn()).unwrap();
+            info.contains("master_link_status:up").then_some(())
+        });
+        let conf = format!(
+            "sentinel monitor {MASTER} 127.0.0.1 {} 2\nsentinel down-after-milliseconds {MASTER} 1000\n\
+             sentinel failover-timeout {MASTER} 5000\nsentinel parallel-syncs {MASTER} 1\n",
+            primary.port
+        );
+        let sentinels: Vec<Redis> = (0..3).map(|i| Redis::start_sentinel(&sub(&format!("sentinel-{i}")), &conf)).collect();
+        // Sentinels find the replica (INFO) and each other (hello messages, every 2 s).
+        for s in &sentinels {
+            poll(Duration::from_secs(30), "the sentinels did not discover the set", || {
+                let mut c = s.conn();
+                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER).query(&mut c).unwrap();
+                let peers: Vec<redis::Value> = redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER).query(&mut c).unwrap();
+                (replicas.len() == 1 && peers.len() == 2).then_some(())
+            });
+        }
+        SentinelSet { primary, replica, sentinels }
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+    }
+
+    /// The primary's port as the first sentinel that answers names it.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|s| {
+            let addr: Option<(String, String)> =
+                redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER).query(&mut s.conn()).ok()?;
+            addr?.1.parse().ok()
+        })
+    }
+}
+
+/// Recovery within this long of the promotion (issue 14).
+const RECOVERY: Duration = Duration::from_secs(5);
+
+/// Kills the Sentinel set's primary (SIGKILL) while four clients look up at
+/// steady load and a materialization runs: every answer is right (200 of one
+/// generation's rows, or 503 with Retry-After), lookups succeed again within
+/// 5 s of the promotion and fail no more after that, and the run either
+/// completed (its generation is then served) or failed with the previous
+/// generation still served. ≈ 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_failover_under_load_recovers_within_5s_with_no_wrong_answer() {
+    let env = TestEnv::new(10);
+    let set = SentinelSet::start(&env.dir.path().join("sentinel"));
+    let url = set.url();
+    write_ha(&env, 1);
+    let (code, g1, stderr) = materialize_ha(&env, &url);
+    assert_eq!(code, 0, "{stderr}");
+    let g1 = g1.unwrap();
+    let mut known = HashMap::from([(g1.clone(), 1)]);
+
+    let gw = http::start_at(&env, http::config(&env), false, &url, 16).await;
+    let load = Load::start(gw.addr, 4);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // A run starts, and the primary dies under it.
+    write_ha(&env, 2);
+    let mut cmd = env.command(&["materialize", "--online", "--service", "ha", "--json", "--as-of", FIXED_AS_OF]);
+    cmd.env("DAEDA_REDIS_URL", &url);
+    let run = std::thread::spawn(move || output(&mut cmd));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old_port = set.primary.port;
+    let mut set = set;
+    let killed = Instant::now();
+    set.primary.kill();
+    let promoted = tokio::task::block_in_place(|| {
+        poll(Duration::from_secs(30), "no promotion", || (set.primary_port().is_some_and(|p| p != old_port)).then(Instant::now))
+    });
+    let out = tokio::task::block_in_place(|| run.join().unwrap());
+    tokio::time::sleep((promoted + RECOVERY + Duration::from_secs(2)).saturating_duration_since(Instant::now())).await;
+    let g2 = out.status.success().then(|| {
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["runs"][0]["generation"].as_str().unwrap().to_string()
+    });
+    if let Some(g2) = &g2 {
+        known.insert(g2.clone(), 2);
+    }
+    let report = load.finish().await;
+    gw.stop().await;
+
+    report.assert_no_wrong_answer(&known);
+    let first = report.first_success_after(promoted).expect("no lookup succeeded after the promotion");
+    let recovered = first.at.saturating_duration_since(promoted);
+    eprintln!(
+        "sentinel failover: promotion {:?} after the kill; first success {recovered:?} after it; {} × 200, {} × 503; worst latency {:?}; run during failover: {}",
+        promoted - killed,
+        report.count(200),
+        report.count(503),
+        report.worst_latency(),
+        if out.status.success() { "completed".to_string() } else { format!("failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim()) }
+    );
+    assert!(recovered <= RECOVERY, "lookups recovered {recovered:?} after the promotion");
+    assert_eq!(report.failures_after(promoted + RECOVERY), 0, "lookups failed more than {RECOVERY:?} after the promotion");
+    // The run completed and is served, or failed and the previous generation is.
+    let (served, version) = report.last_answer().unwrap();
+    match &g2 {
+        Some(g2) => assert_eq!((&served, version), (g2, 2)),
+        None => assert_eq!((&served, version), (&g1, 1)),
+    }
+}

@@ -34,7 +34,7 @@ pub struct Conn {
 
 impl Conn {
     fn note(&mut self, e: &RedisError) {
-        let demoted = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
+        let demoted = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)) || crate::error::stale_slots(e);
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || demoted {
             self.broken = true;
         }

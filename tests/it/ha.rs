@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use daeda_gateway::Plane;
 
 use crate::http::{self, bearer, mint, send};
-use crate::support::{output, poll, Redis, TestEnv, FIXED_AS_OF};
+use crate::support::{output, poll, Cluster, Redis, TestEnv, FIXED_AS_OF};
 
 /// The entities every lookup asks for.
 const IDS: [i64; 3] = [1, 2, 3];
@@ -233,40 +233,31 @@ impl SentinelSet {
 /// Recovery within this long of the promotion (issue 14).
 const RECOVERY: Duration = Duration::from_secs(5);
 
-/// Kills the Sentinel set's primary (SIGKILL) while four clients look up at
-/// steady load and a materialization runs: every answer is right (200 of one
-/// generation's rows, or 503 with Retry-After), lookups succeed again within
-/// 5 s of the promotion and fail no more after that, and the run either
-/// completed (its generation is then served) or failed with the previous
-/// generation still served. ≈ 10 s.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sentinel_failover_under_load_recovers_within_5s_with_no_wrong_answer() {
-    let env = TestEnv::new(10);
-    let set = SentinelSet::start(&env.dir.path().join("sentinel"));
-    let url = set.url();
-    write_ha(&env, 1);
-    let (code, g1, stderr) = materialize_ha(&env, &url);
+/// Loses a primary while four clients look up `ha` at steady load through a
+/// gateway on `url` and a materialization runs: every answer is right (200 of
+/// one generation's rows, or 503 with Retry-After), lookups succeed again
+/// within 5 s of the promotion and fail no more after that, and the run
+/// either completed (its generation is then served) or failed with the
+/// previous generation still served. `fault` kills the primary and returns
+/// when (killed, promoted).
+async fn failover_under_load(env: &TestEnv, url: &str, what: &str, fault: impl FnOnce() -> (Instant, Instant)) {
+    write_ha(env, 1);
+    let (code, g1, stderr) = materialize_ha(env, url);
     assert_eq!(code, 0, "{stderr}");
     let g1 = g1.unwrap();
     let mut known = HashMap::from([(g1.clone(), 1)]);
 
-    let gw = http::start_at(&env, http::config(&env), false, &url, 16).await;
+    let gw = http::start_at(env, http::config(env), false, url, 16).await;
     let load = Load::start(gw.addr, 4);
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // A run starts, and the primary dies under it.
-    write_ha(&env, 2);
+    write_ha(env, 2);
     let mut cmd = env.command(&["materialize", "--online", "--service", "ha", "--json", "--as-of", FIXED_AS_OF]);
-    cmd.env("DAEDA_REDIS_URL", &url);
+    cmd.env("DAEDA_REDIS_URL", url);
     let run = std::thread::spawn(move || output(&mut cmd));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let old_port = set.primary.port;
-    let mut set = set;
-    let killed = Instant::now();
-    set.primary.kill();
-    let promoted = tokio::task::block_in_place(|| {
-        poll(Duration::from_secs(30), "no promotion", || (set.primary_port().is_some_and(|p| p != old_port)).then(Instant::now))
-    });
+    let (killed, promoted) = tokio::task::block_in_place(fault);
     let out = tokio::task::block_in_place(|| run.join().unwrap());
     tokio::time::sleep((promoted + RECOVERY + Duration::from_secs(2)).saturating_duration_since(Instant::now())).await;
     let g2 = out.status.success().then(|| {
@@ -282,20 +273,63 @@ async fn a_sentinel_failover_under_load_recovers_within_5s_with_no_wrong_answer(
     report.assert_no_wrong_answer(&known);
     let first = report.first_success_after(promoted).expect("no lookup succeeded after the promotion");
     let recovered = first.at.saturating_duration_since(promoted);
+    let outcome = if out.status.success() {
+        "completed".to_string()
+    } else {
+        format!("failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim())
+    };
     eprintln!(
-        "sentinel failover: promotion {:?} after the kill; first success {recovered:?} after it; {} × 200, {} × 503; worst latency {:?}; run during failover: {}",
+        "{what}: promotion {:?} after the kill; first success {recovered:?} after it; {} × 200, {} × 503; worst latency {:?}; run during the failover: {outcome}",
         promoted - killed,
         report.count(200),
         report.count(503),
         report.worst_latency(),
-        if out.status.success() { "completed".to_string() } else { format!("failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim()) }
     );
     assert!(recovered <= RECOVERY, "lookups recovered {recovered:?} after the promotion");
     assert_eq!(report.failures_after(promoted + RECOVERY), 0, "lookups failed more than {RECOVERY:?} after the promotion");
     // The run completed and is served, or failed and the previous generation is.
     let (served, version) = report.last_answer().unwrap();
     match &g2 {
-        Some(g2) => assert_eq!((&served, version), (g2, 2)),
-        None => assert_eq!((&served, version), (&g1, 1)),
+        Some(g2) => assert_eq!((&served, version), (g2, 2), "{outcome}"),
+        None => assert_eq!((&served, version), (&g1, 1), "{outcome}"),
     }
+}
+
+/// A Sentinel set loses its primary (SIGKILL) under load. ≈ 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_failover_under_load_recovers_within_5s_with_no_wrong_answer() {
+    let env = TestEnv::new(10);
+    let mut set = SentinelSet::start(&env.dir.path().join("sentinel"));
+    let url = set.url();
+    failover_under_load(&env, &url, "sentinel failover", || {
+        let old = set.primary.port;
+        let killed = Instant::now();
+        set.primary.kill();
+        let promoted = poll(Duration::from_secs(30), "no promotion", || set.primary_port().is_some_and(|p| p != old).then(Instant::now));
+        assert_eq!(set.primary_port(), Some(set.replica.port));
+        (killed, promoted)
+    })
+    .await;
+}
+
+/// A six-node cluster (three primaries, one replica each) loses the primary
+/// that holds the `ha` service's pointer and lease (SIGKILL) under load; its
+/// replica takes over after `cluster-node-timeout` (2 s). ≈ 12 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_failover_under_load_recovers_within_5s_with_no_wrong_answer() {
+    let env = TestEnv::new(10);
+    let mut cluster = Cluster::start_with_replicas(&env.dir.path().join("cluster"), 1);
+    let url = cluster.url();
+    failover_under_load(&env, &url, "cluster failover", || {
+        // The primary that owns the service's slot answers for its pointer; others redirect (MOVED).
+        let victim = (0..3)
+            .find(|i| redis::cmd("EXISTS").arg("daeda:{svc:ha}:current").query::<i64>(&mut cluster.nodes[*i].conn()).is_ok())
+            .expect("a primary owns the service's slot");
+        let heir = cluster.replica_of(victim);
+        let killed = Instant::now();
+        cluster.nodes[victim].kill();
+        let promoted = poll(Duration::from_secs(30), "no promotion", || cluster.is_primary(heir).then(Instant::now));
+        (killed, promoted)
+    })
+    .await;
 }

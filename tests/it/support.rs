@@ -431,13 +431,19 @@ impl TestEnv {
 /// A three-primary Redis Cluster, for the cluster tests. Its ports are chosen
 /// by [`cluster_port`], not `bind(0)`: see there.
 pub struct Cluster {
+    /// The primaries first, then their replicas (as `redis-cli --cluster create` assigns them).
     pub nodes: Vec<Redis>,
 }
 
 impl Cluster {
     pub fn start(dir: &Path) -> Cluster {
+        Cluster::start_with_replicas(dir, 0)
+    }
+
+    /// Three primaries with `replicas` replicas each.
+    pub fn start_with_replicas(dir: &Path, replicas: usize) -> Cluster {
         let mut nodes = Vec::new();
-        for i in 0..3 {
+        for i in 0..3 * (1 + replicas) {
             let node_dir = dir.join(format!("cluster-{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
             let conf = node_dir.join("nodes.conf");
@@ -457,7 +463,7 @@ impl Cluster {
         let child = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -468,10 +474,37 @@ impl Cluster {
         for n in &nodes {
             poll(Duration::from_secs(30), "the cluster did not become ok", || {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut n.conn()).unwrap();
-                info.contains("cluster_state:ok").then_some(())
+                let known: usize = info.lines().find_map(|l| l.strip_prefix("cluster_known_nodes:")).and_then(|v| v.trim().parse().ok())?;
+                (info.contains("cluster_state:ok") && known == nodes.len()).then_some(())
             });
         }
+        if replicas > 0 {
+            for n in &nodes {
+                poll(Duration::from_secs(30), "the replicas did not sync", || {
+                    let info: String = redis::cmd("INFO").arg("replication").query(&mut n.conn()).unwrap();
+                    (info.contains("role:master") || info.contains("master_link_status:up")).then_some(())
+                });
+            }
+        }
         Cluster { nodes }
+    }
+
+    /// The index of the node replicating node `primary`.
+    pub fn replica_of(&self, primary: usize) -> usize {
+        let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut self.nodes[primary].conn()).unwrap();
+        self.nodes
+            .iter()
+            .position(|n| {
+                let info: String = redis::cmd("CLUSTER").arg("NODES").query(&mut n.conn()).unwrap();
+                info.lines().any(|l| l.contains("myself") && l.contains(&format!("slave {id}")))
+            })
+            .expect("the primary has a replica")
+    }
+
+    /// True when node `i` is a primary now.
+    pub fn is_primary(&self, i: usize) -> bool {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut self.nodes[i].conn()).unwrap();
+        matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master")
     }
 
     /// A seed list, which daeda reads as a cluster.

@@ -333,3 +333,96 @@ async fn a_cluster_failover_under_load_recovers_within_5s_with_no_wrong_answer()
     })
     .await;
 }
+
+/// One fault of the chaos test, and when Redis was whole again.
+struct Fault {
+    name: &'static str,
+    start: Instant,
+    recovered: Instant,
+}
+
+/// Chaos under load on one Redis: SIGSTOP/SIGCONT (2 s), `CLIENT PAUSE`
+/// (2 s), connection resets (`CLIENT KILL TYPE normal`, five times), and
+/// kill -9 with a restart that loads an RDB (slowed: ~1 s of `LOADING`).
+/// Four clients look up throughout. For each fault: only 200 and 503 (with
+/// Retry-After), no wrong answer, the worst latency under [`CHAOS_LATENCY`]
+/// and the first success within [`CHAOS_RECOVERY`] of Redis being whole
+/// again. ≈ 15 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_under_load_answers_only_200_or_503_and_recovers_quickly() {
+    const CHAOS_LATENCY: Duration = Duration::from_millis(2500);
+    const CHAOS_RECOVERY: Duration = Duration::from_secs(2);
+    let env = TestEnv::new(10);
+    let dir = env.dir.path().join("chaos");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis =
+        Redis::start_with(&dir, &["--appendonly", "no", "--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024"]);
+    let url = redis.url();
+    write_ha(&env, 1);
+    let (code, g1, stderr) = materialize_ha(&env, &url);
+    assert_eq!(code, 0, "{stderr}");
+    // Filler, so that loading the RDB after a restart takes a while.
+    let mut p = redis::pipe();
+    for i in 0..10_000 {
+        p.cmd("SET").arg(format!("filler:{i}")).arg(i).ignore();
+    }
+    let _: () = p.query(&mut redis.conn()).unwrap();
+
+    let gw = http::start_at(&env, http::config(&env), false, &url, 16).await;
+    let load = Load::start(gw.addr, 4);
+    let calm = Duration::from_millis(1000);
+    let mut faults = Vec::new();
+    tokio::time::sleep(calm).await;
+
+    let start = Instant::now();
+    redis.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.signal("CONT");
+    faults.push(Fault { name: "SIGSTOP 2 s", start, recovered: Instant::now() });
+    tokio::time::sleep(calm).await;
+
+    let start = Instant::now();
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(2000).arg("ALL").query(&mut redis.conn()).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    faults.push(Fault { name: "CLIENT PAUSE 2 s", start, recovered: Instant::now() });
+    tokio::time::sleep(calm).await;
+
+    let start = Instant::now();
+    for _ in 0..5 {
+        let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query(&mut redis.conn()).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    faults.push(Fault { name: "CLIENT KILL TYPE normal ×5", start, recovered: Instant::now() });
+    tokio::time::sleep(calm).await;
+
+    let _: () = redis::cmd("SAVE").query(&mut redis.conn()).unwrap();
+    let start = Instant::now();
+    tokio::task::block_in_place(|| redis.restart());
+    faults.push(Fault { name: "kill -9, restart loading an RDB", start, recovered: Instant::now() });
+    tokio::time::sleep(calm).await;
+
+    let report = load.finish().await;
+    gw.stop().await;
+    report.assert_no_wrong_answer(&HashMap::from([(g1.unwrap(), 1)]));
+    let mut problems = Vec::new();
+    for (i, f) in faults.iter().enumerate() {
+        let end = faults.get(i + 1).map(|n| n.start).unwrap_or_else(Instant::now);
+        let window: Vec<&Sample> = report.samples.iter().filter(|s| s.at >= f.start && s.at < end).collect();
+        let worst = window.iter().map(|s| s.latency).max().unwrap_or_default();
+        let n503 = window.iter().filter(|s| s.status == 503).count();
+        let first = report.first_success_after(f.recovered).map(|s| s.at.saturating_duration_since(f.recovered));
+        eprintln!(
+            "chaos {}: fault lasted {:?}; {} × 200, {n503} × 503; worst latency {worst:?}; first success {first:?} after recovery",
+            f.name,
+            f.recovered - f.start,
+            window.len() - n503,
+        );
+        if worst > CHAOS_LATENCY {
+            problems.push(format!("{}: worst latency {worst:?}", f.name));
+        }
+        if first.is_none_or(|d| d > CHAOS_RECOVERY) {
+            problems.push(format!("{}: first success {first:?} after recovery", f.name));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}

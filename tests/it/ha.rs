@@ -42,8 +42,8 @@ pub fn write_ha(env: &TestEnv, version: u32) {
     .unwrap();
 }
 
-/// `daeda materialize` of `ha` against `url`: the exit code and the generation
-/// it reports (on success).
+/// `daeda materialize` of `ha` against `url`: the exit code, the generation
+/// it reports (on success), and everything it printed (stdout, then stderr).
 pub fn materialize_ha(env: &TestEnv, url: &str) -> (i32, Option<String>, String) {
     let out =
         output(env.command(&["materialize", "--online", "--service", "ha", "--json", "--as-of", FIXED_AS_OF]).env("DAEDA_REDIS_URL", url));
@@ -52,7 +52,7 @@ pub fn materialize_ha(env: &TestEnv, url: &str) -> (i32, Option<String>, String)
         .ok()
         .and_then(|j| j["runs"][0]["generation"].as_str().map(str::to_string))
         .filter(|_| out.status.success());
-    (out.status.code().unwrap_or(-1), generation, String::from_utf8_lossy(&out.stderr).into_owned())
+    (out.status.code().unwrap_or(-1), generation, format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// One lookup's outcome.

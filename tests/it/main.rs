@@ -4,6 +4,7 @@
 mod auth;
 mod cluster;
 mod config;
+mod deployed;
 mod gateway;
 mod ha;
 mod http;

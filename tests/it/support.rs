@@ -220,8 +220,12 @@ impl Redis {
         Ok(true)
     }
 
+    /// With `--requirepass` among the args, the URL carries the password.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.args.iter().position(|a| a == "--requirepass").and_then(|i| self.args.get(i + 1)) {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     pub fn client(&self) -> redis::Client {

@@ -113,3 +113,40 @@ fn rediss_urls_reach_redis_over_tls() {
     assert_ne!(code, Some(0), "{text}");
     assert!(text.contains("certificate") || text.contains("UnknownIssuer"), "{text}");
 }
+
+/// 64 concurrent lookups through a pool of 2 connections: they queue and
+/// all succeed; with Redis stopped (SIGSTOP) they all end as 503 with
+/// Retry-After after the wait timeout (500 ms here), none hangs; after
+/// SIGCONT they succeed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_lookups_than_pooled_connections_queue_then_fail_cleanly_never_hang() {
+    const BOUND: Duration = Duration::from_secs(5);
+    let env = TestEnv::new(10);
+    write_ha(&env, 1);
+    let (code, _, text) = materialize_ha(&env, &env.redis.url());
+    assert_eq!(code, 0, "{text}");
+    let gw = http::start_at(&env, http::config(&env), false, &env.redis.url(), 2).await;
+    let burst = |addr| async move {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..64).map(|_| tokio::spawn(async move { (lookup(addr).await.0, started.elapsed()) })).collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(tokio::time::timeout(BOUND, t).await.expect("a lookup hung").unwrap());
+        }
+        out
+    };
+    let ok = burst(gw.addr).await;
+    assert!(ok.iter().all(|(s, _)| *s == 200), "{ok:?}");
+
+    env.redis.signal("STOP");
+    let stalled = burst(gw.addr).await;
+    env.redis.signal("CONT");
+    let worst = stalled.iter().map(|(_, d)| *d).max().unwrap();
+    assert!(stalled.iter().all(|(s, _)| *s == 503), "{stalled:?}");
+    assert!(worst < Duration::from_millis(2500), "the last 503 took {worst:?}");
+    eprintln!("pool of 2, 64 lookups, Redis stopped: all 503, the last after {worst:?}");
+
+    let again = burst(gw.addr).await;
+    assert!(again.iter().all(|(s, _)| *s == 200), "{again:?}");
+    gw.stop().await;
+}

@@ -355,23 +355,44 @@ impl OnlineStore {
 
     /// The live generation of several services, in one round trip.
     pub async fn current_generations(&self, services: &[String]) -> Result<Vec<Option<String>>, OnlineError> {
+        let none = vec![None; services.len()];
+        Ok(self.pointers_and_runs(services, &none).await?.into_iter().map(|(g, _)| g).collect())
+    }
+
+    /// Each service's pointer and, for each `known[i]` (a generation the caller
+    /// cached), the run id its metadata records now (None when it is gone): in
+    /// one round trip on one server, one per service on a cluster. A pointer
+    /// that names the cached id under another run means the id was issued
+    /// again (Redis lost its data, and the counter with it).
+    pub async fn pointers_and_runs(
+        &self,
+        services: &[String],
+        known: &[Option<String>],
+    ) -> Result<Vec<(Option<String>, Option<String>)>, OnlineError> {
         if services.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.conn().await?;
-        if self.cluster {
-            // Each service's pointer lives in its own slot: one GET each.
-            let mut out = Vec::with_capacity(services.len());
-            for s in services {
-                out.push(c.get(self.keys.current(s)).await.map_err(|e| self.err(e))?);
+        let pipe_for = |pairs: &[(&String, &Option<String>)]| {
+            let mut p = redis::pipe();
+            for (s, g) in pairs {
+                p.cmd("GET").arg(self.keys.current(s));
+                p.cmd("HGET").arg(self.keys.generation_meta(s, g.as_deref().unwrap_or("none"))).arg("run_id");
             }
-            return Ok(out);
+            p
+        };
+        let pairs: Vec<(&String, &Option<String>)> = services.iter().zip(known).collect();
+        let mut flat: Vec<Option<String>> = Vec::with_capacity(2 * services.len());
+        if self.cluster {
+            // Each service's keys live in its own slot: one pipeline each.
+            for pair in &pairs {
+                let v: Vec<Option<String>> = pipe_for(std::slice::from_ref(pair)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+                flat.extend(v);
+            }
+        } else {
+            flat = pipe_for(&pairs).query_async(&mut *c).await.map_err(|e| self.err(e))?;
         }
-        let mut p = redis::pipe();
-        for s in services {
-            p.cmd("GET").arg(self.keys.current(s));
-        }
-        p.query_async(&mut *c).await.map_err(|e| self.err(e))
+        Ok(flat.chunks(2).zip(known).map(|(v, k)| (v[0].clone(), k.as_ref().and(v[1].clone()))).collect())
     }
 
     pub async fn generation_meta(&self, service: &str, generation: &str) -> Result<Option<GenerationMeta>, OnlineError> {

@@ -405,12 +405,22 @@ impl OnlineStore {
         GenerationMeta::from_fields(m).map(Some).map_err(|reason| OnlineError::CorruptMeta { key, reason })
     }
 
-    /// The live generation's metadata, if the service has one.
+    /// The live generation's metadata, if the service has one. The pointer can
+    /// move, and the generation it named be retired, between the two reads:
+    /// metadata missing under a pointer means "read the pointer again", not
+    /// "nothing is live" (a few times; a pointer without metadata for good is None).
     pub async fn current(&self, service: &str) -> Result<Option<GenerationMeta>, OnlineError> {
-        match self.current_generation(service).await? {
-            None => Ok(None),
-            Some(g) => self.generation_meta(service, &g).await,
+        for _ in 0..3 {
+            match self.current_generation(service).await? {
+                None => return Ok(None),
+                Some(g) => {
+                    if let Some(m) = self.generation_meta(service, &g).await? {
+                        return Ok(Some(m));
+                    }
+                }
+            }
         }
+        Ok(None)
     }
 
     /// Every generation of the service that may still hold rows.

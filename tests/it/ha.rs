@@ -431,3 +431,115 @@ async fn chaos_under_load_answers_only_200_or_503_and_recovers_quickly() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// The resident set size of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+}
+
+/// Soak (issue 14): `daeda serve` answers mixed lookups (JSON and Arrow,
+/// batches of 1 and 100) from four clients while full materializations flip
+/// the generation underneath, over and over: zero failed lookups, every
+/// answer of one data version, and the gateway's RSS after the first quarter
+/// (warm-up) stays within 10% of where it was then. `DAEDA_SOAK_SECS`
+/// lengthens it (default 15 s; the issue's run: `DAEDA_SOAK_SECS=60`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_lookups_while_generations_flip_keep_rss_flat() {
+    let secs: u64 = std::env::var("DAEDA_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let env = TestEnv::new(10);
+    write_ha(&env, 1);
+    let (code, _, text) = materialize_ha(&env, &env.redis.url());
+    assert_eq!(code, 0, "{text}");
+    let addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).parse().unwrap();
+    let log = std::fs::File::create(env.dir.path().join("serve.log")).unwrap();
+    let mut serve = env
+        .command(&["serve", "--listen", &addr.to_string()])
+        .env("DAEDA_JWT_SECRET", http::SECRET)
+        .env("DAEDA_SQL_ENABLED", "false")
+        .env("DAEDA_REFRESH_INTERVAL_MS", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    poll(Duration::from_secs(30), "daeda serve did not start", || std::net::TcpStream::connect(addr).ok());
+    let pid = serve.id();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let auth = bearer(&mint(&["ha"], &[Plane::Online]));
+    let clients: Vec<_> = (0..4)
+        .map(|n| {
+            let (stop, auth) = (stop.clone(), auth.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<u64> = if (i + n) % 2 == 0 { vec![1 + i % 200] } else { (1..=100).collect() };
+                    let body = format!(r#"{{"entities": {{"id": {batch:?}}}, "include_stale": true}}"#);
+                    let arrow = n >= 2;
+                    let mut headers = vec![("authorization", auth.as_str())];
+                    if arrow {
+                        headers.push(("accept", "application/vnd.apache.arrow.stream"));
+                    }
+                    let r = send(addr, "POST", "/v1/features/ha", &headers, &body).await;
+                    if r.status != 200 {
+                        failed.push(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)));
+                    } else if !arrow {
+                        // One data version per answer.
+                        let v: Vec<f64> = r.json()["columns"]["v"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+                        let version = ((v[0] - batch[0] as f64) / 1000.0).round();
+                        if v.iter().zip(&batch).any(|(v, id)| *v != *id as f64 + 1000.0 * version) {
+                            failed.push(format!("mixed versions: {v:?}"));
+                        }
+                    }
+                    ok += 1;
+                    i += 1;
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    // Materializations flip underneath for the whole soak.
+    let flipper = {
+        let (stop, url) = (stop.clone(), env.redis.url());
+        let mut version = 1;
+        let env = &env;
+        let mut runs = 0;
+        let start = Instant::now();
+        let warm_end = start + Duration::from_secs(secs) / 4;
+        let end = start + Duration::from_secs(secs);
+        let mut rss = Vec::new();
+        tokio::task::block_in_place(|| {
+            while Instant::now() < end {
+                version += 1;
+                write_ha(env, version);
+                let (code, _, text) = materialize_ha(env, &url);
+                assert_eq!(code, 0, "{text}");
+                runs += 1;
+                if Instant::now() >= warm_end {
+                    rss.push(rss_kib(pid));
+                }
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        (runs, rss)
+    };
+    let (mut total, mut failures) = (0u64, Vec::new());
+    for c in clients {
+        let (ok, failed) = c.await.unwrap();
+        total += ok;
+        failures.extend(failed);
+    }
+    let (runs, rss) = flipper;
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    crate::support::wait_timeout(&mut serve, Duration::from_secs(30), "daeda serve");
+    let (first, max) = (rss[0], *rss.iter().max().unwrap());
+    eprintln!(
+        "soak {secs}s: {total} lookups, {runs} flips, RSS {first} KiB after warm-up, at most {max} KiB ({:+.1}%)",
+        (max as f64 / first as f64 - 1.0) * 100.0
+    );
+    assert!(failures.is_empty(), "{} failed lookups, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(runs >= 3, "only {runs} flips");
+    assert!(max as f64 <= first as f64 * 1.10, "RSS grew from {first} KiB to {max} KiB");
+}

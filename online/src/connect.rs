@@ -14,7 +14,8 @@
 //! checks with `ROLE` that it is one, so after a failover the pool's
 //! replacements for the connections that failed reach the promoted replica.
 
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+pub use redis::sentinel::SentinelServerType;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder};
 use redis::{ConnectionAddr, TlsMode};
 
 /// The deployment a URL names.
@@ -132,8 +133,8 @@ fn sentinel(rest: &str, tls: bool) -> Result<SentinelSpec, String> {
 }
 
 impl SentinelSpec {
-    /// A client that resolves the primary on each `async_get_client`.
-    pub fn client(&self) -> redis::RedisResult<SentinelClient> {
+    /// A client that resolves the primary (or a replica) on each `async_get_client`.
+    pub fn client(&self, server: SentinelServerType) -> redis::RedisResult<SentinelClient> {
         let addrs = self.sentinels.iter().map(|(host, port)| {
             if self.tls {
                 ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None }
@@ -141,7 +142,7 @@ impl SentinelSpec {
                 ConnectionAddr::Tcp(host.clone(), *port)
             }
         });
-        let mut b = SentinelClientBuilder::new(addrs, &self.service, SentinelServerType::Master)?.set_client_to_redis_db(self.db);
+        let mut b = SentinelClientBuilder::new(addrs, &self.service, server)?.set_client_to_redis_db(self.db);
         if self.tls {
             b = b.set_client_to_redis_tls_mode(TlsMode::Secure).set_client_to_sentinel_tls_mode(TlsMode::Secure);
         }

@@ -17,7 +17,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
-use crate::connect::Topology;
+use crate::connect::{SentinelServerType, Topology};
 
 /// One server, or a cluster (which routes each command by its keys' slots).
 #[derive(Clone)]
@@ -80,7 +80,11 @@ pub enum Target {
     Single(Box<Client>),
     Cluster(Box<ClusterClient>),
     /// Locked because the client caches its connections to the sentinels.
-    Sentinel(Box<tokio::sync::Mutex<SentinelClient>>),
+    /// With `replica`, connections go to a replica when one is up.
+    Sentinel {
+        primary: Box<tokio::sync::Mutex<SentinelClient>>,
+        replica: Option<Box<tokio::sync::Mutex<SentinelClient>>>,
+    },
 }
 
 pub struct RedisManager {
@@ -89,16 +93,32 @@ pub struct RedisManager {
 }
 
 impl RedisManager {
-    pub fn new(topology: &Topology, timeout: std::time::Duration, config: AsyncConnectionConfig) -> Result<RedisManager, RedisError> {
+    /// With `replicas`, reads go to replicas where the topology has them
+    /// (a single server has none).
+    pub fn new(
+        topology: &Topology,
+        timeout: std::time::Duration,
+        replicas: bool,
+        config: AsyncConnectionConfig,
+    ) -> Result<RedisManager, RedisError> {
         let target = match topology {
             Topology::Single(url) => Target::Single(Box::new(Client::open(url.as_str())?)),
-            Topology::Cluster(urls) => Target::Cluster(Box::new(
-                ClusterClientBuilder::new(urls.iter().map(String::as_str).collect::<Vec<_>>())
+            Topology::Cluster(urls) => {
+                let mut b = ClusterClientBuilder::new(urls.iter().map(String::as_str).collect::<Vec<_>>())
                     .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .build()?,
-            )),
-            Topology::Sentinel(spec) => Target::Sentinel(Box::new(tokio::sync::Mutex::new(spec.client()?))),
+                    .response_timeout(timeout);
+                if replicas {
+                    b = b.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+                }
+                Target::Cluster(Box::new(b.build()?))
+            }
+            Topology::Sentinel(spec) => {
+                let locked = |c| Box::new(tokio::sync::Mutex::new(c));
+                Target::Sentinel {
+                    primary: locked(spec.client(SentinelServerType::Master)?),
+                    replica: if replicas { Some(locked(spec.client(SentinelServerType::Replica)?)) } else { None },
+                }
+            }
         };
         Ok(RedisManager { target, config })
     }
@@ -112,10 +132,28 @@ impl managed::Manager for RedisManager {
         let inner = match &self.target {
             Target::Single(c) => Inner::Single(c.get_multiplexed_async_connection_with_config(&self.config).await?),
             Target::Cluster(c) => Inner::Cluster(c.get_async_connection().await?),
-            Target::Sentinel(s) => {
-                // Asks the sentinels, then checks the named primary's ROLE.
-                let primary = s.lock().await.async_get_client().await?;
-                Inner::Single(primary.get_multiplexed_async_connection_with_config(&self.config).await?)
+            Target::Sentinel { primary, replica } => {
+                let mut conn = None;
+                if let Some(replica) = replica {
+                    // A replica the sentinels consider up; none (or none
+                    // reachable): the primary serves the reads.
+                    let client = replica.lock().await.async_get_client().await;
+                    match client {
+                        Ok(c) => match c.get_multiplexed_async_connection_with_config(&self.config).await {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => tracing::debug!(error = %e, "no replica connection; reading from the primary"),
+                        },
+                        Err(e) => tracing::debug!(error = %e, "no replica named by the sentinels; reading from the primary"),
+                    }
+                }
+                match conn {
+                    Some(c) => Inner::Single(c),
+                    None => {
+                        // Asks the sentinels, then checks the named primary's ROLE.
+                        let primary = primary.lock().await.async_get_client().await?;
+                        Inner::Single(primary.get_multiplexed_async_connection_with_config(&self.config).await?)
+                    }
+                }
             }
         };
         Ok(Conn { inner, broken: false })

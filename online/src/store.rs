@@ -35,11 +35,16 @@ pub struct StoreSettings {
     pub pool_size: usize,
     /// Bounds connecting, waiting for a pooled connection, and each reply.
     pub timeout: Duration,
+    /// Every command goes to a replica when one is up (Cluster `READONLY`
+    /// connections, a replica named by Sentinel), else to the primary. For
+    /// readers only (the gateway): replicas lag, and a writer must not read
+    /// its lease or rows back from one.
+    pub read_from_replicas: bool,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { pool_size: 16, timeout: Duration::from_secs(5) }
+        StoreSettings { pool_size: 16, timeout: Duration::from_secs(5), read_from_replicas: false }
     }
 }
 
@@ -181,7 +186,7 @@ impl OnlineStore {
             AsyncConnectionConfig::new().set_connection_timeout(Some(settings.timeout)).set_response_timeout(Some(settings.timeout));
         let topology = Topology::parse(url).map_err(|reason| OnlineError::BadUrl { url: display_url.clone(), reason })?;
         let cluster = topology.is_cluster();
-        let manager = RedisManager::new(&topology, settings.timeout, conn_config)
+        let manager = RedisManager::new(&topology, settings.timeout, settings.read_from_replicas, conn_config)
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)

@@ -543,3 +543,75 @@ async fn soak_lookups_while_generations_flip_keep_rss_flat() {
     assert!(runs >= 3, "only {runs} flips");
     assert!(max as f64 <= first as f64 * 1.10, "RSS grew from {first} KiB to {max} KiB");
 }
+
+/// How many times `server` has run `command` (from `INFO commandstats`).
+fn calls(server: &Redis, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.conn()).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// `read_from_replicas` (off by default): the gateway's lookups go to the
+/// replica Sentinel names (the primary serves none of them), and the answers
+/// are the same; with it off they go to the primary. The run's flip waited
+/// for the replica, so the rows are there before the pointer moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_reads_send_lookups_to_the_sentinel_replica_only_when_asked() {
+    let env = TestEnv::new(10);
+    let set = SentinelSet::start(&env.dir.path().join("sentinel"));
+    write_ha(&env, 1);
+    let (code, _, text) = materialize_ha(&env, &set.url());
+    assert_eq!(code, 0, "{text}");
+    for replicas in [true, false] {
+        let settings = daeda_online::StoreSettings { pool_size: 4, timeout: Duration::from_millis(500), read_from_replicas: replicas };
+        let store = daeda_online::OnlineStore::connect(&set.url(), &settings).unwrap();
+        let gw = http::start_with_store(&env, http::config(&env), false, store).await;
+        let before = (calls(&set.primary, "mget"), calls(&set.replica, "mget"));
+        let load = Load::start(gw.addr, 2);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let report = load.finish().await;
+        gw.stop().await;
+        report.assert_no_wrong_answer(&HashMap::new());
+        assert_eq!(report.count(200), report.samples.len());
+        let after = (calls(&set.primary, "mget"), calls(&set.replica, "mget"));
+        let (on_primary, on_replica) = (after.0 - before.0, after.1 - before.1);
+        if replicas {
+            assert!(on_replica >= report.samples.len() as u64 && on_primary == 0, "primary {on_primary}, replica {on_replica}");
+        } else {
+            assert!(on_primary >= report.samples.len() as u64 && on_replica == 0, "primary {on_primary}, replica {on_replica}");
+        }
+    }
+}
+
+/// The same on a six-node cluster: with `read_from_replicas` every lookup's
+/// MGET goes to replicas (`READONLY` connections), none to a primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_reads_send_lookups_to_cluster_replicas_only_when_asked() {
+    let env = TestEnv::new(10);
+    let cluster = Cluster::start_with_replicas(&env.dir.path().join("cluster"), 1);
+    write_ha(&env, 1);
+    let (code, _, text) = materialize_ha(&env, &cluster.url());
+    assert_eq!(code, 0, "{text}");
+    let primaries: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.is_primary(*i)).collect();
+    let mgets = |primary: bool| -> u64 {
+        (0..cluster.nodes.len()).filter(|i| primaries.contains(i) == primary).map(|i| calls(&cluster.nodes[i], "mget")).sum()
+    };
+    for replicas in [true, false] {
+        let settings = daeda_online::StoreSettings { pool_size: 4, timeout: Duration::from_millis(500), read_from_replicas: replicas };
+        let store = daeda_online::OnlineStore::connect(&cluster.url(), &settings).unwrap();
+        let gw = http::start_with_store(&env, http::config(&env), false, store).await;
+        let before = (mgets(true), mgets(false));
+        let load = Load::start(gw.addr, 2);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let report = load.finish().await;
+        gw.stop().await;
+        report.assert_no_wrong_answer(&HashMap::new());
+        assert_eq!(report.count(200), report.samples.len());
+        let (on_primaries, on_replicas) = (mgets(true) - before.0, mgets(false) - before.1);
+        if replicas {
+            assert!(on_replicas > 0 && on_primaries == 0, "primaries {on_primaries}, replicas {on_replicas}");
+        } else {
+            assert!(on_primaries > 0 && on_replicas == 0, "primaries {on_primaries}, replicas {on_replicas}");
+        }
+    }
+}

@@ -489,6 +489,14 @@ impl Cluster {
                     (info.contains("role:master") || info.contains("master_link_status:up")).then_some(())
                 });
             }
+            // Every node lists each slot range's replicas (clients read the
+            // topology from any of them).
+            for n in &nodes {
+                poll(Duration::from_secs(30), "CLUSTER SLOTS does not list the replicas", || {
+                    let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut n.conn()).unwrap();
+                    ranges.iter().all(|r| r.len() >= 3 + replicas).then_some(())
+                });
+            }
         }
         Cluster { nodes }
     }

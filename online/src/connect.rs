@@ -162,9 +162,10 @@ impl SentinelSpec {
     }
 }
 
-/// Waits until every replica connected to the server behind `c` has
-/// received everything written to it so far, or `wait` has passed. Returns
-/// `(acknowledged, connected)`; `(0, 0)` without replicas.
+/// Waits until every online replica of the server behind `c` has received
+/// everything written to it so far, or `wait` has passed. Returns
+/// `(acknowledged, online)`; `(0, 0)` without replicas. A replica still in
+/// its initial sync is not counted: it has no dataset to promote yet.
 ///
 /// `WAIT` covers the writes *this connection* made, and the replication
 /// stream is ordered; a no-op write (`INCRBY key 0`, which Redis propagates)
@@ -175,7 +176,7 @@ pub async fn replicas_acknowledge<C: redis::aio::ConnectionLike + Send>(
     wait: std::time::Duration,
 ) -> redis::RedisResult<(u64, u64)> {
     let info: String = redis::cmd("INFO").arg("replication").query_async(c).await?;
-    let connected: u64 = info.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let connected = online_replicas(&info);
     if connected == 0 {
         return Ok((0, 0));
     }
@@ -184,8 +185,28 @@ pub async fn replicas_acknowledge<C: redis::aio::ConnectionLike + Send>(
     Ok((acked, connected))
 }
 
+/// Replicas in state `online` in an `INFO replication` text
+/// (`slave0:ip=…,port=…,state=online,offset=…,lag=0`).
+fn online_replicas(info: &str) -> u64 {
+    info.lines()
+        .filter(|l| {
+            l.split_once(':').is_some_and(|(k, _)| k.len() > 5 && k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit()))
+        })
+        .filter(|l| l.split(',').any(|f| f == "state=online"))
+        .count() as u64
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_online_replicas_count() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+                    slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0\r\n\
+                    slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\nmaster_failover_state:no-failover\r\n";
+        assert_eq!(super::online_replicas(info), 1);
+        assert_eq!(super::online_replicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"), 0);
+    }
+
     use super::*;
 
     #[test]

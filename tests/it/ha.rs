@@ -615,3 +615,39 @@ async fn replica_reads_send_lookups_to_cluster_replicas_only_when_asked() {
         }
     }
 }
+
+/// A flip waits for the primary's online replicas to have the generation's
+/// rows: with the replica stalled (SIGSTOP) the run fails before it flips
+/// and the previous generation stays live; resumed, the next run flips.
+/// ≈ 5 s (the CLI's Redis timeout is 5 s; the wait is half of it).
+#[test]
+fn a_flip_waits_for_the_replicas_and_fails_cleanly_when_they_do_not_confirm() {
+    let env = TestEnv::new(10);
+    let dir = env.dir.path().join("replicated");
+    let (p, r) = (dir.join("primary"), dir.join("replica"));
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::create_dir_all(&r).unwrap();
+    let primary = Redis::start_with(&p, &["--appendonly", "no"]);
+    let replica = Redis::start_with(&r, &["--appendonly", "no", "--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    poll(Duration::from_secs(30), "the replica did not sync", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut primary.conn()).unwrap();
+        info.contains("state=online").then_some(())
+    });
+    write_ha(&env, 1);
+    let (code, g1, text) = materialize_ha(&env, &primary.url());
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(primary.current("ha"), g1);
+
+    replica.signal("STOP");
+    write_ha(&env, 2);
+    let (code, _, text) = materialize_ha(&env, &primary.url());
+    replica.signal("CONT");
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("0 of 1 replicas confirmed"), "{text}");
+    assert_eq!(primary.current("ha"), g1, "the pointer did not move");
+
+    let (code, g3, text) = materialize_ha(&env, &primary.url());
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(primary.current("ha"), g3);
+    poll(Duration::from_secs(10), "the replica never got the pointer", || (replica.current("ha") == g3).then_some(()));
+}

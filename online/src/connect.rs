@@ -133,9 +133,11 @@ fn sentinel(rest: &str, tls: bool) -> Result<SentinelSpec, String> {
 }
 
 impl SentinelSpec {
-    /// A client that resolves the primary (or a replica) on each `async_get_client`.
-    pub fn client(&self, server: SentinelServerType) -> redis::RedisResult<SentinelClient> {
-        let addrs = self.sentinels.iter().map(|(host, port)| {
+    /// A client that resolves the primary (or a replica) on each
+    /// `async_get_client`, asking the sentinels in order from the `first`th.
+    pub fn client(&self, server: SentinelServerType, first: usize) -> redis::RedisResult<SentinelClient> {
+        let n = self.sentinels.len();
+        let addrs = (0..n).map(|i| &self.sentinels[(first + i) % n]).map(|(host, port)| {
             if self.tls {
                 ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None }
             } else {

@@ -79,12 +79,36 @@ impl ConnectionLike for Conn {
 pub enum Target {
     Single(Box<Client>),
     Cluster(Box<ClusterClient>),
-    /// Locked because the client caches its connections to the sentinels.
     /// With `replica`, connections go to a replica when one is up.
     Sentinel {
-        primary: Box<tokio::sync::Mutex<SentinelClient>>,
-        replica: Option<Box<tokio::sync::Mutex<SentinelClient>>>,
+        primary: Sentinels,
+        replica: Option<Sentinels>,
     },
+}
+
+/// One Sentinel client per rotation of the sentinel list, taken in turn by
+/// successive connections: a client asks its sentinels in order, so with a
+/// single order one hung sentinel (its replies time out) would stall every new
+/// connection while it is first. Each is locked because it caches its
+/// connections to the sentinels.
+pub struct Sentinels {
+    clients: Vec<tokio::sync::Mutex<SentinelClient>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Sentinels {
+    fn new(spec: &crate::connect::SentinelSpec, server: SentinelServerType) -> Result<Sentinels, RedisError> {
+        let clients = (0..spec.sentinels.len())
+            .map(|first| spec.client(server.clone(), first).map(tokio::sync::Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Sentinels { clients, next: std::sync::atomic::AtomicUsize::new(0) })
+    }
+
+    /// A client for the server the sentinels name (a primary is checked with `ROLE`).
+    async fn resolve(&self) -> Result<Client, RedisError> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        self.clients[i].lock().await.async_get_client().await
+    }
 }
 
 pub struct RedisManager {
@@ -112,13 +136,10 @@ impl RedisManager {
                 }
                 Target::Cluster(Box::new(b.build()?))
             }
-            Topology::Sentinel(spec) => {
-                let locked = |c| Box::new(tokio::sync::Mutex::new(c));
-                Target::Sentinel {
-                    primary: locked(spec.client(SentinelServerType::Master)?),
-                    replica: if replicas { Some(locked(spec.client(SentinelServerType::Replica)?)) } else { None },
-                }
-            }
+            Topology::Sentinel(spec) => Target::Sentinel {
+                primary: Sentinels::new(spec, SentinelServerType::Master)?,
+                replica: if replicas { Some(Sentinels::new(spec, SentinelServerType::Replica)?) } else { None },
+            },
         };
         Ok(RedisManager { target, config })
     }
@@ -137,7 +158,7 @@ impl managed::Manager for RedisManager {
                 if let Some(replica) = replica {
                     // A replica the sentinels consider up; none (or none
                     // reachable): the primary serves the reads.
-                    let client = replica.lock().await.async_get_client().await;
+                    let client = replica.resolve().await;
                     match client {
                         Ok(c) => match c.get_multiplexed_async_connection_with_config(&self.config).await {
                             Ok(c) => conn = Some(c),
@@ -150,7 +171,7 @@ impl managed::Manager for RedisManager {
                     Some(c) => Inner::Single(c),
                     None => {
                         // Asks the sentinels, then checks the named primary's ROLE.
-                        let primary = primary.lock().await.async_get_client().await?;
+                        let primary = primary.resolve().await?;
                         Inner::Single(primary.get_multiplexed_async_connection_with_config(&self.config).await?)
                     }
                 }

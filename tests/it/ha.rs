@@ -317,6 +317,33 @@ async fn a_sentinel_failover_under_load_recovers_within_5s_with_no_wrong_answer(
     .await;
 }
 
+/// The same with the first sentinel of the URL hung (SIGSTOP) through the
+/// failover: new connections ask the sentinels in rotating order, so a hung
+/// one cannot stall every reconnection. ≈ 12 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_failover_with_a_hung_sentinel_still_recovers_within_5s() {
+    let env = TestEnv::new(10);
+    let mut set = SentinelSet::start(&env.dir.path().join("sentinel"));
+    let url = set.url();
+    failover_under_load(&env, &url, "sentinel failover, first sentinel hung", || {
+        set.sentinels[0].signal("STOP");
+        let old = set.primary.port;
+        let killed = Instant::now();
+        set.primary.kill();
+        // Asks the sentinels that answer (a stopped one would hang this client).
+        let named = |s: &Redis| -> Option<u16> {
+            let addr: Option<(String, String)> =
+                redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER).query(&mut s.conn()).ok()?;
+            addr?.1.parse().ok()
+        };
+        let promoted =
+            poll(Duration::from_secs(30), "no promotion", || named(&set.sentinels[1]).is_some_and(|p| p != old).then(Instant::now));
+        (killed, promoted)
+    })
+    .await;
+    set.sentinels[0].signal("CONT");
+}
+
 /// A six-node cluster (three primaries, one replica each) loses the primary
 /// that holds the `ha` service's pointer and lease (SIGKILL) under load; its
 /// replica takes over after `cluster-node-timeout` (2 s). ≈ 12 s.

@@ -18,6 +18,8 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     allow_remote: Option<bool>,
+    /// `daeda serve` reads from replicas (Cluster `READONLY`, Sentinel replicas).
+    redis_read_from_replicas: Option<bool>,
     max_batch: Option<usize>,
     /// Prefixes every Redis key daeda writes (see `daeda_online::keys`).
     namespace: Option<String>,
@@ -92,6 +94,8 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub allow_remote: bool,
+    /// `daeda serve` looks rows up on replicas; off by default (they may lag).
+    pub redis_read_from_replicas: bool,
     pub max_batch: usize,
     /// The Redis key namespace (`namespace`, `DAEDA_NAMESPACE`), default `default`.
     pub namespace: String,
@@ -200,6 +204,7 @@ impl Config {
             tls_cert: env("DAEDA_TLS_CERT").map(PathBuf::from).or(file.tls_cert),
             tls_key: env("DAEDA_TLS_KEY").map(PathBuf::from).or(file.tls_key),
             allow_remote: env_parse("DAEDA_ALLOW_REMOTE")?.or(file.allow_remote).unwrap_or(false),
+            redis_read_from_replicas: env_parse("DAEDA_REDIS_READ_FROM_REPLICAS")?.or(file.redis_read_from_replicas).unwrap_or(false),
             max_batch: env_parse("DAEDA_MAX_BATCH")?.or(file.max_batch).unwrap_or(1000),
             limits,
             jwt_secret: env("DAEDA_JWT_SECRET").or(jwt.secret),

@@ -62,13 +62,18 @@ impl Generations {
         }
     }
 
-    /// Re-reads every pointer (one round trip) and the metadata of those that moved.
+    /// Re-reads every pointer (one round trip) and the metadata of those that
+    /// moved, or that name the cached id under another run (an id issued again
+    /// after Redis lost its data): a generation is its id *and* its run.
     pub async fn refresh(&self) -> Result<(), OnlineError> {
         let services = self.services.read().expect("generation services lock").clone();
-        let current = self.store.current_generations(&services).await?;
-        for (service, generation) in services.iter().zip(current) {
-            let cached = self.get(service).map(|m| m.generation.clone());
-            if cached != generation {
+        let cached: Vec<Option<Arc<GenerationMeta>>> = services.iter().map(|s| self.get(s)).collect();
+        let known: Vec<Option<String>> = cached.iter().map(|m| m.as_ref().map(|m| m.generation.clone())).collect();
+        let current = self.store.pointers_and_runs(&services, &known).await?;
+        for ((service, (generation, run)), cached) in services.iter().zip(current).zip(cached) {
+            let same_run = cached.as_ref().is_some_and(|m| run.as_deref() == Some(m.run_id.as_str()));
+            let cached = cached.map(|m| m.generation.clone());
+            if cached != generation || (generation.is_some() && !same_run) {
                 let meta = match &generation {
                     Some(g) => self.store.generation_meta(service, g).await?,
                     None => None,

@@ -260,14 +260,19 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
     let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
     state.metrics.redis_latency(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
-    // the pointer, and if it moved, answer from the new generation instead.
+    // the pointer, and if it moved (or names the same id under another run,
+    // issued again after Redis lost its data), answer from the new generation
+    // instead. No pointer at all (Redis restarted empty) is no live
+    // generation, not a 200 of missing rows from a generation that is gone.
     if fetched.status.contains(&EntityStatus::Missing) {
-        if let Some(now) = state.generations.reload(service).await? {
-            if now.generation != meta.generation {
+        match state.generations.reload(service).await? {
+            None => return Err(lookup::LookupError::NoLiveGeneration(service.to_string()).into()),
+            Some(now) if now.generation != meta.generation || now.run_id != meta.run_id => {
                 meta = now;
                 let schema = state.schema_for(def, &meta)?;
                 fetched = lookup::fetch(&state.store, def, schema, &meta, &lookup_req, state.cfg.max_batch).await?;
             }
+            Some(_) => {}
         }
     }
     state.metrics.entities(fetched.count(EntityStatus::Ok), fetched.count(EntityStatus::Missing), fetched.count(EntityStatus::Stale));

@@ -51,13 +51,25 @@ impl OnlineError {
 }
 
 /// Server states that pass by themselves: `LOADING` after a restart with a
-/// dataset, `CLUSTERDOWN`, `TRYAGAIN` during resharding, `MASTERDOWN`.
-fn transient(e: &RedisError) -> bool {
+/// dataset, `CLUSTERDOWN`, `TRYAGAIN` during resharding, `MASTERDOWN`; and a
+/// cluster client's view of the slots going stale mid-command (see
+/// [`stale_slots`]).
+pub(crate) fn transient(e: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
-    matches!(
-        e.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading | ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+    stale_slots(e)
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading | ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+            )
         )
-    )
+}
+
+/// redis-rs (1.8) splits a multi-slot MGET by node and merges the replies;
+/// while a cluster fails over, the merge can find fewer or more replies than
+/// it routed and fails with this client error (the failover test met it).
+/// It is the topology moving, not a bad command: retryable, and the
+/// connection is replaced so its next command starts from fresh slots.
+pub(crate) fn stale_slots(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Client && e.to_string().contains("multi-slot results")
 }

@@ -5,6 +5,7 @@
 
 mod batch;
 pub mod codec;
+mod connect;
 mod error;
 pub mod keys;
 pub mod lookup;

@@ -1,17 +1,23 @@
 //! The connection pool: deadpool's managed pool over redis multiplexed
-//! connections, to one Redis or to a Redis Cluster.
+//! connections, to one Redis, a Redis Cluster, or the primary Sentinel names
+//! (resolved again for every new connection, so replacements after a failover
+//! reach the promoted replica).
 //!
 //! deadpool-redis's manager PINGs every connection on every checkout; on the
 //! gateway's hot path that is a second round trip per lookup. This manager
 //! recycles without I/O instead, and retires a connection as soon as a command
 //! on it fails with an I/O error, a timeout or a dropped connection, so a Redis
-//! restart costs the requests in flight and nothing after.
+//! restart costs the requests in flight and nothing after. A `READONLY` reply
+//! also retires it: the server it reaches was demoted to a replica.
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::connect::{SentinelServerType, Topology};
 
 /// One server, or a cluster (which routes each command by its keys' slots).
 #[derive(Clone)]
@@ -28,7 +34,8 @@ pub struct Conn {
 
 impl Conn {
     fn note(&mut self, e: &RedisError) {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        let demoted = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)) || crate::error::stale_slots(e);
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || demoted {
             self.broken = true;
         }
     }
@@ -72,6 +79,36 @@ impl ConnectionLike for Conn {
 pub enum Target {
     Single(Box<Client>),
     Cluster(Box<ClusterClient>),
+    /// With `replica`, connections go to a replica when one is up.
+    Sentinel {
+        primary: Sentinels,
+        replica: Option<Sentinels>,
+    },
+}
+
+/// One Sentinel client per rotation of the sentinel list, taken in turn by
+/// successive connections: a client asks its sentinels in order, so with a
+/// single order one hung sentinel (its replies time out) would stall every new
+/// connection while it is first. Each is locked because it caches its
+/// connections to the sentinels.
+pub struct Sentinels {
+    clients: Vec<tokio::sync::Mutex<SentinelClient>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Sentinels {
+    fn new(spec: &crate::connect::SentinelSpec, server: SentinelServerType) -> Result<Sentinels, RedisError> {
+        let clients = (0..spec.sentinels.len())
+            .map(|first| spec.client(server.clone(), first).map(tokio::sync::Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Sentinels { clients, next: std::sync::atomic::AtomicUsize::new(0) })
+    }
+
+    /// A client for the server the sentinels name (a primary is checked with `ROLE`).
+    async fn resolve(&self) -> Result<Client, RedisError> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        self.clients[i].lock().await.async_get_client().await
+    }
 }
 
 pub struct RedisManager {
@@ -80,21 +117,29 @@ pub struct RedisManager {
 }
 
 impl RedisManager {
-    /// One server (`cluster` false, one URL) or a cluster from its seed nodes.
+    /// With `replicas`, reads go to replicas where the topology has them
+    /// (a single server has none).
     pub fn new(
-        urls: &[String],
-        cluster: bool,
+        topology: &Topology,
         timeout: std::time::Duration,
+        replicas: bool,
         config: AsyncConnectionConfig,
     ) -> Result<RedisManager, RedisError> {
-        let target = match (cluster, urls) {
-            (false, [one]) => Target::Single(Box::new(Client::open(one.as_str())?)),
-            _ => Target::Cluster(Box::new(
-                ClusterClientBuilder::new(urls.iter().map(String::as_str).collect::<Vec<_>>())
+        let target = match topology {
+            Topology::Single(url) => Target::Single(Box::new(Client::open(url.as_str())?)),
+            Topology::Cluster(urls) => {
+                let mut b = ClusterClientBuilder::new(urls.iter().map(String::as_str).collect::<Vec<_>>())
                     .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .build()?,
-            )),
+                    .response_timeout(timeout);
+                if replicas {
+                    b = b.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+                }
+                Target::Cluster(Box::new(b.build()?))
+            }
+            Topology::Sentinel(spec) => Target::Sentinel {
+                primary: Sentinels::new(spec, SentinelServerType::Master)?,
+                replica: if replicas { Some(Sentinels::new(spec, SentinelServerType::Replica)?) } else { None },
+            },
         };
         Ok(RedisManager { target, config })
     }
@@ -108,6 +153,29 @@ impl managed::Manager for RedisManager {
         let inner = match &self.target {
             Target::Single(c) => Inner::Single(c.get_multiplexed_async_connection_with_config(&self.config).await?),
             Target::Cluster(c) => Inner::Cluster(c.get_async_connection().await?),
+            Target::Sentinel { primary, replica } => {
+                let mut conn = None;
+                if let Some(replica) = replica {
+                    // A replica the sentinels consider up; none (or none
+                    // reachable): the primary serves the reads.
+                    let client = replica.resolve().await;
+                    match client {
+                        Ok(c) => match c.get_multiplexed_async_connection_with_config(&self.config).await {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => tracing::debug!(error = %e, "no replica connection; reading from the primary"),
+                        },
+                        Err(e) => tracing::debug!(error = %e, "no replica named by the sentinels; reading from the primary"),
+                    }
+                }
+                match conn {
+                    Some(c) => Inner::Single(c),
+                    None => {
+                        // Asks the sentinels, then checks the named primary's ROLE.
+                        let primary = primary.resolve().await?;
+                        Inner::Single(primary.get_multiplexed_async_connection_with_config(&self.config).await?)
+                    }
+                }
+            }
         };
         Ok(Conn { inner, broken: false })
     }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use deadpool::Runtime;
 use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 
+use crate::connect::Topology;
 use crate::pool::{Pool, RedisManager};
 
 use crate::keys;
@@ -34,11 +35,16 @@ pub struct StoreSettings {
     pub pool_size: usize,
     /// Bounds connecting, waiting for a pooled connection, and each reply.
     pub timeout: Duration,
+    /// Every command goes to a replica when one is up (Cluster `READONLY`
+    /// connections, a replica named by Sentinel), else to the primary. For
+    /// readers only (the gateway): replicas lag, and a writer must not read
+    /// its lease or rows back from one.
+    pub read_from_replicas: bool,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { pool_size: 16, timeout: Duration::from_secs(5) }
+        StoreSettings { pool_size: 16, timeout: Duration::from_secs(5), read_from_replicas: false }
     }
 }
 
@@ -128,20 +134,8 @@ pub struct OnlineStore {
     cluster: bool,
     /// The namespace's key layout: every key this handle reads or writes.
     keys: keys::Keys,
-}
-
-/// `redis://h:1/0` is one server; a comma-separated seed list
-/// (`redis://h1:7000,redis://h2:7001`) or a `redis+cluster://` (or
-/// `rediss+cluster://`) URL is a cluster.
-fn targets(url: &str) -> (Vec<String>, bool) {
-    let urls: Vec<String> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| u.replacen("redis+cluster://", "redis://", 1).replacen("rediss+cluster://", "rediss://", 1))
-        .collect();
-    let cluster = urls.len() > 1 || url.contains("+cluster://");
-    (urls, cluster)
+    /// How long a flip waits for replicas to confirm the rows (below the reply timeout).
+    replica_wait: Duration,
 }
 
 /// A primary of a cluster, for commands that must visit each one.
@@ -190,8 +184,9 @@ impl OnlineStore {
         let display_url = redact(url);
         let conn_config =
             AsyncConnectionConfig::new().set_connection_timeout(Some(settings.timeout)).set_response_timeout(Some(settings.timeout));
-        let (urls, cluster) = targets(url);
-        let manager = RedisManager::new(&urls, cluster, settings.timeout, conn_config)
+        let topology = Topology::parse(url).map_err(|reason| OnlineError::BadUrl { url: display_url.clone(), reason })?;
+        let cluster = topology.is_cluster();
+        let manager = RedisManager::new(&topology, settings.timeout, settings.read_from_replicas, conn_config)
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -201,7 +196,7 @@ impl OnlineStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
-        Ok(OnlineStore { pool, display_url, cluster, keys: keys::Keys::default() })
+        Ok(OnlineStore { pool, display_url, cluster, keys: keys::Keys::default(), replica_wait: settings.timeout / 2 })
     }
 
     /// The same store in `namespace` (see [`keys`]); the default is `default`.
@@ -365,23 +360,44 @@ impl OnlineStore {
 
     /// The live generation of several services, in one round trip.
     pub async fn current_generations(&self, services: &[String]) -> Result<Vec<Option<String>>, OnlineError> {
+        let none = vec![None; services.len()];
+        Ok(self.pointers_and_runs(services, &none).await?.into_iter().map(|(g, _)| g).collect())
+    }
+
+    /// Each service's pointer and, for each `known[i]` (a generation the caller
+    /// cached), the run id its metadata records now (None when it is gone): in
+    /// one round trip on one server, one per service on a cluster. A pointer
+    /// that names the cached id under another run means the id was issued
+    /// again (Redis lost its data, and the counter with it).
+    pub async fn pointers_and_runs(
+        &self,
+        services: &[String],
+        known: &[Option<String>],
+    ) -> Result<Vec<(Option<String>, Option<String>)>, OnlineError> {
         if services.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.conn().await?;
-        if self.cluster {
-            // Each service's pointer lives in its own slot: one GET each.
-            let mut out = Vec::with_capacity(services.len());
-            for s in services {
-                out.push(c.get(self.keys.current(s)).await.map_err(|e| self.err(e))?);
+        let pipe_for = |pairs: &[(&String, &Option<String>)]| {
+            let mut p = redis::pipe();
+            for (s, g) in pairs {
+                p.cmd("GET").arg(self.keys.current(s));
+                p.cmd("HGET").arg(self.keys.generation_meta(s, g.as_deref().unwrap_or("none"))).arg("run_id");
             }
-            return Ok(out);
+            p
+        };
+        let pairs: Vec<(&String, &Option<String>)> = services.iter().zip(known).collect();
+        let mut flat: Vec<Option<String>> = Vec::with_capacity(2 * services.len());
+        if self.cluster {
+            // Each service's keys live in its own slot: one pipeline each.
+            for pair in &pairs {
+                let v: Vec<Option<String>> = pipe_for(std::slice::from_ref(pair)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+                flat.extend(v);
+            }
+        } else {
+            flat = pipe_for(&pairs).query_async(&mut *c).await.map_err(|e| self.err(e))?;
         }
-        let mut p = redis::pipe();
-        for s in services {
-            p.cmd("GET").arg(self.keys.current(s));
-        }
-        p.query_async(&mut *c).await.map_err(|e| self.err(e))
+        Ok(flat.chunks(2).zip(known).map(|(v, k)| (v[0].clone(), k.as_ref().and(v[1].clone()))).collect())
     }
 
     pub async fn generation_meta(&self, service: &str, generation: &str) -> Result<Option<GenerationMeta>, OnlineError> {
@@ -394,12 +410,22 @@ impl OnlineStore {
         GenerationMeta::from_fields(m).map(Some).map_err(|reason| OnlineError::CorruptMeta { key, reason })
     }
 
-    /// The live generation's metadata, if the service has one.
+    /// The live generation's metadata, if the service has one. The pointer can
+    /// move, and the generation it named be retired, between the two reads:
+    /// metadata missing under a pointer means "read the pointer again", not
+    /// "nothing is live" (a few times; a pointer without metadata for good is None).
     pub async fn current(&self, service: &str) -> Result<Option<GenerationMeta>, OnlineError> {
-        match self.current_generation(service).await? {
-            None => Ok(None),
-            Some(g) => self.generation_meta(service, &g).await,
+        for _ in 0..3 {
+            match self.current_generation(service).await? {
+                None => return Ok(None),
+                Some(g) => {
+                    if let Some(m) = self.generation_meta(service, &g).await? {
+                        return Ok(Some(m));
+                    }
+                }
+            }
         }
+        Ok(None)
     }
 
     /// Every generation of the service that may still hold rows.
@@ -436,9 +462,28 @@ impl OnlineStore {
 
     /// Makes `meta.generation` the live one, atomically, if `run_id` still holds
     /// the lease. Returns the generation it replaced.
+    ///
+    /// With replicas (a Sentinel set, or any primary with connected replicas),
+    /// the flip first waits until every replica has the generation's rows: a
+    /// failover right after the flip then cannot promote a replica whose
+    /// pointer names rows it never received. When they do not confirm in time
+    /// the run fails with the pointer untouched.
     pub async fn flip(&self, meta: &GenerationMeta) -> Result<Option<String>, OnlineError> {
         let mut c = self.conn().await?;
         let s = &meta.service;
+        if !self.cluster {
+            let (acked, connected) =
+                crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait).await.map_err(|e| self.err(e))?;
+            if acked < connected {
+                return Err(OnlineError::unavailable(
+                    &self.display_url,
+                    format!(
+                        "{acked} of {connected} replicas confirmed generation {} within {:?}; not flipped",
+                        meta.generation, self.replica_wait
+                    ),
+                ));
+            }
+        }
         let script = Script::new(FLIP);
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.lease(s))
@@ -659,6 +704,13 @@ impl OnlineStore {
 /// `redis://user:secret@host/0` -> `redis://user:***@host/0`, for each URL of
 /// a seed list.
 pub fn redact(url: &str) -> String {
+    let url = match url.split_once("sentinel_password=") {
+        Some((head, tail)) => {
+            let rest = tail.find('&').map(|i| &tail[i..]).unwrap_or("");
+            format!("{head}sentinel_password=***{rest}")
+        }
+        None => url.to_string(),
+    };
     url.split(',').map(|u| redact_one(u.trim())).collect::<Vec<_>>().join(",")
 }
 
@@ -675,21 +727,14 @@ fn redact_one(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_seed_list_or_a_cluster_scheme_means_a_cluster() {
-        assert_eq!(super::targets("redis://h:1/0"), (vec!["redis://h:1/0".to_string()], false));
-        assert_eq!(
-            super::targets("redis://a:7000, redis://b:7001"),
-            (vec!["redis://a:7000".to_string(), "redis://b:7001".to_string()], true)
-        );
-        assert_eq!(super::targets("redis+cluster://a:7000"), (vec!["redis://a:7000".to_string()], true));
-        assert_eq!(super::targets("rediss+cluster://a:7000"), (vec!["rediss://a:7000".to_string()], true));
-    }
-
-    #[test]
     fn passwords_never_reach_messages() {
         assert_eq!(super::redact("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(super::redact("rediss://u:p@h"), "rediss://u:***@h");
         assert_eq!(super::redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(super::redact("redis://:a@h1:1,redis://:b@h2:2"), "redis://:***@h1:1,redis://:***@h2:2");
+        assert_eq!(
+            super::redact("redis+sentinel://u:p@s1:1,s2:2/m?sentinel_password=q&sentinel_username=v"),
+            "redis+sentinel://u:***@s1:1,s2:2/m?sentinel_password=***&sentinel_username=v"
+        );
     }
 }

@@ -75,7 +75,11 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     // A lookup must fail fast when Redis is gone: bound every Redis call.
     let store = daeda_online::OnlineStore::connect(
         &cfg.redis_url,
-        &daeda_online::StoreSettings { pool_size: cfg.limits.redis_pool_size, timeout: Duration::from_millis(cfg.limits.redis_timeout_ms) },
+        &daeda_online::StoreSettings {
+            pool_size: cfg.limits.redis_pool_size,
+            timeout: Duration::from_millis(cfg.limits.redis_timeout_ms),
+            read_from_replicas: cfg.redis_read_from_replicas,
+        },
     )?
     .in_namespace(&cfg.namespace)?;
     gw.ready_when = cfg.ready_when;

@@ -111,16 +111,23 @@ pub async fn start(env: &TestEnv, cfg: daeda_gateway::GatewayConfig) -> Running 
 
 /// With `sql`, the gateway also serves POST /v1/sql from a DuckDB session.
 pub async fn start_with_sql(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sql: bool) -> Running {
+    start_at(env, cfg, sql, &env.redis.url(), 16).await
+}
+
+/// A gateway whose online store is at `url` (a Sentinel set, a cluster, a
+/// password-protected server), with `pool_size` connections.
+pub async fn start_at(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sql: bool, url: &str, pool_size: usize) -> Running {
+    let settings = daeda_online::StoreSettings { pool_size, timeout: std::time::Duration::from_millis(500), read_from_replicas: false };
+    start_with_store(env, cfg, sql, daeda_online::OnlineStore::connect(url, &settings).unwrap()).await
+}
+
+/// A gateway on `store`.
+pub async fn start_with_store(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sql: bool, store: daeda_online::OnlineStore) -> Running {
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
     let engine = sql.then(|| daeda_gateway::sql::WorkerCommand {
         program: env!("CARGO_BIN_EXE_daeda").into(),
         args: vec!["--catalog".into(), env.catalog().into_os_string(), "sql-worker".into()],
     });
-    let store = daeda_online::OnlineStore::connect(
-        &env.redis.url(),
-        &daeda_online::StoreSettings { pool_size: 16, timeout: std::time::Duration::from_millis(500) },
-    )
-    .unwrap();
     let gw = daeda_gateway::Gateway::bind_with_sql(cfg, catalog, store, engine).await.unwrap();
     let addr = gw.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

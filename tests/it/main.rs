@@ -5,7 +5,9 @@
 mod auth;
 mod cluster;
 mod config;
+mod deployed;
 mod gateway;
+mod ha;
 mod http;
 mod materialize;
 mod ops;

@@ -114,6 +114,8 @@ pub struct Redis {
     dir: PathBuf,
     /// Everything but the port.
     args: Vec<String>,
+    /// A Sentinel's config file (Sentinel rewrites it): runs `--sentinel`.
+    sentinel_conf: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -124,12 +126,34 @@ impl Redis {
         Redis::start_on(dir, &args, &mut ephemeral_port)
     }
 
+    /// Starts a server with extra `args` (e.g. `--replicaof`, `--requirepass`).
+    pub fn start_with(dir: &Path, args: &[&str]) -> Redis {
+        Redis::start_on(dir, args, &mut ephemeral_port)
+    }
+
+    /// Starts a Sentinel from `conf` (its text; written to `dir`).
+    pub fn start_sentinel(dir: &Path, conf: &str) -> Redis {
+        let path = dir.join("sentinel.conf");
+        std::fs::write(&path, conf).unwrap();
+        Redis::start_inner(dir, &[], &mut ephemeral_port, Some(path))
+    }
+
     /// Starts a server with `args` on a port from `pick`, on another one when
     /// that port turns out to be taken.
     fn start_on(dir: &Path, args: &[&str], pick: &mut dyn FnMut() -> u16) -> Redis {
+        Redis::start_inner(dir, args, pick, None)
+    }
+
+    fn start_inner(dir: &Path, args: &[&str], pick: &mut dyn FnMut() -> u16, sentinel_conf: Option<PathBuf>) -> Redis {
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
-            let mut r = Redis { port: pick(), dir: dir.to_path_buf(), args: args.iter().map(|a| a.to_string()).collect(), child: None };
+            let mut r = Redis {
+                port: pick(),
+                dir: dir.to_path_buf(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                sentinel_conf: sentinel_conf.clone(),
+                child: None,
+            };
             match r.spawn() {
                 Ok(()) => return r,
                 Err(e) => failures.push(e),
@@ -142,7 +166,11 @@ impl Redis {
     /// process on that port, answers.
     fn spawn(&mut self) -> Result<(), String> {
         let log = self.dir.join("redis.log");
-        let mut child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(conf) = &self.sentinel_conf {
+            cmd.arg(conf).arg("--sentinel");
+        }
+        let mut child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .arg("--dir")
             .arg(&self.dir)
@@ -192,8 +220,12 @@ impl Redis {
         Ok(true)
     }
 
+    /// With `--requirepass` among the args, the URL carries the password.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.args.iter().position(|a| a == "--requirepass").and_then(|i| self.args.get(i + 1)) {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     pub fn client(&self) -> redis::Client {
@@ -204,6 +236,17 @@ impl Redis {
         let c = self.client().get_connection_with_timeout(Duration::from_secs(10)).unwrap();
         c.set_read_timeout(Some(REDIS_REPLY)).unwrap();
         c
+    }
+
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the server.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap().success();
+        assert!(ok, "kill -{signal} {}", self.pid());
     }
 
     /// SIGKILL, like an OOM kill or a crashed node.
@@ -392,13 +435,19 @@ impl TestEnv {
 /// A three-primary Redis Cluster, for the cluster tests. Its ports are chosen
 /// by [`cluster_port`], not `bind(0)`: see there.
 pub struct Cluster {
+    /// The primaries first, then their replicas (as `redis-cli --cluster create` assigns them).
     pub nodes: Vec<Redis>,
 }
 
 impl Cluster {
     pub fn start(dir: &Path) -> Cluster {
+        Cluster::start_with_replicas(dir, 0)
+    }
+
+    /// Three primaries with `replicas` replicas each.
+    pub fn start_with_replicas(dir: &Path, replicas: usize) -> Cluster {
         let mut nodes = Vec::new();
-        for i in 0..3 {
+        for i in 0..3 * (1 + replicas) {
             let node_dir = dir.join(format!("cluster-{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
             let conf = node_dir.join("nodes.conf");
@@ -418,7 +467,7 @@ impl Cluster {
         let child = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -429,10 +478,45 @@ impl Cluster {
         for n in &nodes {
             poll(Duration::from_secs(30), "the cluster did not become ok", || {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut n.conn()).unwrap();
-                info.contains("cluster_state:ok").then_some(())
+                let known: usize = info.lines().find_map(|l| l.strip_prefix("cluster_known_nodes:")).and_then(|v| v.trim().parse().ok())?;
+                (info.contains("cluster_state:ok") && known == nodes.len()).then_some(())
             });
         }
+        if replicas > 0 {
+            for n in &nodes {
+                poll(Duration::from_secs(30), "the replicas did not sync", || {
+                    let info: String = redis::cmd("INFO").arg("replication").query(&mut n.conn()).unwrap();
+                    (info.contains("role:master") || info.contains("master_link_status:up")).then_some(())
+                });
+            }
+            // Every node lists each slot range's replicas (clients read the
+            // topology from any of them).
+            for n in &nodes {
+                poll(Duration::from_secs(30), "CLUSTER SLOTS does not list the replicas", || {
+                    let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut n.conn()).unwrap();
+                    ranges.iter().all(|r| r.len() >= 3 + replicas).then_some(())
+                });
+            }
+        }
         Cluster { nodes }
+    }
+
+    /// The index of the node replicating node `primary`.
+    pub fn replica_of(&self, primary: usize) -> usize {
+        let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut self.nodes[primary].conn()).unwrap();
+        self.nodes
+            .iter()
+            .position(|n| {
+                let info: String = redis::cmd("CLUSTER").arg("NODES").query(&mut n.conn()).unwrap();
+                info.lines().any(|l| l.contains("myself") && l.contains(&format!("slave {id}")))
+            })
+            .expect("the primary has a replica")
+    }
+
+    /// True when node `i` is a primary now.
+    pub fn is_primary(&self, i: usize) -> bool {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut self.nodes[i].conn()).unwrap();
+        matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master")
     }
 
     /// A seed list, which daeda reads as a cluster.

@@ -51,6 +51,7 @@ impl Materializer {
         if !def.serving.allowed {
             return Err(MaterializeError::NotAllowed(def.name.clone()));
         }
+        let floor = records.highest_generation(&def.name)?;
         let mut run = Run {
             m: self,
             id: daeda_metadata_store::new_run_id(&def.name, Utc::now()),
@@ -60,6 +61,7 @@ impl Materializer {
             t0: Instant::now(),
             partial: None,
             warnings: Vec::new(),
+            floor,
         };
         let recorded = records.start(RunRecord {
             run_id: run.id.clone(),
@@ -109,6 +111,8 @@ struct Run<'a> {
     /// or advanced (incremental): if the run fails, it is removed unless live.
     partial: Option<String>,
     warnings: Vec<String>,
+    /// The highest generation id the run history has seen: new ids go above it.
+    floor: u64,
 }
 
 /// What the Redis side of a run did, for its summary.
@@ -238,7 +242,7 @@ impl Run<'_> {
         }
         self.check_room(live.as_ref()).await?;
 
-        let generation = store.new_generation(&def.name).await?;
+        let generation = store.new_generation(&def.name, self.floor).await?;
         self.partial = Some(generation.clone());
         let (tx, rx) = mpsc::channel::<EncodedBatch>(self.m.settings.queue);
         let producer = self.spawn_producer(None, &generation, tx);

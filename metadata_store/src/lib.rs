@@ -291,6 +291,22 @@ impl MetadataStore {
         self.query(&sql, params![service, kind, limit as i64])
     }
 
+    /// The highest numeric generation any materialization of `service`
+    /// recorded (0 when none): the floor for the next generation id, so ids
+    /// are not issued again after Redis lost its data and its counter.
+    pub fn highest_generation(&self, service: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(CAST(generation AS INTEGER)) FROM run_records \
+             WHERE service = ?1 AND kind = 'materialize' AND generation GLOB '[0-9]*'",
+                params![service],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     /// Every record of one run, oldest first.
     pub fn show(&self, run_id: &str) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM run_records WHERE run_id = ?1 ORDER BY seq");

@@ -109,6 +109,19 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 "#;
 
+/// The next generation id, never at or below ARGV[1], registered in the
+/// service's set of generations. KEYS: genseq, generations (one slot).
+const NEXT_GENERATION: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if n <= floor then
+  n = floor + 1
+  redis.call('SET', KEYS[1], n)
+end
+redis.call('SADD', KEYS[2], tostring(n))
+return n
+"#;
+
 /// After an incremental run: the watermark only moves forward, and the row count
 /// grows by the entities that were new.
 const ADVANCE: &str = r#"
@@ -345,12 +358,19 @@ impl OnlineStore {
     // ---- generations ----------------------------------------------------
 
     /// Numbers and registers a new generation; its rows may be written next.
-    pub async fn new_generation(&self, service: &str) -> Result<String, OnlineError> {
+    /// Numbers a new generation above both the counter and `floor` (the
+    /// highest id this service's run history has seen): the counter lives in
+    /// Redis, so a Redis that lost its data would otherwise issue ids again.
+    pub async fn new_generation(&self, service: &str, floor: u64) -> Result<String, OnlineError> {
         let mut c = self.conn().await?;
-        let n: u64 = c.incr(self.keys.genseq(service), 1).await.map_err(|e| self.err(e))?;
-        let generation = n.to_string();
-        let _: () = c.sadd(self.keys.generations(service), &generation).await.map_err(|e| self.err(e))?;
-        Ok(generation)
+        let n: u64 = Script::new(NEXT_GENERATION)
+            .key(self.keys.genseq(service))
+            .key(self.keys.generations(service))
+            .arg(floor)
+            .invoke_async(&mut *c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n.to_string())
     }
 
     pub async fn current_generation(&self, service: &str) -> Result<Option<String>, OnlineError> {

@@ -171,6 +171,25 @@ fn a_full_run_flips_to_a_new_generation_and_retires_the_old_one() {
     assert!(env.redis.meta("user_features", "2", "source_snapshot").unwrap().contains("ds=2026-06-27"));
 }
 
+/// Redis lost its data (and the generation counter with it): the next run
+/// numbers its generation above the highest its run history recorded, so no
+/// generation id is ever issued twice by one materializer (a gateway that
+/// cached generation 2 can never mistake a new generation 2 for it).
+#[test]
+fn generation_ids_are_not_issued_again_after_redis_lost_its_data() {
+    let env = TestEnv::new(100);
+    env.materialize(&["--service", "user_features"]);
+    env.materialize(&["--service", "user_features"]);
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("2"));
+    let _: () = redis::cmd("FLUSHALL").query(&mut env.redis.conn()).unwrap();
+    let out = env.materialize(&["--service", "user_features"]);
+    assert_eq!(out["runs"][0]["generation"], "3", "{out}");
+    assert_eq!(env.redis.meta("user_features", "3", "row_count").as_deref(), Some("100"));
+    // The counter moved past the floor: the run after counts on from there.
+    let out = env.materialize(&["--service", "user_features"]);
+    assert_eq!(out["runs"][0]["generation"], "4", "{out}");
+}
+
 #[test]
 fn as_of_bounds_event_time() {
     let env = TestEnv::new(500);

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
+source scripts/lib.sh
 cargo build --locked --quiet
 daeda() { "$CARGO_TARGET_DIR/debug/daeda" "$@"; }
 fail() { echo "fuzz-api: $*" >&2; exit 1; }
@@ -24,23 +25,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_redis "$work" || fail "no Redis"
 
-port=$(free_port)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-redis_pid=$!
-ready=0
-for _ in $(seq 100); do
-  # Our server, not another process that took the port first.
-  if [ "$(redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$redis_pid" ]; then
-    ready=1; break
-  fi
-  kill -0 "$redis_pid" 2>/dev/null || fail "redis-server exited (port $port taken?)"
-  sleep 0.1
-done
-[ "$ready" = 1 ] || fail "redis-server did not start on port $port"
-
-export DAEDA_REDIS_URL="redis://127.0.0.1:$port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"
+export DAEDA_REDIS_URL="redis://127.0.0.1:$redis_port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"
 export DAEDA_JWT_SECRET="fuzz-api-secret-$RANDOM$RANDOM"
 cp -r feature_services "$work/feature_services"
 # demo generate writes the offline outputs where the catalog's sources point.

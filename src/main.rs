@@ -2,6 +2,9 @@
 //! MetadataStore libraries. It parses flags, calls the libraries and reports;
 //! [`exit_code`] is the one place that turns errors into exit codes.
 
+// First: its `out!` and `outln!` macros serve the modules below.
+#[macro_use]
+mod output;
 mod commands;
 mod config;
 mod demo_data;
@@ -86,9 +89,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
+    let result = run(cli);
+    let write_failure = output::finish();
+    match (result, write_failure) {
+        (Ok(code), None) => code,
+        (Ok(_), Some(e)) => {
+            eprintln!("error: writing the output: {e}");
+            ExitCode::from(1)
+        }
+        (Err(e), _) => {
             eprintln!("error: {e:#}");
             ExitCode::from(exit_code(&e))
         }

@@ -1,5 +1,6 @@
 //! Issue 15, running it in production: schema rollouts under load, catalog
-//! reloads on SIGHUP, namespaces, purge and an honest /readyz.
+//! reloads on SIGHUP, namespaces, purge and an honest /readyz; and from issue
+//! 16, requests in flight on SIGTERM and a stdout closed by its reader.
 
 use std::time::{Duration, Instant};
 
@@ -527,4 +528,41 @@ async fn requests_in_flight_finish_on_sigterm_while_new_connections_are_refused(
     let status =
         tokio::task::block_in_place(|| crate::support::wait_timeout(&mut child, Duration::from_secs(30), "daeda serve after SIGTERM"));
     assert_eq!(status.code(), Some(0));
+}
+
+/// Issue 16: `daeda … --json | head -c 10` panicked ("failed printing to
+/// stdout: Broken pipe", exit 101) once the reader had gone. Now the output
+/// ends quietly and the command exits with its own code: 0, its work done
+/// (the materialization below still reaches Redis). A full disk is still an
+/// error (exit 1). The reader is closed before daeda starts, so the first
+/// write meets the closed pipe whatever the timing.
+#[test]
+fn a_closed_stdout_ends_the_output_quietly_and_keeps_the_exit_code() {
+    let env = TestEnv::new(10);
+    let closed_pipe = || {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        drop(reader);
+        std::process::Stdio::from(writer)
+    };
+    for args in [
+        &["services", "--json"][..],
+        &["services"],
+        &["validate"],
+        &["materialize", "--online", "--json", "--service", "user_features", "--as-of", crate::support::FIXED_AS_OF],
+        &["runs", "list", "--json"],
+    ] {
+        let child = env.command(args).stdout(closed_pipe()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let out = crate::support::output_timeout(child, crate::support::DAEDA_LIMIT, "daeda with a closed stdout");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "daeda {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "daeda {args:?}: {stderr}");
+    }
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"), "the run's work was done");
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let child = env.command(&["services", "--json"]).stdout(full).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let out = crate::support::output_timeout(child, crate::support::DAEDA_LIMIT, "daeda writing to /dev/full");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: writing the output") && !stderr.contains("panicked"), "{stderr}");
 }

@@ -16,15 +16,7 @@ fail() { echo "fuzz-api: $*" >&2; exit 1; }
 st="$DAEDA_DEPS/schemathesis-venv/bin/schemathesis"
 [ -x "$st" ] || fail "no schemathesis at $st: run scripts/bootstrap.sh"
 
-work="$(mktemp -d)"
-redis_pid=""
-gateway_pid=""
-cleanup() {
-  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+use_workdir
 start_redis "$work" || fail "no Redis"
 
 export DAEDA_REDIS_URL="redis://127.0.0.1:$redis_port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"
@@ -38,16 +30,7 @@ gw_port=$(free_port)
 (cd "$work" && exec "$CARGO_TARGET_DIR/debug/daeda" serve --listen "127.0.0.1:$gw_port") 2>"$work/gateway.log" &
 gateway_pid=$!
 base="http://127.0.0.1:$gw_port"
-up=0
-for _ in $(seq 300); do
-  # The SQL worker builds its session in the background: wait for it too.
-  if curl -sf "$base/readyz" 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if (json.load(sys.stdin).get("sql") or {}).get("worker") == "up" else 1)' 2>/dev/null; then
-    up=1; break
-  fi
-  kill -0 "$gateway_pid" 2>/dev/null || { cat "$work/gateway.log" >&2; fail "daeda serve exited"; }
-  sleep 0.1
-done
-[ "$up" = 1 ] || { tail -20 "$work/gateway.log" >&2; fail "the gateway (and its SQL worker) did not come up"; }
+wait_gateway "$base" "$gateway_pid" "$work/gateway.log" || fail "no gateway"
 token=$(cd "$work" && daeda token mint --sub fuzz --services '*' --planes online,sql)
 
 # Schema-valid requests may still be refused with 400 for what the document

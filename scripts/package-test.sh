@@ -6,24 +6,17 @@
 # pointing at ~/.cache/daeda): registry check, materialize into a throwaway
 # Redis, serve, one lookup and one SQL query over HTTP. The gateway must have
 # mapped the package's own lib/libduckdb.so, and no DuckDB extension may have
-# been fetched into HOME (DuckLake comes from the package). ~30 s.
+# been fetched into HOME (DuckLake comes from the package). ~20 s.
+# PACKAGE_PROFILE=release tests the release tarball instead (a release build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 source scripts/lib.sh
 fail() { echo "package-test: $*" >&2; exit 1; }
 
-work="$(mktemp -d)"
-redis_pid=""
-gateway_pid=""
-cleanup() {
-  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+use_workdir
 
-tarball="$(bash scripts/package.sh --profile debug --out "$work/dist" | tail -1)"
+tarball="$(bash scripts/package.sh --profile "${PACKAGE_PROFILE:-debug}" --out "$work/dist" | tail -1)"
 [ -f "$tarball" ] || fail "scripts/package.sh made no tarball"
 mkdir -p "$work/unpacked here" "$work/home" "$work/redis"
 tar -xzf "$tarball" -C "$work/unpacked here"
@@ -49,16 +42,7 @@ gw_port=$(free_port)
 (cd "$pkg" && exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$work/home" bin/daeda serve --listen "127.0.0.1:$gw_port") 2>"$work/gateway.log" &
 gateway_pid=$!
 base="http://127.0.0.1:$gw_port"
-up=0
-for _ in $(seq 300); do
-  # The SQL worker (DuckLake included) builds its session in the background: wait for it too.
-  if curl -sf "$base/readyz" 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if (json.load(sys.stdin).get("sql") or {}).get("worker") == "up" else 1)' 2>/dev/null; then
-    up=1; break
-  fi
-  kill -0 "$gateway_pid" 2>/dev/null || { cat "$work/gateway.log" >&2; fail "daeda serve exited"; }
-  sleep 0.1
-done
-[ "$up" = 1 ] || { tail -20 "$work/gateway.log" >&2; fail "the packaged gateway (and its SQL worker) did not come up"; }
+wait_gateway "$base" "$gateway_pid" "$work/gateway.log" || fail "no gateway"
 grep -qF "$pkg/lib/libduckdb.so" "/proc/$gateway_pid/maps" || fail "the gateway did not load the package's lib/libduckdb.so"
 
 token="$(clean bin/daeda token mint --sub package-test --services '*' --planes online,sql)"

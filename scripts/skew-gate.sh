@@ -12,9 +12,7 @@ cargo build --locked --quiet
 daeda() { "$CARGO_TARGET_DIR/debug/daeda" "$@"; }
 fail() { echo "skew-gate: $*" >&2; exit 1; }
 
-work="$(mktemp -d)"
-redis_pid=""
-trap '[ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null; rm -rf "$work"' EXIT
+use_workdir
 start_redis "$work" || fail "no Redis"
 
 export DAEDA_REDIS_URL="redis://127.0.0.1:$redis_port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"

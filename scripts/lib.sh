@@ -1,5 +1,6 @@
 # Helpers shared by the scripts that start throwaway servers (sourced, not
-# run): scripts/skew-gate.sh, scripts/fuzz-api.sh, scripts/package-test.sh.
+# run): scripts/skew-gate.sh, scripts/fuzz-api.sh, scripts/package-test.sh,
+# scripts/demo.sh.
 
 # use_workdir: sets work to a new temporary folder, and a trap that on exit
 # stops the redis-server and `daeda serve` the script started (redis_pid,

@@ -17,7 +17,7 @@ static CLOSED: AtomicBool = AtomicBool::new(false);
 /// The first write error that is not a closed pipe.
 static FAILURE: Mutex<Option<std::io::Error>> = Mutex::new(None);
 
-/// Writes to stdout unless an earlier write failed; used by [`out!`] and [`outln!`].
+/// Writes to stdout unless an earlier write failed; used by `out!` and `outln!`.
 pub fn write(args: std::fmt::Arguments<'_>) {
     if CLOSED.load(Ordering::Relaxed) {
         return;

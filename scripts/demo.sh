@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
 source scripts/env.sh
+source scripts/lib.sh
 cargo build --locked --quiet
 daeda() { "$CARGO_TARGET_DIR/debug/daeda" "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -23,13 +24,9 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${DAEDA_REDIS_URL:-}" ]; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" \
-    --maxmemory-policy noeviction >"$workdir/redis.log" 2>&1 &
-  redis_pid=$!
-  export DAEDA_REDIS_URL="redis://127.0.0.1:$port/0"
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  echo "demo: started redis-server on port $port"
+  start_redis "$workdir" --maxmemory-policy noeviction || exit 1
+  export DAEDA_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+  echo "demo: started redis-server on port $redis_port"
 fi
 export DAEDA_CATALOG=feature_services DAEDA_RUN_ROOT="${DAEDA_RUN_ROOT:-.daeda}"
 
@@ -51,7 +48,6 @@ daeda online get --service user_features --entities '{"user_id": [1, 2, 99999999
 daeda online get --service user_item_reranker --entities '{"user_id": [0], "item_id": [0]}'
 
 step "serve: the gateway on loopback, a token, lookups and a SQL query over HTTP"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 gw_port=$(free_port)
 export DAEDA_JWT_SECRET="${DAEDA_JWT_SECRET:-demo-secret-change-me}"
 # The binary itself, not the shell function, so that $! is the server's pid.

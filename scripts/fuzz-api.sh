@@ -9,38 +9,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
+source scripts/lib.sh
 cargo build --locked --quiet
 daeda() { "$CARGO_TARGET_DIR/debug/daeda" "$@"; }
 fail() { echo "fuzz-api: $*" >&2; exit 1; }
 st="$DAEDA_DEPS/schemathesis-venv/bin/schemathesis"
 [ -x "$st" ] || fail "no schemathesis at $st: run scripts/bootstrap.sh"
 
-work="$(mktemp -d)"
-redis_pid=""
-gateway_pid=""
-cleanup() {
-  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+use_workdir
+start_redis "$work" || fail "no Redis"
 
-port=$(free_port)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-redis_pid=$!
-ready=0
-for _ in $(seq 100); do
-  # Our server, not another process that took the port first.
-  if [ "$(redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$redis_pid" ]; then
-    ready=1; break
-  fi
-  kill -0 "$redis_pid" 2>/dev/null || fail "redis-server exited (port $port taken?)"
-  sleep 0.1
-done
-[ "$ready" = 1 ] || fail "redis-server did not start on port $port"
-
-export DAEDA_REDIS_URL="redis://127.0.0.1:$port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"
+export DAEDA_REDIS_URL="redis://127.0.0.1:$redis_port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"
 export DAEDA_JWT_SECRET="fuzz-api-secret-$RANDOM$RANDOM"
 cp -r feature_services "$work/feature_services"
 # demo generate writes the offline outputs where the catalog's sources point.
@@ -51,16 +30,7 @@ gw_port=$(free_port)
 (cd "$work" && exec "$CARGO_TARGET_DIR/debug/daeda" serve --listen "127.0.0.1:$gw_port") 2>"$work/gateway.log" &
 gateway_pid=$!
 base="http://127.0.0.1:$gw_port"
-up=0
-for _ in $(seq 300); do
-  # The SQL worker builds its session in the background: wait for it too.
-  if curl -sf "$base/readyz" 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if (json.load(sys.stdin).get("sql") or {}).get("worker") == "up" else 1)' 2>/dev/null; then
-    up=1; break
-  fi
-  kill -0 "$gateway_pid" 2>/dev/null || { cat "$work/gateway.log" >&2; fail "daeda serve exited"; }
-  sleep 0.1
-done
-[ "$up" = 1 ] || { tail -20 "$work/gateway.log" >&2; fail "the gateway (and its SQL worker) did not come up"; }
+wait_gateway "$base" "$gateway_pid" "$work/gateway.log" || fail "no gateway"
 token=$(cd "$work" && daeda token mint --sub fuzz --services '*' --planes online,sql)
 
 # Schema-valid requests may still be refused with 400 for what the document

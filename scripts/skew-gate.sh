@@ -7,28 +7,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
+source scripts/lib.sh
 cargo build --locked --quiet
 daeda() { "$CARGO_TARGET_DIR/debug/daeda" "$@"; }
 fail() { echo "skew-gate: $*" >&2; exit 1; }
 
-work="$(mktemp -d)"
-redis_pid=""
-trap '[ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-redis_pid=$!
-ready=0
-for _ in $(seq 100); do
-  # Our server, not another process that took the port first.
-  if [ "$(redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$redis_pid" ]; then
-    ready=1; break
-  fi
-  kill -0 "$redis_pid" 2>/dev/null || fail "redis-server exited (port $port taken?)"
-  sleep 0.1
-done
-[ "$ready" = 1 ] || fail "redis-server did not start on port $port"
+use_workdir
+start_redis "$work" || fail "no Redis"
 
-export DAEDA_REDIS_URL="redis://127.0.0.1:$port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"
+export DAEDA_REDIS_URL="redis://127.0.0.1:$redis_port/0" DAEDA_RUN_ROOT="$work/runs" DAEDA_CATALOG="$work/feature_services"
 cp -r feature_services "$work/feature_services"
 daeda demo generate --out "$work/data" --users 5000 >/dev/null
 daeda materialize --online --all >/dev/null

@@ -5,7 +5,8 @@
 # their own redis-server on free ports; nothing else needs to be running.
 # Then the Version Protocol gate (`daeda registry check`) and the skew-parity
 # gate (scripts/skew-gate.sh) run on the example services, and schemathesis
-# fuzzes the gateway against its OpenAPI document (scripts/fuzz-api.sh).
+# fuzzes the gateway against its OpenAPI document (scripts/fuzz-api.sh), and
+# the release tarball runs the demo's steps unpacked elsewhere (scripts/package-test.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
@@ -25,3 +26,6 @@ bash scripts/skew-gate.sh
 bash scripts/dagster-example.sh  # the Dagster recipe (examples/dagster), its assets materialized in-process
 # The gateway against its OpenAPI document, fuzzed (schemathesis, all checks).
 bash scripts/fuzz-api.sh
+# The release tarball, unpacked elsewhere, runs the demo's steps with a clean
+# environment. Last: it relinks target/debug/daeda with the package's rpath.
+bash scripts/package-test.sh

@@ -42,7 +42,7 @@ pub fn run(c: Command) -> Result<ExitCode> {
         None => Utc::now().date_naive(),
     };
     generate(&out, users, items, base)?;
-    println!("example data for {users} users and {items} items written to {}", out.display());
+    outln!("example data for {users} users and {items} items written to {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,9 @@
 //! MetadataStore libraries. It parses flags, calls the libraries and reports;
 //! [`exit_code`] is the one place that turns errors into exit codes.
 
+// First: its `out!` and `outln!` macros serve the modules below.
+#[macro_use]
+mod output;
 mod commands;
 mod config;
 mod demo_data;
@@ -70,6 +73,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything can start a thread: it may set an environment variable.
+    packaged_extension_dir();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DAEDA_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -84,9 +89,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
+    let result = run(cli);
+    let write_failure = output::finish();
+    match (result, write_failure) {
+        (Ok(code), None) => code,
+        (Ok(_), Some(e)) => {
+            eprintln!("error: writing the output: {e}");
+            ExitCode::from(1)
+        }
+        (Err(e), _) => {
             eprintln!("error: {e:#}");
             ExitCode::from(exit_code(&e))
         }
@@ -108,6 +119,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => commands::serve::token(o, c),
         Command::SqlWorker(a) => commands::serve::sql_worker(o, &a),
         Command::Demo(c) => demo_data::run(c),
+    }
+}
+
+/// Where a packaged daeda (`scripts/package.sh`) keeps its DuckDB extensions,
+/// relative to the folder holding the binary: `<prefix>/bin/daeda` beside
+/// `<prefix>/lib/duckdb-extensions`, as `lib/libduckdb.so` is found by the
+/// binary's `$ORIGIN/../lib` rpath.
+const PACKAGED_EXTENSION_DIR: &str = "../lib/duckdb-extensions";
+
+/// Points `DAEDA_DUCKDB_EXTENSION_DIR` at the packaged extension folder when
+/// it is unset and that folder exists beside this binary, so an unpacked
+/// tarball reads DuckLake wherever it lies; a configured value always wins.
+/// The variable (not a flag) because every DuckDB session, including the SQL
+/// worker this process starts, reads it. Called first in `main`, while the
+/// process has one thread (setting the environment later would race readers).
+fn packaged_extension_dir() {
+    if std::env::var_os(daeda_materializer::EXTENSION_DIR_ENV).is_some() {
+        return;
+    }
+    let Some(bin) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(std::path::Path::to_path_buf)) else { return };
+    let dir = bin.join(PACKAGED_EXTENSION_DIR);
+    if dir.is_dir() {
+        // The canonical form: DuckDB gets no `..` to resolve.
+        std::env::set_var(daeda_materializer::EXTENSION_DIR_ENV, dir.canonicalize().unwrap_or(dir));
     }
 }
 

@@ -303,7 +303,9 @@ impl Verifier {
         if c.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
             return Err(ApiError::Unauthorized(NOT_YET_VALID));
         }
-        if c.sub.is_empty() {
+        // A blank subject names no one: it cannot be logged, rate-limited or
+        // cooled down per caller, so it is no identity at all.
+        if c.sub.trim().is_empty() {
             return Err(ApiError::Unauthorized(INVALID));
         }
         let services =

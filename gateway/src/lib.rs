@@ -454,14 +454,16 @@ impl Gateway {
             a.abort();
         }
         refresher.abort();
+        // Requests in flight finish first (SQL queries need their worker),
+        // then the worker goes and the last failures are logged.
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+            tracing::warn!("some connections were still open 10 s after shutdown began");
+        }
         if let Some(sql) = &self.state.sql {
             sql.supervisor.abort(); // drops the worker's process handle, which kills it
         }
         flusher.abort();
         self.state.failures.flush(true);
-        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
-            tracing::warn!("some connections were still open 10 s after shutdown began");
-        }
     }
 }
 

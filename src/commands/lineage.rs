@@ -28,9 +28,9 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
     if a.json {
         super::print_json(&l)?;
     } else if a.dot {
-        print!("{}", l.to_dot());
+        out!("{}", l.to_dot());
     } else {
-        print!("{}", l.to_text());
+        out!("{}", l.to_text());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -164,7 +164,7 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
                     for w in &s.warnings {
                         eprintln!("warning: {}: {w}", s.service);
                     }
-                    println!("{}", line(&s));
+                    outln!("{}", line(&s));
                 }
                 summaries.push(s);
             }

@@ -37,6 +37,6 @@ pub fn split_list(values: &[String]) -> Vec<String> {
 }
 
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }

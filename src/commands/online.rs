@@ -72,7 +72,7 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                 }
                 e => anyhow::Error::new(e),
             })?;
-            println!("{}", pretty(&body));
+            outln!("{}", pretty(&body));
         }
         Command::Purge { service } => {
             let holder = format!("purge-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
@@ -85,18 +85,18 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                 removed
             });
             let n = n.with_context(|| format!("online purge of `{service}`"))?;
-            println!("purged {service} (namespace {}): {n} rows", store.keys().namespace());
+            outln!("purged {service} (namespace {}): {n} rows", store.keys().namespace());
         }
         Command::Gc { dry_run, force } => {
             let report = rt.block_on(gc(&store, &catalog, dry_run, &force)).context("online gc")?;
             for line in &report.removed {
-                println!("{}{line}", if dry_run { "would remove " } else { "removed " });
+                outln!("{}{line}", if dry_run { "would remove " } else { "removed " });
             }
             for line in &report.skipped {
-                println!("skipped {line}");
+                outln!("skipped {line}");
             }
             if report.removed.is_empty() && report.skipped.is_empty() {
-                println!("nothing to remove");
+                outln!("nothing to remove");
             }
         }
     }

@@ -73,21 +73,21 @@ fn lock(dir: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         if report.matches() && std::fs::read_to_string(&path).ok().as_deref() == Some(current.to_json().as_str()) {
-            println!("{} is up to date ({} services)", path.display(), current.services.len());
+            outln!("{} is up to date ({} services)", path.display(), current.services.len());
             return Ok(ExitCode::SUCCESS);
         }
         for c in &report.changes {
-            println!("{}: {}: {}", c.service, c.class, c.change);
+            outln!("{}: {}: {}", c.service, c.class, c.change);
         }
         for (s, old, new) in &report.version_changes {
-            println!("{s}: version {old} -> {new}");
+            outln!("{s}: version {old} -> {new}");
         }
     }
     // Write beside, then rename: a reader never sees half a lock.
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, current.to_json()).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {} ({} services)", path.display(), current.services.len());
+    outln!("wrote {} ({} services)", path.display(), current.services.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -132,10 +132,10 @@ fn report_json(report: &CheckReport, against: &str) -> serde_json::Value {
 
 fn print_changes(report: &CheckReport) {
     for c in &report.changes {
-        println!("{}: {}: {}", c.service, c.class, c.change);
+        outln!("{}: {}: {}", c.service, c.class, c.change);
     }
     for (s, old, new) in &report.version_changes {
-        println!("{s}: version {old} -> {new}");
+        outln!("{s}: version {old} -> {new}");
     }
 }
 
@@ -178,12 +178,12 @@ fn check_cmd(dir: &Path, against: Option<&str>, as_json: bool) -> Result<ExitCod
         print_changes(&local);
         if let (Some(r), Some(name)) = (&vs_ref, against) {
             if !r.matches() {
-                println!("against {name}:");
+                outln!("against {name}:");
                 for c in &r.changes {
-                    println!("  {}: {}: {}", c.service, c.class, c.change);
+                    outln!("  {}: {}: {}", c.service, c.class, c.change);
                 }
                 for (s, old, new) in &r.version_changes {
-                    println!("  {s}: version {old} -> {new}");
+                    outln!("  {s}: version {old} -> {new}");
                 }
             }
         }
@@ -191,7 +191,7 @@ fn check_cmd(dir: &Path, against: Option<&str>, as_json: bool) -> Result<ExitCod
             eprintln!("error: {e}");
         }
         if ok {
-            println!(
+            outln!(
                 "{} services match {LOCK_FILE}{}",
                 current.services.len(),
                 against.map(|r| format!("; version rules hold against {r}")).unwrap_or_default()
@@ -209,11 +209,11 @@ fn diff_cmd(dir: &Path, against: Option<&str>, as_json: bool) -> Result<ExitCode
     if as_json {
         super::print_json(&report_json(&report, &origin))?;
     } else if report.matches() {
-        println!("no changes against {origin}");
+        outln!("no changes against {origin}");
     } else {
         print_changes(&report);
         for v in &report.violations {
-            println!("{}: {}", v.service, v.message);
+            outln!("{}: {}", v.service, v.message);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -43,9 +43,9 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             if json {
                 super::print_json(&list)?;
             } else {
-                println!("{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  generation", "run id", "kind", "service", "mode", "status", "rows");
+                outln!("{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  generation", "run id", "kind", "service", "mode", "status", "rows");
                 for r in list {
-                    println!(
+                    outln!(
                         "{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  {}",
                         r.run_id,
                         r.kind,
@@ -65,7 +65,7 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             let cutoff = (chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let (runs, records) = store.prune(&cutoff, dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
-            println!("{verb} {runs} runs ({records} records) started before {cutoff}");
+            outln!("{verb} {runs} runs ({records} records) started before {cutoff}");
         }
         Command::Show { run_id, json } => {
             let recs = store.show(&run_id)?;
@@ -73,7 +73,7 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
                 super::print_json(&recs)?;
             } else {
                 for r in recs {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
+                    outln!("{}", serde_json::to_string_pretty(&r)?);
                 }
             }
         }

@@ -232,6 +232,9 @@ pub fn token(o: &Overrides, c: TokenCommand) -> Result<ExitCode> {
             other => Err(UsageError(format!("unknown plane `{other}` (expected online or sql)"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if sub.trim().is_empty() {
+        return Err(UsageError("--sub must name the caller (the gateway refuses a blank sub)".into()).into());
+    }
     let services = super::split_list(&[services]);
     if services.is_empty() {
         return Err(UsageError("--services needs at least one service (or *)".into()).into());
@@ -246,6 +249,6 @@ pub fn token(o: &Overrides, c: TokenCommand) -> Result<ExitCode> {
         audience: cfg.jwt_audience.clone(),
     })
     .context("signing the token")?;
-    println!("{token}");
+    outln!("{token}");
     Ok(ExitCode::SUCCESS)
 }

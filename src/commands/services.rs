@@ -36,7 +36,7 @@ pub fn validate(o: &Overrides) -> Result<ExitCode> {
     let cfg = Config::load(o)?;
     let catalog = super::catalog(&cfg)?;
     let n = catalog.services().count();
-    println!("{n} feature service definition(s) in {} are valid", cfg.catalog.display());
+    outln!("{n} feature service definition(s) in {} are valid", cfg.catalog.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -51,9 +51,9 @@ pub fn list(o: &Overrides, a: &Args) -> Result<ExitCode> {
         super::print_json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:<13} {:<9} {:<8} {:<24} {:>7}  fingerprint", "service", "version", "source", "serving", "join keys", "columns");
+    outln!("{:<24} {:<13} {:<9} {:<8} {:<24} {:>7}  fingerprint", "service", "version", "source", "serving", "join keys", "columns");
     for s in catalog.services() {
-        println!(
+        outln!(
             "{:<24} {:<13} {:<9} {:<8} {:<24} {:>7}  {}",
             s.name,
             s.version,
@@ -108,12 +108,12 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     let s = &def;
-    println!("{} {}  ({})", s.name, s.version, s.file.display());
-    println!("  owner: {}  tags: {}", s.owner.as_deref().unwrap_or("-"), s.tags.join(", "));
+    outln!("{} {}  ({})", s.name, s.version, s.file.display());
+    outln!("  owner: {}  tags: {}", s.owner.as_deref().unwrap_or("-"), s.tags.join(", "));
     if let Some(d) = &s.description {
-        println!("  {d}");
+        outln!("  {d}");
     }
-    println!(
+    outln!(
         "  join keys: {}  timestamp: {}  source: {}  serving: {}{}  fingerprint: {}",
         s.join_keys.join(", "),
         s.timestamp,
@@ -125,19 +125,19 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
     for c in &s.columns {
         let nn = if c.nullable { "" } else { " not null" };
         let r = c.lineage.as_deref().map(|r| format!(" <- {r}")).unwrap_or_default();
-        println!("    {:<20} {}{nn}{r}", c.name, c.ty);
+        outln!("    {:<20} {}{nn}{r}", c.name, c.ty);
     }
     let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
     match text(&lock, "status").as_str() {
-        "no_lock" => println!("lock: no {} in the catalog", daeda_catalog::LOCK_FILE),
-        "not_locked" => println!("lock: not in {} (run `daeda registry lock`)", daeda_catalog::LOCK_FILE),
-        "matches" => println!("lock: {} (matches)", text(&lock, "locked_version")),
-        _ => println!("lock: {} (drift: {})", text(&lock, "locked_version"), text(&lock, "drift")),
+        "no_lock" => outln!("lock: no {} in the catalog", daeda_catalog::LOCK_FILE),
+        "not_locked" => outln!("lock: not in {} (run `daeda registry lock`)", daeda_catalog::LOCK_FILE),
+        "matches" => outln!("lock: {} (matches)", text(&lock, "locked_version")),
+        _ => outln!("lock: {} (drift: {})", text(&lock, "locked_version"), text(&lock, "drift")),
     }
     match &live {
-        serde_json::Value::Null => println!("live: no generation in Redis"),
-        v if v.get("error").is_some() => println!("live: unavailable: {}", text(v, "error")),
-        v => println!(
+        serde_json::Value::Null => outln!("live: no generation in Redis"),
+        v if v.get("error").is_some() => outln!("live: unavailable: {}", text(v, "error")),
+        v => outln!(
             "live: generation {} (version {}), {} rows, as of {}, materialized at {}{}",
             text(v, "generation"),
             text(v, "version"),
@@ -148,11 +148,11 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
         ),
     }
     match &records {
-        Err(e) => println!("runs: unavailable: {e:#}"),
+        Err(e) => outln!("runs: unavailable: {e:#}"),
         Ok((runs, skews)) => {
-            println!("last runs:{}", if runs.is_empty() { " none" } else { "" });
+            outln!("last runs:{}", if runs.is_empty() { " none" } else { "" });
             for r in runs {
-                println!(
+                outln!(
                     "  {:<44} {:<10} {:<11} {:>9} rows  {}  {}",
                     r.run_id,
                     r.status,
@@ -162,11 +162,11 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
                     r.generation.as_deref().or(r.error.as_deref()).unwrap_or("")
                 );
             }
-            println!("last skew checks:{}", if skews.is_empty() { " none" } else { "" });
+            outln!("last skew checks:{}", if skews.is_empty() { " none" } else { "" });
             for r in skews {
                 let rate =
                     r.details.as_ref().and_then(|d| d.get("mismatch_rate")).map(|x| format!("mismatch rate {x}")).unwrap_or_default();
-                println!(
+                outln!(
                     "  {:<44} {:<10} {:>9} compared  {}  {rate}",
                     r.run_id,
                     r.status,

@@ -64,7 +64,7 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
     if a.json {
         super::print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "{} generation {} as of {} ({}): {} compared, {} matched, {} mismatched, {} missing online{}, {} stale; mismatch rate {:.6} (max {}) => {}",
             report.service,
             report.generation,
@@ -81,9 +81,9 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             if report.passed { "PASS" } else { "SKEW" }
         );
         for (col, c) in &report.columns {
-            println!("  {col}: {} mismatches", c.mismatches);
+            outln!("  {col}: {} mismatches", c.mismatches);
             for ex in &c.examples {
-                println!("    entity {}: offline {} online {}", ex.entity, ex.offline, ex.online);
+                outln!("    entity {}: offline {} online {}", ex.entity, ex.offline, ex.online);
             }
         }
         for w in &report.warnings {

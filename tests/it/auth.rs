@@ -56,17 +56,30 @@ async fn status(gw: &http::Running, token: &str) -> u16 {
     send(gw.addr, "POST", USERS, &[("authorization", &bearer(token))], BODY).await.status.as_u16()
 }
 
+/// Issue 16: a token whose `sub` is empty or only whitespace (ASCII or not)
+/// names no caller; it is refused like any invalid token, every time.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_empty_sub_is_401() {
+async fn an_empty_or_blank_sub_is_401() {
     let env = TestEnv::new(10);
     env.materialize(&["--all"]);
     let gw = http::start(&env, http::config(&env)).await;
-    let r = send(gw.addr, "POST", USERS, &[("authorization", &bearer(&hs256(&with("sub", json!("")), SECRET.as_bytes())))], BODY).await;
-    assert_eq!((r.status.as_u16(), r.code()), (401, "unauthorized".into()), "{}", String::from_utf8_lossy(&r.body));
-    // And the same token is refused again (a refusal is not cached as a pass).
-    let r = send(gw.addr, "POST", USERS, &[("authorization", &bearer(&hs256(&with("sub", json!("")), SECRET.as_bytes())))], BODY).await;
-    assert_eq!(r.status, 401);
+    for sub in ["", " ", "   ", "\t\n", "\u{3000}"] {
+        let token = hs256(&with("sub", json!(sub)), SECRET.as_bytes());
+        for path in [USERS, "/v1/sql"] {
+            let body = if path == USERS { BODY } else { r#"{"sql": "SELECT 1"}"# };
+            let r = send(gw.addr, "POST", path, &[("authorization", &bearer(&token))], body).await;
+            assert_eq!(
+                (r.status.as_u16(), r.code()),
+                (401, "unauthorized".into()),
+                "sub {sub:?} on {path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        // And the same token is refused again (a refusal is not cached as a pass).
+        assert_eq!(status(&gw, &token).await, 401, "sub {sub:?}, second time");
+    }
     assert_eq!(status(&gw, &hs256(&claims(), SECRET.as_bytes())).await, 200);
+    assert_eq!(status(&gw, &hs256(&with("sub", json!(" padded ")), SECRET.as_bytes())).await, 200, "a sub with text is a sub");
     gw.stop().await;
 }
 

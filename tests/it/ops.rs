@@ -240,30 +240,14 @@ fn plain(line: &str) -> String {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `daeda serve` on a free port with `env`'s Redis; returns once it accepts connections.
+/// `daeda serve` (SQL plane on) with its stderr piped, for [`stop`].
 fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut cmd = env.command(&["serve", "--listen", &addr.to_string()]);
-    cmd.env("DAEDA_JWT_SECRET", http::SECRET).env("NO_COLOR", "1").stderr(std::process::Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "daeda serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
+    crate::support::serve(env, extra_env, std::process::Stdio::piped())
 }
 
 /// SIGTERM, then everything it wrote to stderr.
 fn stop(child: std::process::Child) -> String {
-    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    crate::support::signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).lines().map(plain).collect::<Vec<_>>().join("\n");
     assert_eq!(out.status.code(), Some(0), "{stderr}");

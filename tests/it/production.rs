@@ -1,12 +1,13 @@
 //! Issue 15, running it in production: schema rollouts under load, catalog
-//! reloads on SIGHUP, namespaces, purge and an honest /readyz.
+//! reloads on SIGHUP, namespaces, purge and an honest /readyz; and from issue
+//! 16, requests in flight on SIGTERM and a stdout closed by its reader.
 
 use std::time::{Duration, Instant};
 
 use daeda_gateway::Plane;
 
 use crate::http::{self, bearer, mint, send};
-use crate::support::TestEnv;
+use crate::support::{signal, TestEnv};
 
 /// `grow`: a Parquet source with columns id, ts, a and b; the definition
 /// serves `a`, and `b` too when `with_b`.
@@ -115,26 +116,10 @@ async fn a_generation_without_a_stored_schema_and_another_fingerprint_is_refused
     gw.stop().await;
 }
 
-/// `daeda serve` on a free port with `env`'s Redis.
+/// `daeda serve` without the SQL plane, its logs on the test's stderr.
 pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
-    let addr: std::net::SocketAddr =
-        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).parse().unwrap();
-    let mut cmd = env.command(&["serve", "--listen", &addr.to_string()]);
-    cmd.env("DAEDA_JWT_SECRET", http::SECRET).env("DAEDA_SQL_ENABLED", "false").env("NO_COLOR", "1");
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "daeda serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+    let env_vars: Vec<(&str, &str)> = [("DAEDA_SQL_ENABLED", "false")].into_iter().chain(extra_env.iter().copied()).collect();
+    crate::support::serve(env, &env_vars, std::process::Stdio::inherit())
 }
 
 /// Regression (issue 15): turning a service's serving off needed a restart of
@@ -468,4 +453,116 @@ fn runs_prune_removes_old_runs_and_keeps_the_latest_success() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["status"], "succeeded");
     env.expect(2, &["runs", "prune", "--older-than", "soon"]);
+}
+
+/// Sends a request head with `Expect: 100-continue` and waits for the
+/// gateway's `100 Continue`: from then on the handler is running and reading
+/// the body, so the request is in flight. The body is still to be sent.
+async fn in_flight(addr: std::net::SocketAddr, path: &str, auth: &str, body_len: usize) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\ncontent-type: application/json\r\n\
+         content-length: {body_len}\r\nexpect: 100-continue\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await.expect("no 100 Continue within 30 s").unwrap();
+        assert!(n > 0, "closed before 100 Continue: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&got));
+    s
+}
+
+/// Sends the rest of the request and reads the response to its end: status, body.
+async fn finish(mut s: tokio::net::TcpStream, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await.expect("no response within 30 s").unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("not a response: {text}"));
+    // Both are small, whole bodies (content-length, not chunked).
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// Issue 16: requests in flight when SIGTERM arrives finish with 200 while new
+/// connections are refused, then the gateway exits 0. A lookup and a SQL
+/// query are held in flight (head read, body not yet sent) across the signal.
+/// Before, shutdown killed the SQL worker first, so the query failed (503).
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_in_flight_finish_on_sigterm_while_new_connections_are_refused() {
+    let env = TestEnv::new(20);
+    env.materialize(&["--service", "user_features"]);
+    // Long request deadlines: the test, not the gateway, decides when bodies arrive.
+    let limits = [("DAEDA_REQUEST_TIMEOUT_MS", "60000"), ("DAEDA_SQL_TIMEOUT_MS", "30000")];
+    let (mut child, addr) = crate::support::serve(&env, &limits, std::process::Stdio::inherit());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while send(addr, "GET", "/readyz", &[], "").await.json()["sql"]["worker"] != "up" {
+        assert!(Instant::now() < deadline, "the SQL worker did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let auth = bearer(&mint(&["user_features"], &[Plane::Online, Plane::Sql]));
+    let lookup_body = r#"{"entities": {"user_id": [1, 2]}, "features": ["country"]}"#;
+    let sql_body = r#"{"sql": "SELECT count(*) AS n FROM user_features"}"#;
+    let lookup = in_flight(addr, "/v1/features/user_features", &auth, lookup_body.len()).await;
+    let query = in_flight(addr, "/v1/sql", &auth, sql_body.len()).await;
+
+    signal(&child, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting connections 30 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the gateway exited with requests in flight");
+
+    let (status, body) = finish(lookup, lookup_body).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["columns"]["country"].as_array().map(Vec::len), Some(2), "{body}");
+    let (status, body) = finish(query, sql_body).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"n\""), "{body}");
+    let status =
+        tokio::task::block_in_place(|| crate::support::wait_timeout(&mut child, Duration::from_secs(30), "daeda serve after SIGTERM"));
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Issue 16: `daeda … --json | head -c 10` panicked ("failed printing to
+/// stdout: Broken pipe", exit 101) once the reader had gone. Now the output
+/// ends quietly and the command exits with its own code: 0, its work done
+/// (the materialization below still reaches Redis). A full disk is still an
+/// error (exit 1). The reader is closed before daeda starts, so the first
+/// write meets the closed pipe whatever the timing.
+#[test]
+fn a_closed_stdout_ends_the_output_quietly_and_keeps_the_exit_code() {
+    let env = TestEnv::new(10);
+    let closed_pipe = || {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        drop(reader);
+        std::process::Stdio::from(writer)
+    };
+    for args in [
+        &["services", "--json"][..],
+        &["services"],
+        &["validate"],
+        &["materialize", "--online", "--json", "--service", "user_features", "--as-of", crate::support::FIXED_AS_OF],
+        &["runs", "list", "--json"],
+    ] {
+        let child = env.command(args).stdout(closed_pipe()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let out = crate::support::output_timeout(child, crate::support::DAEDA_LIMIT, "daeda with a closed stdout");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "daeda {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "daeda {args:?}: {stderr}");
+    }
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"), "the run's work was done");
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let child = env.command(&["services", "--json"]).stdout(full).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let out = crate::support::output_timeout(child, crate::support::DAEDA_LIMIT, "daeda writing to /dev/full");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: writing the output") && !stderr.contains("panicked"), "{stderr}");
 }

@@ -10,7 +10,7 @@
 //! of hanging CI.
 
 use std::io::Read;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -430,6 +430,34 @@ impl TestEnv {
     pub fn duckdb(&self) -> duckdb::Connection {
         duckdb::Connection::open_in_memory().unwrap()
     }
+}
+
+/// `daeda serve` as a process, on a free loopback port with this env's Redis,
+/// [`crate::http::SECRET`] as its JWT secret and plain (uncoloured) logs, plus
+/// `extra_env`; stderr as `stderr` says. Returns once the port accepts
+/// connections (at most 30 s, or panics).
+pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)], stderr: Stdio) -> (Child, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", ephemeral_port()).parse().unwrap();
+    let mut cmd = env.command(&["serve", "--listen", &addr.to_string()]);
+    cmd.env("DAEDA_JWT_SECRET", crate::http::SECRET).env("NO_COLOR", "1").stderr(stderr);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("daeda serve did not start on {addr} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+/// Sends `sig` (as `kill` spells it: `-TERM`, `-HUP`) to `child`.
+pub fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
 }
 
 /// A three-primary Redis Cluster, for the cluster tests. Its ports are chosen

@@ -135,14 +135,14 @@ const PACKAGED_EXTENSION_DIR: &str = "../lib/duckdb-extensions";
 /// worker this process starts, reads it. Called first in `main`, while the
 /// process has one thread (setting the environment later would race readers).
 fn packaged_extension_dir() {
-    if std::env::var_os(daeda_materializer::EXTENSION_DIR_ENV).is_some() {
+    if std::env::var_os(daeda_offline::EXTENSION_DIR_ENV).is_some() {
         return;
     }
     let Some(bin) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(std::path::Path::to_path_buf)) else { return };
     let dir = bin.join(PACKAGED_EXTENSION_DIR);
     if dir.is_dir() {
         // The canonical form: DuckDB gets no `..` to resolve.
-        std::env::set_var(daeda_materializer::EXTENSION_DIR_ENV, dir.canonicalize().unwrap_or(dir));
+        std::env::set_var(daeda_offline::EXTENSION_DIR_ENV, dir.canonicalize().unwrap_or(dir));
     }
 }
 

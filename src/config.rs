@@ -35,6 +35,15 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     jwt: Option<JwtFile>,
     sql: Option<SqlFile>,
+    quack: Option<QuackFile>,
+}
+
+/// `[quack]`: DuckDB's remote protocol, off unless `listen` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuackFile {
+    /// host:port (`DAEDA_QUACK_LISTEN`); loopback unless `allow_remote`.
+    listen: Option<String>,
 }
 
 /// `[sql]`: the SQL plane's bounds. Each key also reads `DAEDA_SQL_<KEY>`.
@@ -106,6 +115,8 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub sql: SqlSettings,
+    /// `quack.listen` (`DAEDA_QUACK_LISTEN`): serve Quack here; off when unset.
+    pub quack_listen: Option<String>,
 }
 
 /// The flags every command that needs them shares.
@@ -208,6 +219,7 @@ impl Config {
             jwt_issuer: env("DAEDA_JWT_ISSUER").or(jwt.issuer),
             jwt_audience: env("DAEDA_JWT_AUDIENCE").or(jwt.audience),
             sql,
+            quack_listen: env("DAEDA_QUACK_LISTEN").or(file.quack.and_then(|q| q.listen)),
         })
     }
 }

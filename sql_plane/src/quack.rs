@@ -152,11 +152,15 @@ impl VArrowScalar for Authorize {
         let mut out = Vec::with_capacity(ids.len());
         for (id, query) in ids.into_iter().zip(queries) {
             let (Some(id), Some(query)) = (id, query) else { return Err("no connection or query".into()) };
-            match link.ask(&Ask::Authorize { session: id, query }) {
-                Answer::Approved(q) => out.push(checked(session, &q.sql, &q.grants, &q.relations)?),
-                Answer::Refused(why) => return Err(why.into()),
+            // A refusal runs as a constant SELECT that raises the reason: the
+            // Quack server shows a callback's own error only as "Authorization
+            // failed", and the client should see why, as over HTTP.
+            let text = match link.ask(&Ask::Authorize { session: id, query }) {
+                Answer::Approved(q) => checked(session, &q.sql, &q.grants, &q.relations).unwrap_or_else(|why| refusal(&why)),
+                Answer::Refused(why) => refusal(&why),
                 Answer::Admitted => return Err("the gateway answered out of turn".into()),
-            }
+            };
+            out.push(text);
         }
         Ok(Arc::new(StringArray::from(out)))
     }
@@ -168,6 +172,13 @@ impl VArrowScalar for Authorize {
     fn volatile() -> bool {
         true
     }
+}
+
+/// The text that refuses with `why` (a string literal: nothing of the
+/// client's text is ever live SQL in it).
+fn refusal(why: &str) -> String {
+    let why = if why.starts_with("daeda:") { why.to_string() } else { format!("daeda: {why}") };
+    format!("SELECT error({})", literal(&why))
 }
 
 /// Wall 2 on the text the server will run: DuckDB's parse must read one

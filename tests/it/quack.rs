@@ -74,12 +74,8 @@ async fn start(env: &TestEnv) -> Quack {
     let mut cfg = http::config(env);
     cfg.quack_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
     let gw = http::start_with_sql(env, cfg, true).await;
-    wait_serving(port, &bearer_less(&mint(&["*"], &[Plane::Sql]))).await;
+    wait_serving(port, &mint(&["*"], &[Plane::Sql])).await;
     Quack { gw, port }
-}
-
-fn bearer_less(t: &str) -> String {
-    t.to_string()
 }
 
 /// Waits until the Quack worker answers a query.
@@ -145,9 +141,168 @@ async fn quack_clients_read_exactly_what_the_token_grants() {
         ],
     )
     .await;
-    println!("{r:#}");
     assert_eq!(r[0]["rows"], json!([["600", "300"]]), "{r}");
-    assert_eq!(r[2]["rows"], json!([["user_features"]]), "introspection lists only the grant: {r}");
-    assert!(r[3]["error"].is_string() && r[4]["error"].is_string(), "{r}");
+    assert_eq!(
+        Some(serde_json::from_value(r[1]["rows"].clone()).unwrap()),
+        http_rows(q.gw.addr, &user, "SELECT user_id, country FROM user_features ORDER BY user_id, event_ts LIMIT 3").await
+    );
+    assert!(
+        r[3]["error"].as_str().unwrap().contains("does not exist") && r[4]["error"].as_str().unwrap().contains("does not exist"),
+        "{r}"
+    );
+
+    // quack_query: the same rows as POST /v1/sql; the catalog a client is
+    // shown lists only its grants.
+    let same = [
+        "SELECT country, count(*) AS n FROM user_features GROUP BY ALL ORDER BY country",
+        "SELECT user_id, country FROM user_features WHERE user_id < 4 ORDER BY user_id, event_ts",
+    ];
+    let r = run(
+        q.port,
+        &user,
+        false,
+        &[same[0], same[1], daeda_gateway::sql::quack::RELATIONS_QUERY, daeda_gateway::sql::quack::SCHEMATA_QUERY],
+    )
+    .await;
+    for (i, sql) in same.iter().enumerate() {
+        let via_http = http_rows(q.gw.addr, &user, sql).await.unwrap();
+        assert_eq!(r[i]["rows"], serde_json::to_value(via_http).unwrap(), "{sql}");
+    }
+    assert_eq!(r[2]["rows"], json!([["main", "user_features", "view"]]));
+    assert_eq!(r[3]["rows"], json!([["views", "main"]]));
+
+    // Refused at connect: no sql plane, expired, wrong signature, garbage.
+    let claims = |exp: u64| json!({"sub": "x", "exp": exp, "services": ["*"], "planes": ["online", "sql"]});
+    let sign = |c: &Value, secret: &str| {
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), c, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for (what, token) in [
+        ("online plane only", mint(&["*"], &[Plane::Online])),
+        ("expired", sign(&claims(now - 3600), http::SECRET)),
+        ("wrong signature", sign(&claims(now + 600), "another-secret")),
+        ("not a token", "hello-quack".to_string()),
+    ] {
+        let r = run(q.port, &token, true, &["SELECT 1"]).await;
+        assert!(r["attach_error"].is_string(), "{what}: {r}");
+        let r = run(q.port, &token, false, &["SELECT 1"]).await;
+        assert!(r[0]["error"].is_string(), "{what}: {r}");
+    }
+
+    // Refused queries: what the token does not grant, table functions,
+    // settings, writes, the callbacks, quack_* functions, positional forms,
+    // near-misses of the introspection texts.
+    let hostile = [
+        "SELECT count(*) FROM item_features",
+        "SELECT * FROM pii_features",
+        "FROM main.item_features",
+        "FROM main.pii_features",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM duckdb_settings()",
+        "SELECT * FROM duckdb_views()",
+        "SELECT * FROM duckdb_tables()",
+        "SELECT current_setting('memory_limit')",
+        "SELECT catalog_name, schema_name FROM information_schema.schemata",
+        "SET GLOBAL quack_authorization_function = 'lower'",
+        "SET GLOBAL quack_authentication_function = 'lower'",
+        "RESET quack_authorization_function",
+        "SET threads = 64",
+        "PRAGMA version",
+        "CALL quack_serve('quack:localhost:1', token => 'abcd')",
+        "SELECT * FROM quack_active_connections()",
+        "SELECT * FROM quack_query('quack:localhost:1', 'SELECT 1')",
+        "LOAD httpfs",
+        "INSTALL spatial",
+        "ATTACH ':memory:' AS x",
+        "COPY (SELECT 1) TO '/tmp/daeda-quack-loot.csv'",
+        "CREATE TABLE loot AS SELECT 1",
+        "CREATE MACRO lower(x) AS x",
+        "INSERT INTO user_features SELECT * FROM user_features",
+        "DROP VIEW user_features",
+        "SELECT daeda_quack_authenticate('s', 't', 'u')",
+        "SELECT daeda_quack_authorize('s', 'SELECT 1')",
+        "SELECT #1, #2 FROM user_features",
+        "SELECT 1; SELECT 2",
+        "SELECT '\\'' AS x, count(*) AS n FROM item_features --'",
+    ];
+    let r = run(q.port, &user, false, &hostile).await;
+    for (i, sql) in hostile.iter().enumerate() {
+        let e = r[i]["error"].as_str().unwrap_or_else(|| panic!("{sql} was not refused: {}", r[i]));
+        assert!(!e.contains("item_id") && !e.contains("email"), "{sql}: {e}");
+    }
+    assert!(r[1]["error"].as_str().unwrap().contains("pii_features"), "the client shows the policy's reason: {}", r[1]);
+    assert!(!std::path::Path::new("/tmp/daeda-quack-loot.csv").exists());
+    // Nothing changed: the grant still reads the same.
+    let r = run(q.port, &user, true, &["SELECT count(*) FROM daeda.user_features"]).await;
+    assert_eq!(r[0]["rows"], json!([["600"]]));
+    q.gw.stop().await;
+}
+
+/// The policy corpus replayed through Quack decides as HTTP does: denied by
+/// the policy over HTTP (403) ⇔ refused with the policy's reason over Quack.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_corpus_decides_the_same_over_quack_and_http() {
+    let env = TestEnv::new(50);
+    let q = start(&env).await;
+    let corpus: Value = serde_json::from_str(include_str!("../../policy/tests/corpus.json")).unwrap();
+    let default: Vec<String> = serde_json::from_value(corpus["default_grants"].clone()).unwrap();
+    let mut by_grants: std::collections::BTreeMap<Vec<String>, Vec<String>> = Default::default();
+    for case in corpus["cases"].as_array().unwrap() {
+        let grants = case.get("grants").map(|g| serde_json::from_value(g.clone()).unwrap()).unwrap_or_else(|| default.clone());
+        by_grants.entry(grants).or_default().push(case["sql"].as_str().unwrap().to_string());
+    }
+    let mut compared = 0;
+    for (grants, cases) in by_grants {
+        let token = mint(&grants.iter().map(String::as_str).collect::<Vec<_>>(), &[Plane::Sql]);
+        let r = run(q.port, &token, false, &cases.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        for (i, sql) in cases.iter().enumerate() {
+            let http = send(q.gw.addr, "POST", "/v1/sql", &[("authorization", &bearer(&token))], &json!({ "sql": sql }).to_string()).await;
+            let http_denied = http.status == 403;
+            let quack_denied = r[i]["error"].as_str().is_some_and(|e| e.contains("daeda:") || e.contains("reads this query differently"));
+            assert_eq!(quack_denied, http_denied, "{sql}: HTTP {} {}; Quack {}", http.status, String::from_utf8_lossy(&http.body), r[i]);
+            compared += 1;
+        }
+    }
+    assert!(compared > 200);
+    q.gw.stop().await;
+}
+
+/// The pid of the Quack worker serving on `port`.
+fn quack_pid(port: u16) -> Option<i32> {
+    let needle = format!("127.0.0.1:{port}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
+        (cmd.contains("sql-worker") && cmd.contains("--quack") && cmd.contains(&needle)).then_some(pid)
+    })
+}
+
+/// A Quack worker that dies (as if a client crashed it) takes neither the
+/// online lookups nor HTTP SQL with it, and is replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_online_plane_outlives_the_quack_worker() {
+    let env = TestEnv::new(300);
+    env.materialize(&["--all"]);
+    let q = start(&env).await;
+    let token = mint(&["*"], &[Plane::Sql, Plane::Online]);
+    let pid = quack_pid(q.port).expect("a running Quack worker");
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    for _ in 0..20 {
+        let r = send(
+            q.gw.addr,
+            "POST",
+            "/v1/features/user_features",
+            &[("authorization", &bearer(&token))],
+            r#"{"entities": {"user_id": [1, 2]}}"#,
+        )
+        .await;
+        assert_eq!(r.status, 200, "a lookup failed while the Quack worker was down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(http_rows(q.gw.addr, &token, "SELECT 1 AS one").await.is_some(), "HTTP SQL outlives the Quack worker");
+    wait_serving(q.port, &token).await;
+    assert_ne!(quack_pid(q.port), Some(pid));
+    let ready = send(q.gw.addr, "GET", "/readyz", &[], "").await.json();
+    assert_eq!(ready["quack"]["restarts"], 1, "{ready}");
     q.gw.stop().await;
 }

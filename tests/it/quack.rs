@@ -138,6 +138,12 @@ async fn quack_clients_read_exactly_what_the_token_grants() {
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'daeda' UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = 'daeda' ORDER BY 1",
             "SELECT count(*) FROM daeda.item_features",
             "SELECT count(*) FROM daeda.pii_features",
+            // Writes through the attached catalog.
+            "CREATE TABLE daeda.loot AS SELECT 42 AS v",
+            "INSERT INTO daeda.user_features SELECT * FROM daeda.user_features",
+            "DROP VIEW daeda.user_features",
+            "CREATE VIEW daeda.main.mine AS SELECT 1",
+            "SELECT count(*) FROM daeda.user_features",
         ],
     )
     .await;
@@ -150,6 +156,10 @@ async fn quack_clients_read_exactly_what_the_token_grants() {
         r[3]["error"].as_str().unwrap().contains("does not exist") && r[4]["error"].as_str().unwrap().contains("does not exist"),
         "{r}"
     );
+    for i in 5..9 {
+        assert!(r[i]["error"].is_string(), "a write through ATTACH: {}", r[i]);
+    }
+    assert_eq!(r[9]["rows"], json!([["600"]]), "{r}");
 
     // quack_query: the same rows as POST /v1/sql; the catalog a client is
     // shown lists only its grants.

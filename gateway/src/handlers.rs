@@ -293,7 +293,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
 
 /// How long a token's SQL is refused after one of its queries had to be
 /// killed with its worker.
-const SQL_COOLDOWN: Duration = Duration::from_secs(30);
+pub(crate) const SQL_COOLDOWN: Duration = Duration::from_secs(30);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

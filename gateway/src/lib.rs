@@ -92,6 +92,9 @@ pub struct GatewayConfig {
     /// Serve Quack (DuckDB's remote protocol) here from a worker process of
     /// its own; needs the SQL plane. A non-loopback one needs `allow_remote`.
     pub quack_listen: Option<SocketAddr>,
+    /// A Quack query running longer restarts the Quack worker (DuckDB cannot
+    /// interrupt one Quack connection); its token then cools down.
+    pub quack_timeout: Duration,
 }
 
 /// `/readyz` is ready when Redis answers, and every (`All`) or at least one
@@ -111,6 +114,7 @@ impl GatewayConfig {
             tls: None,
             allow_remote: false,
             quack_listen: None,
+            quack_timeout: Duration::from_secs(60),
             max_batch: 1000,
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),

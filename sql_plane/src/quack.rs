@@ -16,13 +16,18 @@
 //! - the callbacks and `quack_*` settings are set before the configuration
 //!   is locked; no query can change them afterwards (and the policy never
 //!   approves a call to them);
-//! - the server token is random per process: no client can present it.
+//! - the server token is random per process: no client can present it;
+//! - a query still running past the Quack deadline ends with its worker:
+//!   DuckDB offers no way to interrupt one Quack connection, so the worker
+//!   tells the gateway whose it was (that token then cools down) and exits,
+//!   and the gateway starts a fresh one.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use daeda_catalog::Catalog;
 use daeda_policy::{duckdb::agree, Approved, Grants};
@@ -201,7 +206,7 @@ fn server_token() -> Result<String, String> {
 /// The Quack worker's main: confine, connect to the gateway, open the
 /// session with the callbacks in place, serve on `listen` (host:port), and
 /// stay until the gateway goes away or a query damaged the session.
-pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str) -> Result<(), String> {
+pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadline: Duration) -> Result<(), String> {
     let parent = std::os::unix::process::parent_id();
     let private = confine_process(settings)?;
     let stream = UnixStream::connect(&settings.socket).map_err(|e| format!("connecting to the gateway: {e}"))?;
@@ -227,8 +232,10 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str) -> Resu
     conn.execute_batch(&format!("CALL quack_serve({}, token => {})", literal(&uri), literal(&server_token()?)))
         .map_err(|e| format!("serving Quack on {listen}: {e}"))?;
     eprintln!("daeda sql-worker --quack: serving on {listen}");
+    // When each running query was first seen, by (connection, start time).
+    let mut running: HashMap<(String, String), Instant> = HashMap::new();
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(WATCH_EVERY);
         if std::os::unix::process::parent_id() != parent {
             return Ok(()); // the gateway is gone
         }
@@ -236,5 +243,37 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str) -> Resu
             eprintln!("daeda sql-worker --quack: a query changed the session's attached databases; exiting so a fresh session replaces it");
             std::process::exit(3);
         }
+        let now = match active_queries(&conn) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("daeda sql-worker --quack: warning: could not list the running queries: {e}");
+                continue;
+            }
+        };
+        running.retain(|k, _| now.contains(k));
+        for k in now {
+            let since = *running.entry(k.clone()).or_insert_with(Instant::now);
+            if since.elapsed() > deadline {
+                eprintln!(
+                    "daeda sql-worker --quack: a query of connection {} ran past {} ms and cannot be interrupted alone; exiting so a fresh worker replaces this one",
+                    k.0,
+                    deadline.as_millis()
+                );
+                let _ = link.ask(&Ask::Overran { session: k.0 });
+                std::process::exit(4);
+            }
+        }
     }
+}
+
+/// How often the worker checks its parent, its session and the deadline.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// The queries running now, as (connection id, start time) pairs.
+fn active_queries(conn: &Connection) -> Result<HashSet<(String, String)>, String> {
+    let mut stmt = conn
+        .prepare("SELECT connection_id, query_started_at::VARCHAR FROM quack_active_connections() WHERE state = 'active' AND query_started_at IS NOT NULL")
+        .map_err(|e| e.to_string())?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(|e| e.to_string())?;
+    rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
 }

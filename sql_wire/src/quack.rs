@@ -19,6 +19,9 @@ pub enum Ask {
     Authenticate { session: String, token: String },
     /// Session `session` wants to run `query` (the text as the client sent it).
     Authorize { session: String, query: String },
+    /// Session `session` ran a query past the Quack deadline; the worker is
+    /// about to exit (DuckDB gives it no way to stop that one query).
+    Overran { session: String },
 }
 
 /// The gateway's decision.

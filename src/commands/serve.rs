@@ -83,6 +83,7 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     gw.sql_max_rows = cfg.sql.max_rows;
     gw.sql_max_bytes = cfg.sql.max_result_bytes;
     gw.sql_concurrency = cfg.sql.concurrency;
+    gw.quack_timeout = Duration::from_millis(cfg.quack_timeout_ms);
     gw.quack_listen = match &cfg.quack_listen {
         None => None,
         Some(text) => Some(text.parse().map_err(|_| UsageError(format!("quack.listen `{text}` is not host:port (e.g. 127.0.0.1:9494)")))?),
@@ -156,6 +157,9 @@ pub struct WorkerArgs {
     /// Serve Quack on this host:port instead of answering the gateway's queries.
     #[arg(long)]
     quack: Option<String>,
+    /// With --quack: a query running longer than this ends the worker (ms).
+    #[arg(long, default_value_t = 60_000)]
+    quack_deadline_ms: u64,
 }
 
 /// `daeda sql-worker`: started by `daeda serve`, never by hand.
@@ -169,9 +173,8 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
     };
     match &a.quack {
         None => daeda_sql_plane::serve(&catalog, &settings).map_err(|e| anyhow::anyhow!("sql-worker: {e}"))?,
-        Some(listen) => {
-            daeda_sql_plane::quack::serve(&catalog, &settings, listen).map_err(|e| anyhow::anyhow!("sql-worker --quack: {e}"))?
-        }
+        Some(listen) => daeda_sql_plane::quack::serve(&catalog, &settings, listen, Duration::from_millis(a.quack_deadline_ms))
+            .map_err(|e| anyhow::anyhow!("sql-worker --quack: {e}"))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -70,8 +70,13 @@ struct Quack {
 }
 
 async fn start(env: &TestEnv) -> Quack {
+    start_with(env, |_| {}).await
+}
+
+async fn start_with(env: &TestEnv, tune: impl FnOnce(&mut daeda_gateway::GatewayConfig)) -> Quack {
     let port = free_port();
     let mut cfg = http::config(env);
+    tune(&mut cfg);
     cfg.quack_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
     let gw = http::start_with_sql(env, cfg, true).await;
     wait_serving(port, &mint(&["*"], &[Plane::Sql])).await;
@@ -287,32 +292,51 @@ fn quack_pid(port: u16) -> Option<i32> {
     })
 }
 
-/// A Quack worker that dies (as if a client crashed it) takes neither the
-/// online lookups nor HTTP SQL with it, and is replaced.
+/// A Quack worker that dies (as if a client crashed it), or whose query runs
+/// past the Quack deadline (DuckDB cannot interrupt one Quack connection, so
+/// the worker ends), takes neither the online lookups nor HTTP SQL with it,
+/// and is replaced; the token whose query overran cools down.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_online_plane_outlives_the_quack_worker() {
-    let env = TestEnv::new(300);
+    let env = TestEnv::new(2000);
     env.materialize(&["--all"]);
-    let q = start(&env).await;
+    let q = start_with(&env, |cfg| cfg.quack_timeout = Duration::from_millis(1500)).await;
     let token = mint(&["*"], &[Plane::Sql, Plane::Online]);
+    let other = http::mint_for("someone-else", &["*"], &[Plane::Sql, Plane::Online]);
+    let lookups_ok = |n: usize| {
+        let (addr, t) = (q.gw.addr, bearer(&token));
+        async move {
+            for _ in 0..n {
+                let r = send(addr, "POST", "/v1/features/user_features", &[("authorization", &t)], r#"{"entities": {"user_id": [1, 2]}}"#)
+                    .await;
+                assert_eq!(r.status, 200, "a lookup failed while the Quack worker was down or busy");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // Past the deadline: the worker ends, lookups go on.
+    let pid = quack_pid(q.port).expect("a running Quack worker");
+    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let port = q.port;
+    let t = token.clone();
+    let overrun = tokio::task::spawn_blocking(move || client(port, &t, false, &[slow]));
+    lookups_ok(40).await;
+    let r = overrun.await.unwrap();
+    assert!(r[0]["error"].is_string(), "{r}");
+    wait_serving(q.port, &other).await;
+    assert_ne!(quack_pid(q.port), Some(pid));
+    let r = run(q.port, &token, false, &["SELECT 1"]).await;
+    assert!(r[0]["error"].as_str().unwrap_or_default().contains("had to be stopped"), "the token cools down: {r}");
+
+    // Killed outright.
     let pid = quack_pid(q.port).expect("a running Quack worker");
     assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
-    for _ in 0..20 {
-        let r = send(
-            q.gw.addr,
-            "POST",
-            "/v1/features/user_features",
-            &[("authorization", &bearer(&token))],
-            r#"{"entities": {"user_id": [1, 2]}}"#,
-        )
-        .await;
-        assert_eq!(r.status, 200, "a lookup failed while the Quack worker was down");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(http_rows(q.gw.addr, &token, "SELECT 1 AS one").await.is_some(), "HTTP SQL outlives the Quack worker");
-    wait_serving(q.port, &token).await;
+    lookups_ok(20).await;
+    assert!(http_rows(q.gw.addr, &other, "SELECT 1 AS one").await.is_some(), "HTTP SQL outlives the Quack worker");
+    wait_serving(q.port, &other).await;
     assert_ne!(quack_pid(q.port), Some(pid));
     let ready = send(q.gw.addr, "GET", "/readyz", &[], "").await.json();
-    assert_eq!(ready["quack"]["restarts"], 1, "{ready}");
+    assert_eq!(ready["quack"]["restarts"], 2, "{ready}");
     q.gw.stop().await;
 }

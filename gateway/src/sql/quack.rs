@@ -6,8 +6,8 @@
 //! Deny by default. What a session may run:
 //! - the two catalog queries an `ATTACH` client sends, byte for byte, each
 //!   answered with a constant SELECT listing only the services the token may
-//!   read (as views: the client then scans them with `FROM main.<name>`);
-//! - `FROM main.<name>` itself, read as `SELECT * FROM main.<name>`;
+//!   read (as views: the client then scans them with `FROM main.<name>`,
+//!   which the policy reads like any query);
 //! - anything the policy approves for the token's grants, as for
 //!   `POST /v1/sql` (same cache, same reasons), replaced by the policy's
 //!   printed text.
@@ -110,6 +110,8 @@ async fn run_one(state: &Weak<State>, cmd: &WorkerCommand, listen: std::net::Soc
         .arg(&socket)
         .arg("--quack")
         .arg(listen.to_string())
+        .arg("--quack-deadline-ms")
+        .arg(state.upgrade().map_or(60_000, |s| s.cfg.quack_timeout.as_millis() as u64).to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -186,6 +188,18 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             gate.sessions.lock().expect("session lock").put(session, token);
             (Answer::Admitted, 200)
         }
+        Ask::Overran { session } => {
+            // The same cooldown as a killed HTTP query: one client cannot keep
+            // the worker restarting.
+            let token = gate.sessions.lock().expect("session lock").get(&session).cloned();
+            if let Some(who) = token.and_then(|t| state.verifier.verify(Some(&format!("Bearer {t}"))).ok()) {
+                tracing::warn!(sub = %who.sub, "a Quack query ran past its deadline; the Quack worker restarts");
+                let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
+                cooldown.retain(|_, until| *until > Instant::now());
+                cooldown.insert(who.sub.to_string(), Instant::now() + crate::handlers::SQL_COOLDOWN);
+            }
+            (Answer::Admitted, 504)
+        }
         Ask::Authorize { session, query } => {
             let token = gate.sessions.lock().expect("session lock").get(&session).cloned();
             let Some(token) = token else { return refuse(401, "daeda: unknown session; connect again with a token") };
@@ -197,6 +211,9 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
                     return refuse(401, format!("daeda: {e}"));
                 }
             };
+            if let Some(left) = cooling(plane, &who.sub) {
+                return refuse(429, format!("daeda: a query of this token had to be stopped; retry in {} s", left.as_secs().max(1)));
+            }
             let granted: Vec<String> = state
                 .catalog()
                 .services()
@@ -214,8 +231,7 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             if let Some(sql) = introspection(&query, &granted) {
                 return (Answer::Approved(query_for(sql, vec![], vec![])), 200);
             }
-            let text = scan_as_select(&query).unwrap_or(query);
-            let decision = match plane.policy.check(&text, granted.clone()).await {
+            let decision = match plane.policy.check(&query, granted.clone()).await {
                 Ok(d) => d,
                 Err(e) => return refuse(503, format!("daeda: {e}")),
             };
@@ -229,6 +245,13 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             }
         }
     }
+}
+
+/// How long `sub`'s SQL is still refused after a query of it had to be killed.
+fn cooling(plane: &crate::SqlPlane, sub: &str) -> Option<Duration> {
+    let until = plane.cooldown.lock().expect("cooldown lock").get(sub).copied()?;
+    let left = until.saturating_duration_since(Instant::now());
+    (!left.is_zero()).then_some(left)
 }
 
 fn literal(s: &str) -> String {
@@ -256,27 +279,9 @@ pub fn introspection(query: &str, granted: &[String]) -> Option<String> {
     )
 }
 
-/// `FROM main.<name>` (how an `ATTACH` client scans a view) as the SELECT it
-/// means; the result still goes through the policy. Only a plain identifier
-/// qualifies: anything else is left for the policy to judge as sent.
-pub fn scan_as_select(query: &str) -> Option<String> {
-    let name = query.strip_prefix("FROM main.")?;
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    plain.then(|| format!("SELECT * FROM main.{name}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_exact_scan_form_is_rewritten() {
-        assert_eq!(scan_as_select("FROM main.user_features").as_deref(), Some("SELECT * FROM main.user_features"));
-        for q in ["FROM main.user_features; DROP", "FROM main.\"x\"", "FROM main.a WHERE", " FROM main.a", "FROM pii", "FROM main."] {
-            assert_eq!(scan_as_select(q), None, "{q}");
-        }
-    }
 
     #[test]
     fn introspection_lists_only_grants_and_only_for_the_exact_texts() {

@@ -182,7 +182,9 @@ impl VArrowScalar for Authorize {
 /// The text that refuses with `why` (a string literal: nothing of the
 /// client's text is ever live SQL in it).
 fn refusal(why: &str) -> String {
-    let why = if why.starts_with("daeda:") { why.to_string() } else { format!("daeda: {why}") };
+    // No control characters (a NUL could end the text early in C code).
+    let why: String = why.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let why = if why.starts_with("daeda:") { why } else { format!("daeda: {why}") };
     format!("SELECT error({})", literal(&why))
 }
 
@@ -276,4 +278,15 @@ fn active_queries(conn: &Connection) -> Result<HashSet<(String, String)>, String
         .map_err(|e| e.to_string())?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(|e| e.to_string())?;
     rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_one_constant_select_whatever_the_reason_holds() {
+        assert_eq!(refusal("no"), "SELECT error('daeda: no')");
+        assert_eq!(refusal("daeda: it's\0'; DROP x --"), "SELECT error('daeda: it''s ''; DROP x --')");
+    }
 }

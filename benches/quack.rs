@@ -39,6 +39,7 @@ uri, tok = "quack:localhost:%d" % a["quack_port"], a["token"]
 point = "SELECT * FROM user_features WHERE user_id = %d"
 agg = "SELECT country, count(*) AS n, avg(ctr_7d) AS ctr FROM user_features GROUP BY ALL"
 c = duckdb.connect(config={"extension_directory": ext})
+c.execute("SET enable_progress_bar = false")
 c.execute("LOAD httpfs; LOAD quack")
 c.execute("ATTACH '%s' AS daeda (TOKEN '%s')" % (uri, tok))
 h = http.client.HTTPConnection("127.0.0.1", a["http_port"])
@@ -48,6 +49,7 @@ def http_sql(q):
     assert r.status == 200, body
     return json.loads(body)
 local = duckdb.connect()
+local.execute("SET enable_progress_bar = false")
 local.execute("CREATE VIEW user_features AS SELECT * FROM read_parquet('%s', hive_partitioning = true)" % a["parquet"])
 paths = {
     "quack_query": lambda q: c.execute("SELECT * FROM quack_query(?, ?, token => ?)", [uri, q, tok]).fetchall(),

@@ -18,6 +18,7 @@ const CLIENT: &str = r#"
 import duckdb, json, os, sys
 req = json.load(sys.stdin)
 c = duckdb.connect(config={"extension_directory": os.environ["DAEDA_DUCKDB_EXTENSION_DIR"]})
+c.execute("SET enable_progress_bar = false")
 c.execute("LOAD httpfs; LOAD quack;")
 def rows(sql, params=None):
     return [[str(v) if v is not None else None for v in r] for r in c.execute(sql, params).fetchall()]

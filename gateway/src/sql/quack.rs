@@ -16,9 +16,10 @@
 //! - a session is admitted only with a token that verifies and grants the
 //!   `sql` plane; the token is verified again before every query, so an
 //!   expired or revoked token stops working mid-session;
-//! - at most [`MAX_SESSIONS`] sessions are remembered (least recently used
-//!   first out: an evicted client must reconnect), so no client can grow the
-//!   map without bound (there is no disconnect callback);
+//! - at most [`MAX_SESSIONS`] sessions are remembered, [`MAX_SESSIONS_PER_SUB`]
+//!   per token subject (least recently used first out: an evicted client must
+//!   reconnect), so no client can grow the map without bound (there is no
+//!   disconnect callback) or, alone, push other subjects' sessions out;
 //! - an unknown session is refused whatever it sends.
 
 use std::num::NonZeroUsize;
@@ -37,6 +38,9 @@ use crate::auth::{self, Plane};
 use crate::State;
 
 pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions one `sub` may hold: past it, its own least recently used one goes,
+/// so one token holder cannot push other clients' sessions out.
+pub const MAX_SESSIONS_PER_SUB: usize = 256;
 
 /// What an `ATTACH` client sends first: the remote's catalogs and schemas.
 pub const SCHEMATA_QUERY: &str =
@@ -47,8 +51,8 @@ pub const RELATIONS_QUERY: &str =
 
 /// The Quack endpoint's state in the gateway.
 pub struct QuackGate {
-    /// Session id → the token it was admitted with.
-    sessions: Mutex<lru::LruCache<String, String>>,
+    /// Session id → (the token it was admitted with, its `sub`).
+    sessions: Mutex<lru::LruCache<String, (String, String)>>,
     up: AtomicBool,
     restarts: AtomicU64,
 }
@@ -185,13 +189,19 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             if !who.planes.contains(&Plane::Sql) {
                 return refuse(403, "daeda: the token does not grant the sql plane");
             }
-            gate.sessions.lock().expect("session lock").put(session, token);
+            let mut sessions = gate.sessions.lock().expect("session lock");
+            let mine: Vec<&String> = sessions.iter().filter(|(_, (_, sub))| *sub == who.sub).map(|(id, _)| id).collect();
+            if mine.len() >= MAX_SESSIONS_PER_SUB {
+                let oldest = mine[mine.len() - 1].clone();
+                sessions.pop(&oldest);
+            }
+            sessions.put(session, (token, who.sub));
             (Answer::Admitted, 200)
         }
         Ask::Overran { session } => {
             // The same cooldown as a killed HTTP query: one client cannot keep
             // the worker restarting.
-            let token = gate.sessions.lock().expect("session lock").get(&session).cloned();
+            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _)| t.clone());
             if let Some(who) = token.and_then(|t| state.verifier.verify(Some(&format!("Bearer {t}"))).ok()) {
                 tracing::warn!(sub = %who.sub, "a Quack query ran past its deadline; the Quack worker restarts");
                 let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
@@ -201,7 +211,7 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             (Answer::Admitted, 504)
         }
         Ask::Authorize { session, query } => {
-            let token = gate.sessions.lock().expect("session lock").get(&session).cloned();
+            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _)| t.clone());
             let Some(token) = token else { return refuse(401, "daeda: unknown session; connect again with a token") };
             let who = match state.verifier.verify(Some(&format!("Bearer {token}"))) {
                 Ok(w) if w.planes.contains(&Plane::Sql) => w,

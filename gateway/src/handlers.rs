@@ -206,7 +206,7 @@ async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
         "services": catalog.services().count(),
         "serving": serving,
         "sql": sql,
-        "quack": state.quack.get().map(|q| json!({"worker": if q.is_up() { "up" } else { "restarting" }, "restarts": q.restarts()})),
+        "quack": state.quack.get().map(|q| json!({"worker": if q.is_up() { "up" } else { "restarting" }, "restarts": q.restarts(), "sessions": q.sessions()})),
     });
     let status = if is_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok(respond(status, "application/json", Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"))))

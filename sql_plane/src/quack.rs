@@ -236,6 +236,7 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
     eprintln!("daeda sql-worker --quack: serving on {listen}");
     // When each running query was first seen, by (connection, start time).
     let mut running: HashMap<(String, String), Instant> = HashMap::new();
+    let mut ticks: u64 = 0;
     loop {
         std::thread::sleep(WATCH_EVERY);
         if std::os::unix::process::parent_id() != parent {
@@ -245,13 +246,17 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
             eprintln!("daeda sql-worker --quack: a query changed the session's attached databases; exiting so a fresh session replaces it");
             std::process::exit(3);
         }
-        let now = match active_queries(&conn) {
-            Ok(n) => n,
+        let (live, now) = match connections(&conn) {
+            Ok(c) => c,
             Err(e) => {
-                eprintln!("daeda sql-worker --quack: warning: could not list the running queries: {e}");
+                eprintln!("daeda sql-worker --quack: warning: could not list the Quack connections: {e}");
                 continue;
             }
         };
+        ticks += 1;
+        if ticks % SWEEP_EVERY_TICKS == 0 {
+            let _ = link.ask(&Ask::Alive { sessions: live });
+        }
         running.retain(|k, _| now.contains(k));
         for k in now {
             let since = *running.entry(k.clone()).or_insert_with(Instant::now);
@@ -271,13 +276,27 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
 /// How often the worker checks its parent, its session and the deadline.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
-/// The queries running now, as (connection id, start time) pairs.
-fn active_queries(conn: &Connection) -> Result<HashSet<(String, String)>, String> {
+/// Every [`SWEEP_EVERY_TICKS`] watches the gateway learns which sessions live.
+const SWEEP_EVERY_TICKS: u64 = 10;
+
+/// The Quack server's connections now, and those running a query as
+/// (connection id, start time) pairs.
+fn connections(conn: &Connection) -> Result<(Vec<String>, HashSet<(String, String)>), String> {
     let mut stmt = conn
-        .prepare("SELECT connection_id, query_started_at::VARCHAR FROM quack_active_connections() WHERE state = 'active' AND query_started_at IS NOT NULL")
+        .prepare("SELECT connection_id, state, query_started_at::VARCHAR FROM quack_active_connections() WHERE connection_id IS NOT NULL")
         .map_err(|e| e.to_string())?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(|e| e.to_string())?;
-    rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?)))
+        .map_err(|e| e.to_string())?;
+    let (mut live, mut running) = (Vec::new(), HashSet::new());
+    for row in rows {
+        let (id, state, started) = row.map_err(|e| e.to_string())?;
+        if let (Some("active"), Some(started)) = (state.as_deref(), started) {
+            running.insert((id.clone(), started));
+        }
+        live.push(id);
+    }
+    Ok((live, running))
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum Ask {
     /// Session `session` ran a query past the Quack deadline; the worker is
     /// about to exit (DuckDB gives it no way to stop that one query).
     Overran { session: String },
+    /// The sessions the Quack server still holds (`quack_active_connections()`);
+    /// the gateway forgets the others (there is no disconnect callback).
+    Alive { sessions: Vec<String> },
 }
 
 /// The gateway's decision.
@@ -69,7 +72,12 @@ mod tests {
 
     #[test]
     fn asks_and_answers_round_trip() {
-        for a in [Ask::Authenticate { session: "s".into(), token: "t".into() }, Ask::Authorize { session: "s".into(), query: "q".into() }] {
+        for a in [
+            Ask::Authenticate { session: "s".into(), token: "t".into() },
+            Ask::Authorize { session: "s".into(), query: "q".into() },
+            Ask::Overran { session: "s".into() },
+            Ask::Alive { sessions: vec!["a".into(), "b".into()] },
+        ] {
             assert_eq!(Ask::decode(&a.encode(3)[4..]).unwrap(), (3, a));
         }
         let q = Query { sql: "SELECT 1".into(), grants: vec![], relations: vec![], max_rows: 1, max_bytes: 1, timeout_ms: 1 };

@@ -280,6 +280,17 @@ async fn the_policy_corpus_decides_the_same_over_quack_and_http() {
         }
     }
     assert!(compared > 200);
+    // Each quack_query call was a session of its own; the server forgets
+    // them as the calls end, and the gateway's sweep follows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let ready = send(q.gw.addr, "GET", "/readyz", &[], "").await.json();
+        if ready["quack"]["sessions"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sessions were never swept: {ready}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     q.gw.stop().await;
 }
 

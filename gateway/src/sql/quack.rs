@@ -18,8 +18,10 @@
 //!   expired or revoked token stops working mid-session;
 //! - at most [`MAX_SESSIONS`] sessions are remembered, [`MAX_SESSIONS_PER_SUB`]
 //!   per token subject (least recently used first out: an evicted client must
-//!   reconnect), so no client can grow the map without bound (there is no
-//!   disconnect callback) or, alone, push other subjects' sessions out;
+//!   reconnect), so no client can grow the map without bound or, alone, push
+//!   other subjects' sessions out; there is no disconnect callback, so every
+//!   5 s the worker lists the server's live connections and the gateway
+//!   forgets the rest (a `quack_query` call's session ends with the call);
 //! - an unknown session is refused whatever it sends.
 
 use std::num::NonZeroUsize;
@@ -41,6 +43,8 @@ pub const MAX_SESSIONS: usize = 10_000;
 /// Sessions one `sub` may hold: past it, its own least recently used one goes,
 /// so one token holder cannot push other clients' sessions out.
 pub const MAX_SESSIONS_PER_SUB: usize = 256;
+/// A session admitted this recently survives a sweep it is not listed in.
+const SWEEP_GRACE: Duration = Duration::from_secs(10);
 
 /// What an `ATTACH` client sends first: the remote's catalogs and schemas.
 pub const SCHEMATA_QUERY: &str =
@@ -51,8 +55,8 @@ pub const RELATIONS_QUERY: &str =
 
 /// The Quack endpoint's state in the gateway.
 pub struct QuackGate {
-    /// Session id → (the token it was admitted with, its `sub`).
-    sessions: Mutex<lru::LruCache<String, (String, String)>>,
+    /// Session id → (the token it was admitted with, its `sub`, when).
+    sessions: Mutex<lru::LruCache<String, (String, String, Instant)>>,
     up: AtomicBool,
     restarts: AtomicU64,
 }
@@ -64,6 +68,11 @@ impl QuackGate {
 
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Sessions remembered now.
+    pub fn sessions(&self) -> usize {
+        self.sessions.lock().expect("session lock").len()
     }
 }
 
@@ -166,11 +175,14 @@ async fn run_one(state: &Weak<State>, cmd: &WorkerCommand, listen: std::net::Soc
 }
 
 /// The gateway's decision on one question, counted in `/metrics` under
-/// `route="quack"`.
+/// `route="quack"` (the worker's own sweeps are not).
 async fn answer(state: &State, gate: &QuackGate, ask: Ask) -> Answer {
     let started = Instant::now();
+    let counted = !matches!(ask, Ask::Alive { .. });
     let (answer, status) = decide(state, gate, ask).await;
-    state.metrics.observe("quack", status, started.elapsed());
+    if counted {
+        state.metrics.observe("quack", status, started.elapsed());
+    }
     answer
 }
 
@@ -190,18 +202,18 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
                 return refuse(403, "daeda: the token does not grant the sql plane");
             }
             let mut sessions = gate.sessions.lock().expect("session lock");
-            let mine: Vec<&String> = sessions.iter().filter(|(_, (_, sub))| *sub == who.sub).map(|(id, _)| id).collect();
+            let mine: Vec<&String> = sessions.iter().filter(|(_, (_, sub, _))| *sub == who.sub).map(|(id, _)| id).collect();
             if mine.len() >= MAX_SESSIONS_PER_SUB {
                 let oldest = mine[mine.len() - 1].clone();
                 sessions.pop(&oldest);
             }
-            sessions.put(session, (token, who.sub));
+            sessions.put(session, (token, who.sub, Instant::now()));
             (Answer::Admitted, 200)
         }
         Ask::Overran { session } => {
             // The same cooldown as a killed HTTP query: one client cannot keep
             // the worker restarting.
-            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _)| t.clone());
+            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _, _)| t.clone());
             if let Some(who) = token.and_then(|t| state.verifier.verify(Some(&format!("Bearer {t}"))).ok()) {
                 tracing::warn!(sub = %who.sub, "a Quack query ran past its deadline; the Quack worker restarts");
                 let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
@@ -210,8 +222,23 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             }
             (Answer::Admitted, 504)
         }
+        Ask::Alive { sessions: live } => {
+            // Forget sessions the server no longer holds; a session admitted
+            // just now may not be listed yet, so those stay.
+            let live: std::collections::HashSet<String> = live.into_iter().collect();
+            let mut sessions = gate.sessions.lock().expect("session lock");
+            let gone: Vec<String> = sessions
+                .iter()
+                .filter(|(id, (_, _, at))| !live.contains(*id) && at.elapsed() > SWEEP_GRACE)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                sessions.pop(&id);
+            }
+            (Answer::Admitted, 200)
+        }
         Ask::Authorize { session, query } => {
-            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _)| t.clone());
+            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _, _)| t.clone());
             let Some(token) = token else { return refuse(401, "daeda: unknown session; connect again with a token") };
             let who = match state.verifier.verify(Some(&format!("Bearer {token}"))) {
                 Ok(w) if w.planes.contains(&Plane::Sql) => w,

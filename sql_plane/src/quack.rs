@@ -236,7 +236,6 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
     eprintln!("daeda sql-worker --quack: serving on {listen}");
     // When each running query was first seen, by (connection, start time).
     let mut running: HashMap<(String, String), Instant> = HashMap::new();
-    let mut ticks: u64 = 0;
     loop {
         std::thread::sleep(WATCH_EVERY);
         if std::os::unix::process::parent_id() != parent {
@@ -253,10 +252,7 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
                 continue;
             }
         };
-        ticks += 1;
-        if ticks % SWEEP_EVERY_TICKS == 0 {
-            let _ = link.ask(&Ask::Alive { sessions: live });
-        }
+        let _ = link.ask(&Ask::Alive { sessions: live });
         running.retain(|k, _| now.contains(k));
         for k in now {
             let since = *running.entry(k.clone()).or_insert_with(Instant::now);
@@ -273,11 +269,9 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
     }
 }
 
-/// How often the worker checks its parent, its session and the deadline.
+/// How often the worker checks its parent, its session and the deadline,
+/// and tells the gateway which sessions still live.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
-
-/// Every [`SWEEP_EVERY_TICKS`] watches the gateway learns which sessions live.
-const SWEEP_EVERY_TICKS: u64 = 10;
 
 /// The Quack server's connections now, and those running a query as
 /// (connection id, start time) pairs.

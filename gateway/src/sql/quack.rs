@@ -19,8 +19,8 @@
 //! - at most [`MAX_SESSIONS`] sessions are remembered, [`MAX_SESSIONS_PER_SUB`]
 //!   per token subject (least recently used first out: an evicted client must
 //!   reconnect), so no client can grow the map without bound or, alone, push
-//!   other subjects' sessions out; there is no disconnect callback, so every
-//!   5 s the worker lists the server's live connections and the gateway
+//!   other subjects' sessions out; there is no disconnect callback, so twice
+//!   a second the worker lists the server's live connections and the gateway
 //!   forgets the rest (a `quack_query` call's session ends with the call);
 //! - an unknown session is refused whatever it sends.
 
@@ -39,12 +39,12 @@ use super::WorkerCommand;
 use crate::auth::{self, Plane};
 use crate::State;
 
-pub const MAX_SESSIONS: usize = 10_000;
+pub const MAX_SESSIONS: usize = 50_000;
 /// Sessions one `sub` may hold: past it, its own least recently used one goes,
 /// so one token holder cannot push other clients' sessions out.
-pub const MAX_SESSIONS_PER_SUB: usize = 256;
+pub const MAX_SESSIONS_PER_SUB: usize = 4096;
 /// A session admitted this recently survives a sweep it is not listed in.
-const SWEEP_GRACE: Duration = Duration::from_secs(10);
+const SWEEP_GRACE: Duration = Duration::from_secs(2);
 
 /// What an `ATTACH` client sends first: the remote's catalogs and schemas.
 pub const SCHEMATA_QUERY: &str =

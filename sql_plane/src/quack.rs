@@ -235,7 +235,7 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
         .map_err(|e| format!("serving Quack on {listen}: {e}"))?;
     eprintln!("daeda sql-worker --quack: serving on {listen}");
     // When each running query was first seen, by (connection, start time).
-    let mut running: HashMap<(String, String), Instant> = HashMap::new();
+    let mut running: HashMap<Running, Instant> = HashMap::new();
     loop {
         std::thread::sleep(WATCH_EVERY);
         if std::os::unix::process::parent_id() != parent {
@@ -273,9 +273,12 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
 /// and tells the gateway which sessions still live.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
+/// A running query: (connection id, start time).
+type Running = (String, String);
+
 /// The Quack server's connections now, and those running a query as
 /// (connection id, start time) pairs.
-fn connections(conn: &Connection) -> Result<(Vec<String>, HashSet<(String, String)>), String> {
+fn connections(conn: &Connection) -> Result<(Vec<String>, HashSet<Running>), String> {
     let mut stmt = conn
         .prepare("SELECT connection_id, state, query_started_at::VARCHAR FROM quack_active_connections() WHERE connection_id IS NOT NULL")
         .map_err(|e| e.to_string())?;

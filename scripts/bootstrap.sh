@@ -5,7 +5,11 @@
 #     so no build has to compile DuckDB's ~1,800 C++ files;
 #   - the DuckLake extension for DuckDB 1.5.5 (from its PyPI wheel), laid out as a
 #     DuckDB extension directory;
-#   - schemathesis (PyPI, pinned) in a venv, for scripts/fuzz-api.sh.
+#   - the httpfs and quack extensions for DuckDB 1.5.5 (PyPI wheels, same layout):
+#     the Quack endpoint's worker loads both;
+#   - schemathesis (PyPI, pinned) in a venv, for scripts/fuzz-api.sh;
+#   - a stock DuckDB client (Python `duckdb`, pinned, with the two extension
+#     wheels) in a venv, for the Quack tests.
 # Everything lands under $DAEDA_DEPS (default ~/.cache/daeda); reruns are no-ops.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,6 +18,9 @@ source "$here/env.sh"
 
 DUCKDB_NPM="@duckdb/node-bindings-linux-x64@1.5.5-r.5"
 DUCKLAKE_WHEEL="duckdb-extension-ducklake==1.5.5"
+# Quack is beta in DuckDB 1.5: client, server and extensions move together.
+QUACK_WHEELS=("duckdb-extension-httpfs==1.5.5" "duckdb-extension-quack==1.5.5")
+QUACK_CLIENT="duckdb==1.5.5"
 # scripts/fuzz-api.sh holds the gateway to its OpenAPI document with it.
 SCHEMATHESIS="schemathesis==4.32.5"
 
@@ -44,25 +51,38 @@ if [ ! -f "$DUCKDB_LIB_DIR/libduckdb.so" ]; then
   mv "$tmp/package/libduckdb.so" "$DUCKDB_LIB_DIR/libduckdb.so"
 fi
 
-ext="$DAEDA_DUCKDB_EXTENSION_DIR/v1.5.5/linux_amd64/ducklake.duckdb_extension"
-if [ ! -f "$ext" ]; then
-  log "fetching the DuckLake extension ($DUCKLAKE_WHEEL)"
-  python3 -m pip download --quiet --no-deps --dest "$tmp" "$DUCKLAKE_WHEEL"
+# Lays the extension `name` out under the extension directory from its PyPI wheel.
+fetch_extension() {
+  local name="$1" wheel="$2"
+  local ext="$DAEDA_DUCKDB_EXTENSION_DIR/v1.5.5/linux_amd64/$name.duckdb_extension"
+  [ -f "$ext" ] && return 0
+  log "fetching the $name extension ($wheel)"
+  python3 -m pip download --quiet --no-deps --dest "$tmp" "$wheel"
   mkdir -p "$(dirname "$ext")"
-  python3 - "$tmp" "$ext" <<'PY'
+  python3 - "$tmp" "$ext" "$name" <<'PY'
 import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/duckdb_extension_ducklake-*.whl")[0]
+wheel = glob.glob(sys.argv[1] + "/duckdb_extension_" + sys.argv[3] + "-*.whl")[0]
 with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("ducklake.duckdb_extension"))
-    with open(sys.argv[2], "wb") as out:
+    name = next(n for n in z.namelist() if n.endswith(sys.argv[3] + ".duckdb_extension"))
+    with open(sys.argv[2] + ".part", "wb") as out:
         out.write(z.read(name))
 PY
-fi
+  mv "$ext.part" "$ext"
+}
+fetch_extension ducklake "$DUCKLAKE_WHEEL"
+for w in "${QUACK_WHEELS[@]}"; do fetch_extension "$(echo "${w%%==*}" | sed 's/^duckdb-extension-//')" "$w"; done
 venv="$DAEDA_DEPS/schemathesis-venv"
 if [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version ${SCHEMATHESIS#*==}" ]; then
   log "installing $SCHEMATHESIS into $venv"
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$SCHEMATHESIS"
+fi
+qvenv="$DAEDA_DEPS/quack-client-venv"
+if [ "$("$qvenv/bin/python" -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null)" != "${QUACK_CLIENT#*==}" ]; then
+  log "installing $QUACK_CLIENT and the Quack extension wheels into $qvenv"
+  rm -rf "$qvenv"
+  python3 -m venv "$qvenv" 2>/dev/null || { apt_install python3-venv; rm -rf "$qvenv"; python3 -m venv "$qvenv"; }
+  "$qvenv/bin/pip" install --quiet --disable-pip-version-check "$QUACK_CLIENT" "${QUACK_WHEELS[@]}"
 fi
 
 # ---- The Dagster example (scripts/dagster-example.sh, examples/dagster) -----

@@ -37,6 +37,17 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     jwt: Option<JwtFile>,
     sql: Option<SqlFile>,
+    quack: Option<QuackFile>,
+}
+
+/// `[quack]`: DuckDB's remote protocol, off unless `listen` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuackFile {
+    /// host:port (`DAEDA_QUACK_LISTEN`); loopback unless `allow_remote`.
+    listen: Option<String>,
+    /// A query running longer ends the Quack worker (`DAEDA_QUACK_TIMEOUT_MS`).
+    timeout_ms: Option<u64>,
 }
 
 /// `[sql]`: the SQL plane's bounds. Each key also reads `DAEDA_SQL_<KEY>`.
@@ -110,6 +121,10 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub sql: SqlSettings,
+    /// `quack.listen` (`DAEDA_QUACK_LISTEN`): serve Quack here; off when unset.
+    pub quack_listen: Option<String>,
+    /// `quack.timeout_ms` (`DAEDA_QUACK_TIMEOUT_MS`, default 60 s).
+    pub quack_timeout_ms: u64,
 }
 
 /// The flags every command that needs them shares.
@@ -178,6 +193,11 @@ impl Config {
                 )
             }
         };
+        let quack = file.quack.unwrap_or_default();
+        let quack_timeout_ms = env_parse("DAEDA_QUACK_TIMEOUT_MS")?.or(quack.timeout_ms).unwrap_or(60_000);
+        if quack_timeout_ms == 0 {
+            return Err(crate::UsageError("quack.timeout_ms must be greater than 0".into()).into());
+        }
         Ok(Config {
             namespace,
             ready_when,
@@ -213,6 +233,8 @@ impl Config {
             jwt_issuer: env("DAEDA_JWT_ISSUER").or(jwt.issuer),
             jwt_audience: env("DAEDA_JWT_AUDIENCE").or(jwt.audience),
             sql,
+            quack_listen: env("DAEDA_QUACK_LISTEN").or(quack.listen),
+            quack_timeout_ms,
         })
     }
 }

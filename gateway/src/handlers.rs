@@ -206,6 +206,7 @@ async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
         "services": catalog.services().count(),
         "serving": serving,
         "sql": sql,
+        "quack": state.quack.get().map(|q| json!({"worker": if q.is_up() { "up" } else { "restarting" }, "restarts": q.restarts(), "sessions": q.sessions()})),
     });
     let status = if is_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok(respond(status, "application/json", Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"))))
@@ -287,7 +288,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
 
 /// How long a token's SQL is refused after one of its queries had to be
 /// killed with its worker.
-const SQL_COOLDOWN: Duration = Duration::from_secs(30);
+pub(crate) const SQL_COOLDOWN: Duration = Duration::from_secs(30);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

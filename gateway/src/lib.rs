@@ -90,6 +90,12 @@ pub struct GatewayConfig {
     /// (no token; TLS as configured); `/metrics` then leaves the main address.
     /// A non-loopback one needs TLS and `allow_remote`, as `listen` does.
     pub admin_listen: Option<SocketAddr>,
+    /// Serve Quack (DuckDB's remote protocol) here from a worker process of
+    /// its own; needs the SQL plane. A non-loopback one needs `allow_remote`.
+    pub quack_listen: Option<SocketAddr>,
+    /// A Quack query running longer restarts the Quack worker (DuckDB cannot
+    /// interrupt one Quack connection); its token then cools down.
+    pub quack_timeout: Duration,
 }
 
 /// `/readyz` is ready when Redis answers, and every (`All`) or at least one
@@ -108,6 +114,8 @@ impl GatewayConfig {
             listen,
             tls: None,
             allow_remote: false,
+            quack_listen: None,
+            quack_timeout: Duration::from_secs(60),
             max_batch: 1000,
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
@@ -157,6 +165,8 @@ pub(crate) struct State {
     /// One permit per open connection, `max_connections` in all.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) sql: Option<SqlPlane>,
+    /// The Quack endpoint, when `quack_listen` is set.
+    pub(crate) quack: std::sync::OnceLock<Arc<sql::quack::QuackGate>>,
     /// Row schemas by service, of the generations lately served (see [`State::schema_for`]).
     schemas: std::sync::Mutex<std::collections::HashMap<String, Vec<CachedSchema>>>,
 }
@@ -287,6 +297,15 @@ impl Gateway {
                 }
             }
         }
+        if let Some(addr) = cfg.quack_listen {
+            // Quack is plain HTTP: beyond loopback only when the operator says so.
+            if !addr.ip().is_loopback() && !cfg.allow_remote {
+                return Err(StartError::RemoteNotAllowed(addr));
+            }
+            if sql.is_none() {
+                return Err(StartError::Limits("quack.listen needs the SQL plane (sql.enabled)".into()));
+            }
+        }
         if cfg.max_connections == 0 {
             return Err(StartError::Limits("max_connections must be at least 1".into()));
         }
@@ -315,6 +334,7 @@ impl Gateway {
         if let Err(e) = generations.refresh().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; lookups answer 503 until it is");
         }
+        let quack_cmd = sql.clone();
         let sql = sql.map(|cmd| {
             let (worker, supervisor) = sql::SqlWorker::spawn(cmd);
             SqlPlane {
@@ -340,7 +360,11 @@ impl Gateway {
             slots,
             sql,
             schemas,
+            quack: std::sync::OnceLock::new(),
         });
+        if let (Some(addr), Some(cmd)) = (state.cfg.quack_listen, quack_cmd) {
+            let _ = state.quack.set(sql::quack::spawn(Arc::downgrade(&state), cmd, addr));
+        }
         Ok(Gateway { state, listener, admin, tls })
     }
 

@@ -119,6 +119,10 @@ pub enum SessionError {
     /// A thread panicked holding one of the session's connections.
     #[error("{0} lock poisoned")]
     Poisoned(&'static str),
+    /// The caller's preparation before the lock (the Quack worker's
+    /// extensions and callbacks) failed.
+    #[error("{0}")]
+    Prepare(String),
     /// DuckDB's parse is not JSON.
     #[error("{0}")]
     ParseJson(#[from] serde_json::Error),
@@ -128,6 +132,18 @@ impl Session {
     /// Builds the views of every service of `catalog` whose serving is allowed
     /// into `dir/views.duckdb`, then opens that file read-only and locks it down.
     pub fn open(catalog: &Catalog, dir: &Path, limits: &SessionLimits) -> Result<Session, SessionError> {
+        Self::open_with(catalog, dir, limits, &|_| Ok(()))
+    }
+
+    /// As [`Session::open`], running `before_lock` on the base connection
+    /// just before the configuration is locked (the Quack worker loads its
+    /// extensions and sets its callbacks there; nothing can change them after).
+    pub fn open_with(
+        catalog: &Catalog,
+        dir: &Path,
+        limits: &SessionLimits,
+        before_lock: &dyn Fn(&Connection) -> Result<(), String>,
+    ) -> Result<Session, SessionError> {
         let file = dir.join("views.duckdb");
         let exposures: Vec<(String, Exposure)> =
             catalog.services().filter(|s| s.serving.allowed).enumerate().map(|(i, s)| (s.name.clone(), exposure(s, i))).collect();
@@ -158,6 +174,7 @@ impl Session {
             dirs.extend(e.dirs.iter().map(|d| format!("{}/", d.trim_end_matches('/'))));
         }
         let dirs = dirs.iter().map(|d| literal(d)).collect::<Vec<_>>().join(", ");
+        before_lock(&base).map_err(SessionError::Prepare)?;
         let spill = dir.join("spill");
         base.execute_batch(&format!(
             "SET temp_directory = {};

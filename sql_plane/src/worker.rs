@@ -74,8 +74,9 @@ pub fn confine(private: &std::path::Path) -> Result<Confinement, String> {
     })
 }
 
-/// The worker's main loop; returns when the gateway hangs up.
-pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String> {
+/// Confines this process (Landlock, nice, `RLIMIT_AS`) before DuckDB starts,
+/// and returns the private folder the session may write (its views and spill files).
+pub fn confine_process(settings: &WorkerSettings) -> Result<tempfile::TempDir, String> {
     let private = tempfile::Builder::new().prefix("daeda-sql-").tempdir().map_err(|e| format!("private folder: {e}"))?;
     match confine(private.path())? {
         Confinement::Enforced => {}
@@ -90,6 +91,12 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String>
         rlimit::setrlimit(rlimit::Resource::AS, settings.max_address_space, settings.max_address_space)
             .map_err(|e| format!("capping the address space: {e}"))?;
     }
+    Ok(private)
+}
+
+/// The worker's main loop; returns when the gateway hangs up.
+pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String> {
+    let private = confine_process(settings)?;
     let session = Arc::new(Session::open(catalog, private.path(), &settings.limits).map_err(|e| format!("SQL session: {e}"))?);
     let stream = UnixStream::connect(&settings.socket).map_err(|e| format!("connecting to the gateway: {e}"))?;
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(|e| e.to_string())?));

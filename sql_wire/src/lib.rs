@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod quack;
+
 /// The largest frame either side accepts: a result is capped well below it.
 pub const MAX_FRAME: usize = 256 << 20;
 

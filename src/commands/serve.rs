@@ -87,6 +87,11 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     gw.sql_max_rows = cfg.sql.max_rows;
     gw.sql_max_bytes = cfg.sql.max_result_bytes;
     gw.sql_concurrency = cfg.sql.concurrency;
+    gw.quack_timeout = Duration::from_millis(cfg.quack_timeout_ms);
+    gw.quack_listen = match &cfg.quack_listen {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| UsageError(format!("quack.listen `{text}` is not host:port (e.g. 127.0.0.1:9494)")))?),
+    };
     // The SQL plane runs in a worker process this one starts and supervises:
     // the same binary, `daeda sql-worker`, on the same catalog. If it cannot
     // start, online serving goes on and /v1/sql answers 503 saying so.
@@ -153,6 +158,12 @@ pub struct WorkerArgs {
     /// Address-space cap in MiB (0: none).
     #[arg(long, default_value_t = 8192)]
     max_address_space_mb: u64,
+    /// Serve Quack on this host:port instead of answering the gateway's queries.
+    #[arg(long)]
+    quack: Option<String>,
+    /// With --quack: a query running longer than this ends the worker (ms).
+    #[arg(long, default_value_t = 60_000)]
+    quack_deadline_ms: u64,
 }
 
 /// `daeda sql-worker`: started by `daeda serve`, never by hand.
@@ -164,7 +175,11 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
         limits: daeda_sql_plane::SessionLimits { memory_limit: a.memory_limit.clone(), threads: a.threads },
         max_address_space: a.max_address_space_mb.saturating_mul(1 << 20),
     };
-    daeda_sql_plane::serve(&catalog, &settings).map_err(|e| anyhow::anyhow!("sql-worker: {e}"))?;
+    match &a.quack {
+        None => daeda_sql_plane::serve(&catalog, &settings).map_err(|e| anyhow::anyhow!("sql-worker: {e}"))?,
+        Some(listen) => daeda_sql_plane::quack::serve(&catalog, &settings, listen, Duration::from_millis(a.quack_deadline_ms))
+            .map_err(|e| anyhow::anyhow!("sql-worker --quack: {e}"))?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,6 +12,7 @@ mod http;
 mod materialize;
 mod ops;
 mod production;
+mod quack;
 mod readme;
 mod registry;
 mod schedules;

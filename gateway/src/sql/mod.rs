@@ -6,6 +6,7 @@
 //! happens in another process.
 
 pub mod policy_runner;
+pub mod quack;
 pub mod worker;
 
 use std::fmt::Write as _;

@@ -236,7 +236,7 @@ async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), Ended> {
 }
 
 /// A fresh folder only this user can enter, for the socket.
-fn private_dir() -> Result<PathBuf, String> {
+pub(crate) fn private_dir() -> Result<PathBuf, String> {
     use std::os::unix::fs::DirBuilderExt;
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);

@@ -388,17 +388,17 @@ fn read_record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
-/// A new run's id: `20261126T071502Z-user_features-5f3a09c1`, sortable by
+/// A new run's id: `20261126T071502Z-user_features-5f3a09c1e2d4b687`, sortable by
 /// start time and unique across processes and hosts that start in the same
 /// second. The id is also the run's lease token, so two runs sharing one
-/// would release each other's lease: the suffix is 32 random bits (std's
+/// would release each other's lease: the suffix is 64 random bits (std's
 /// per-process random hasher keys, seeded by the OS), not clock or pid bits.
 pub fn new_run_id(label: &str, started: chrono::DateTime<chrono::Utc>) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_i64(started.timestamp_nanos_opt().unwrap_or_default());
     h.write_u32(std::process::id());
-    format!("{}-{label}-{:08x}", started.format("%Y%m%dT%H%M%SZ"), h.finish() as u32)
+    format!("{}-{label}-{:016x}", started.format("%Y%m%dT%H%M%SZ"), h.finish())
 }
 
 #[cfg(test)]
@@ -414,7 +414,7 @@ mod tests {
         let ids: std::collections::HashSet<String> = (0..20_000).map(|_| new_run_id("user_features", at)).collect();
         assert_eq!(ids.len(), 20_000);
         let one = ids.iter().next().unwrap();
-        assert!(one.starts_with("20251126T065320Z-user_features-") && one.len() == "20251126T065320Z-user_features-".len() + 8, "{one}");
+        assert!(one.starts_with("20251126T065320Z-user_features-") && one.len() == "20251126T065320Z-user_features-".len() + 16, "{one}");
     }
 
     fn rec(run: &str, status: RunStatus) -> RunRecord {

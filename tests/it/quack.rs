@@ -352,3 +352,31 @@ async fn the_online_plane_outlives_the_quack_worker() {
     assert_eq!(ready["quack"]["restarts"], 2, "{ready}");
     q.gw.stop().await;
 }
+
+/// A token sent at the end of its leeway, whose query then overruns the Quack
+/// deadline, expires while the query runs: its subject still cools down (the
+/// cooldown once re-verified the token, found it expired, and skipped it, so a
+/// client could keep restarting the worker with tokens about to expire).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_expiring_mid_query_still_cools_its_subject_down() {
+    let env = TestEnv::new(2000);
+    env.materialize(&["--all"]);
+    let q = start_with(&env, |cfg| cfg.quack_timeout = Duration::from_millis(5000)).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Expired 26 s ago: still inside the 30 s leeway for 4 s, past it when the
+    // 5 s deadline ends the query.
+    let claims = json!({"sub": "late", "exp": now - 26, "services": ["*"], "planes": ["sql"]});
+    let late = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(http::SECRET.as_bytes()),
+    )
+    .unwrap();
+    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let r = run(q.port, &late, false, &[slow]).await;
+    assert!(r[0]["error"].is_string(), "the query should have ended with its worker: {r}");
+    let fresh = http::mint_for("late", &["*"], &[Plane::Sql]);
+    let r = send(q.gw.addr, "POST", "/v1/sql", &[("authorization", &bearer(&fresh))], r#"{"sql": "SELECT 1"}"#).await;
+    assert_eq!(r.status, 429, "the subject whose query overran cools down: {}", String::from_utf8_lossy(&r.body));
+    q.gw.stop().await;
+}

@@ -212,13 +212,16 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
         }
         Ask::Overran { session } => {
             // The same cooldown as a killed HTTP query: one client cannot keep
-            // the worker restarting.
-            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _, _)| t.clone());
-            if let Some(who) = token.and_then(|t| state.verifier.verify(Some(&format!("Bearer {t}"))).ok()) {
-                tracing::warn!(sub = %who.sub, "a Quack query ran past its deadline; the Quack worker restarts");
+            // the worker restarting. The subject is the one the session was
+            // admitted with, not the token verified again: a token that expired
+            // while its query ran (say, one sent at the end of its leeway) must
+            // not spare its subject the cooldown.
+            let sub = gate.sessions.lock().expect("session lock").get(&session).map(|(_, sub, _)| sub.clone());
+            if let Some(sub) = sub {
+                tracing::warn!(sub = %sub, "a Quack query ran past its deadline; the Quack worker restarts");
                 let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
                 cooldown.retain(|_, until| *until > Instant::now());
-                cooldown.insert(who.sub.to_string(), Instant::now() + crate::handlers::SQL_COOLDOWN);
+                cooldown.insert(sub, Instant::now() + crate::handlers::SQL_COOLDOWN);
             }
             (Answer::Admitted, 504)
         }

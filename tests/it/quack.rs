@@ -380,3 +380,75 @@ async fn a_token_expiring_mid_query_still_cools_its_subject_down() {
     assert_eq!(r.status, 429, "the subject whose query overran cools down: {}", String::from_utf8_lossy(&r.body));
     q.gw.stop().await;
 }
+
+/// Opens `n` Quack sessions with `token` over the raw wire (a CONNECT each,
+/// never closed; what a client that never DETACHes leaves behind) and
+/// returns (admitted, refused, broken): broken counts requests the server did
+/// not answer at all.
+const FLOOD: &str = r#"
+import http.client, json, sys
+req = json.load(sys.stdin)
+tok = req["token"].encode()
+def field(fid, val):
+    n, out = len(val), b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | 0x80]) if n else bytes([b])
+        if not n: break
+    return fid.to_bytes(2, "little") + out + val
+body = (b"\x01\x00\x01\x03\x00\x05\xff\xff" + field(1, tok) + field(2, b"v1.5.5") + field(3, b"linux_amd64")
+        + b"\x04\x00\x01\x05\x00\x01\xff\xff")
+admitted = refused = broken = 0
+for _ in range(req["n"]):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", req["port"], timeout=30)
+        c.request("POST", "/quack", body, {"Content-Type": "application/octet-stream"})
+        r = c.getresponse().read()
+        if r[:3] == b"\x01\x00\x02":
+            admitted += 1
+        else:
+            refused += 1
+    except Exception:
+        broken += 1
+print(json.dumps([admitted, refused, broken]))
+"#;
+
+fn flood(port: u16, token: &str, n: usize) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new(python())
+        .args(["-c", FLOOD])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the Quack client venv (run scripts/bootstrap.sh)");
+    child.stdin.take().unwrap().write_all(json!({"port": port, "token": token, "n": n}).to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// One token holder opening thousands of Quack sessions (no query, no CPU)
+/// once crashed the Quack worker: DuckDB's quack extension fails when its
+/// connection table passes ~2048 while the worker's sweep lists it. A
+/// subject's sessions past its cap are refused instead, the worker stays up,
+/// and another subject still connects and reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_flood_is_refused_and_does_not_crash_the_quack_worker() {
+    let env = TestEnv::new(200);
+    env.materialize(&["--all"]);
+    let q = start(&env).await;
+    let pid = quack_pid(q.port).expect("a running Quack worker");
+    let flooder = http::mint_for("flooder", &["*"], &[Plane::Sql]);
+    let port = q.port;
+    let r = tokio::task::spawn_blocking(move || flood(port, &flooder, 2300)).await.unwrap();
+    let cap = (daeda_gateway::sql::quack::MAX_SESSIONS_PER_SUB as u64).min(2300);
+    assert_eq!(r, json!([cap, 2300 - cap, 0]), "admitted, refused, unanswered");
+    // A few sweeps list the server's connections (where it crashed).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(quack_pid(q.port), Some(pid), "the Quack worker was replaced");
+    let ready = send(q.gw.addr, "GET", "/readyz", &[], "").await.json();
+    assert_eq!(ready["quack"]["restarts"], 0, "{ready}");
+    let other = http::mint_for("someone-else", &["*"], &[Plane::Sql]);
+    let r = run(q.port, &other, false, &["SELECT count(*) FROM user_features"]).await;
+    assert!(r[0]["rows"].is_array(), "{r}");
+    q.gw.stop().await;
+}

@@ -452,3 +452,49 @@ async fn a_session_flood_is_refused_and_does_not_crash_the_quack_worker() {
     assert!(r[0]["rows"].is_array(), "{r}");
     q.gw.stop().await;
 }
+
+/// A query text longer than the worker-to-gateway link's frame limit
+/// (256 MiB) once ended the link and with it the Quack worker, for every
+/// client and with no cooldown; it is refused in the worker now, as any text
+/// over the policy's limit is, and never crosses the link.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_query_text_is_refused_without_ending_the_quack_worker() {
+    use std::io::Write;
+    let env = TestEnv::new(50);
+    let q = start(&env).await;
+    let token = mint(&["*"], &[Plane::Sql]);
+    const HUGE: &str = r#"
+import duckdb, json, os, sys
+req = json.load(sys.stdin)
+c = duckdb.connect(config={"extension_directory": os.environ["DAEDA_DUCKDB_EXTENSION_DIR"]})
+c.execute("LOAD httpfs; LOAD quack;")
+try:
+    c.execute("SELECT * FROM quack_query(?, ?, token => ?)", [req["uri"], "SELECT 1 -- " + "x" * (260 << 20), req["token"]]).fetchall()
+    print(json.dumps({"rows": True}))
+except Exception as e:
+    print(json.dumps({"error": str(e)[:500]}))
+"#;
+    let port = q.port;
+    let t = token.clone();
+    let r: Value = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(python())
+            .args(["-c", HUGE])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the Quack client venv");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(json!({"uri": format!("quack:localhost:{port}"), "token": t}).to_string().as_bytes())
+            .unwrap();
+        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("daeda:") && e.contains("the limit is")), "{r}");
+    let ready = send(q.gw.addr, "GET", "/readyz", &[], "").await.json();
+    assert_eq!(ready["quack"]["restarts"], 0, "{ready}");
+    q.gw.stop().await;
+}

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use daeda_catalog::Catalog;
-use daeda_policy::{duckdb::agree, Approved, Grants};
+use daeda_policy::{duckdb::agree, Approved, Grants, Limits};
 use daeda_sql_wire::frame_len;
 use daeda_sql_wire::quack::{Answer, Ask};
 use duckdb::arrow::array::{Array, ArrayRef, BooleanArray, LargeStringArray, RecordBatch, StringArray, StringViewArray};
@@ -45,6 +45,11 @@ use daeda_offline::sql::literal;
 /// The callbacks' names in the session's catalog.
 pub const AUTHENTICATE_FN: &str = "daeda_quack_authenticate";
 pub const AUTHORIZE_FN: &str = "daeda_quack_authorize";
+
+/// The longest token a client may present. A JWT is a few hundred bytes; the
+/// bound keeps a question to the gateway small (a frame over the link's
+/// limit ends the link, and with it this worker).
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// How long a callback waits for the gateway before the worker gives up on
 /// it (and exits: the link is out of step).
@@ -127,6 +132,9 @@ impl VArrowScalar for Authenticate {
         let mut out = Vec::with_capacity(sessions.len());
         for (session, token) in sessions.into_iter().zip(tokens) {
             let (Some(session), Some(token)) = (session, token) else { return Err("no session or token".into()) };
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(format!("daeda: the token is {} bytes; at most {MAX_TOKEN_BYTES} are read", token.len()).into());
+            }
             match link.ask(&Ask::Authenticate { session, token }) {
                 Answer::Admitted => out.push(true),
                 Answer::Refused(why) => return Err(why.into()),
@@ -158,6 +166,14 @@ impl VArrowScalar for Authorize {
         let mut out = Vec::with_capacity(ids.len());
         for (id, query) in ids.into_iter().zip(queries) {
             let (Some(id), Some(query)) = (id, query) else { return Err("no connection or query".into()) };
+            // Longer than the policy takes: refused here, never sent to the
+            // gateway (a text over the link's frame limit ended the link and
+            // this worker; a shorter huge one still cost the gateway its size).
+            let max = Limits::default().max_bytes;
+            if query.len() > max {
+                out.push(refusal(&format!("the query is {} bytes; the limit is {max}", query.len())));
+                continue;
+            }
             // A refusal runs as a constant SELECT that raises the reason: the
             // Quack server shows a callback's own error only as "Authorization
             // failed", and the client should see why, as over HTTP.

@@ -352,3 +352,149 @@ async fn the_online_plane_outlives_the_quack_worker() {
     assert_eq!(ready["quack"]["restarts"], 2, "{ready}");
     q.gw.stop().await;
 }
+
+/// A token sent at the end of its leeway, whose query then overruns the Quack
+/// deadline, expires while the query runs: its subject still cools down (the
+/// cooldown once re-verified the token, found it expired, and skipped it, so a
+/// client could keep restarting the worker with tokens about to expire).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_expiring_mid_query_still_cools_its_subject_down() {
+    let env = TestEnv::new(2000);
+    env.materialize(&["--all"]);
+    let q = start_with(&env, |cfg| cfg.quack_timeout = Duration::from_millis(5000)).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Expired 26 s ago: still inside the 30 s leeway for 4 s, past it when the
+    // 5 s deadline ends the query.
+    let claims = json!({"sub": "late", "exp": now - 26, "services": ["*"], "planes": ["sql"]});
+    let late = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(http::SECRET.as_bytes()),
+    )
+    .unwrap();
+    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let r = run(q.port, &late, false, &[slow]).await;
+    assert!(r[0]["error"].is_string(), "the query should have ended with its worker: {r}");
+    let fresh = http::mint_for("late", &["*"], &[Plane::Sql]);
+    let r = send(q.gw.addr, "POST", "/v1/sql", &[("authorization", &bearer(&fresh))], r#"{"sql": "SELECT 1"}"#).await;
+    assert_eq!(r.status, 429, "the subject whose query overran cools down: {}", String::from_utf8_lossy(&r.body));
+    q.gw.stop().await;
+}
+
+/// Opens `n` Quack sessions with `token` over the raw wire (a CONNECT each,
+/// never closed; what a client that never DETACHes leaves behind) and
+/// returns (admitted, refused, broken): broken counts requests the server did
+/// not answer at all.
+const FLOOD: &str = r#"
+import http.client, json, sys
+req = json.load(sys.stdin)
+tok = req["token"].encode()
+def field(fid, val):
+    n, out = len(val), b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | 0x80]) if n else bytes([b])
+        if not n: break
+    return fid.to_bytes(2, "little") + out + val
+body = (b"\x01\x00\x01\x03\x00\x05\xff\xff" + field(1, tok) + field(2, b"v1.5.5") + field(3, b"linux_amd64")
+        + b"\x04\x00\x01\x05\x00\x01\xff\xff")
+admitted = refused = broken = 0
+for _ in range(req["n"]):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", req["port"], timeout=30)
+        c.request("POST", "/quack", body, {"Content-Type": "application/octet-stream"})
+        r = c.getresponse().read()
+        if r[:3] == b"\x01\x00\x02":
+            admitted += 1
+        else:
+            refused += 1
+    except Exception:
+        broken += 1
+print(json.dumps([admitted, refused, broken]))
+"#;
+
+fn flood(port: u16, token: &str, n: usize) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new(python())
+        .args(["-c", FLOOD])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the Quack client venv (run scripts/bootstrap.sh)");
+    child.stdin.take().unwrap().write_all(json!({"port": port, "token": token, "n": n}).to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// One token holder opening thousands of Quack sessions (no query, no CPU)
+/// once crashed the Quack worker: DuckDB's quack extension fails when its
+/// connection table passes ~2048 while the worker's sweep lists it. A
+/// subject's sessions past its cap are refused instead, the worker stays up,
+/// and another subject still connects and reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_flood_is_refused_and_does_not_crash_the_quack_worker() {
+    let env = TestEnv::new(200);
+    env.materialize(&["--all"]);
+    let q = start(&env).await;
+    let pid = quack_pid(q.port).expect("a running Quack worker");
+    let flooder = http::mint_for("flooder", &["*"], &[Plane::Sql]);
+    let port = q.port;
+    let r = tokio::task::spawn_blocking(move || flood(port, &flooder, 2300)).await.unwrap();
+    let cap = (daeda_gateway::sql::quack::MAX_SESSIONS_PER_SUB as u64).min(2300);
+    assert_eq!(r, json!([cap, 2300 - cap, 0]), "admitted, refused, unanswered");
+    // A few sweeps list the server's connections (where it crashed).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(quack_pid(q.port), Some(pid), "the Quack worker was replaced");
+    let ready = send(q.gw.addr, "GET", "/readyz", &[], "").await.json();
+    assert_eq!(ready["quack"]["restarts"], 0, "{ready}");
+    let other = http::mint_for("someone-else", &["*"], &[Plane::Sql]);
+    let r = run(q.port, &other, false, &["SELECT count(*) FROM user_features"]).await;
+    assert!(r[0]["rows"].is_array(), "{r}");
+    q.gw.stop().await;
+}
+
+/// A query text longer than the worker-to-gateway link's frame limit
+/// (256 MiB) once ended the link and with it the Quack worker, for every
+/// client and with no cooldown; it is refused in the worker now, as any text
+/// over the policy's limit is, and never crosses the link.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_query_text_is_refused_without_ending_the_quack_worker() {
+    use std::io::Write;
+    let env = TestEnv::new(50);
+    let q = start(&env).await;
+    let token = mint(&["*"], &[Plane::Sql]);
+    const HUGE: &str = r#"
+import duckdb, json, os, sys
+req = json.load(sys.stdin)
+c = duckdb.connect(config={"extension_directory": os.environ["DAEDA_DUCKDB_EXTENSION_DIR"]})
+c.execute("LOAD httpfs; LOAD quack;")
+try:
+    c.execute("SELECT * FROM quack_query(?, ?, token => ?)", [req["uri"], "SELECT 1 -- " + "x" * (260 << 20), req["token"]]).fetchall()
+    print(json.dumps({"rows": True}))
+except Exception as e:
+    print(json.dumps({"error": str(e)[:500]}))
+"#;
+    let port = q.port;
+    let t = token.clone();
+    let r: Value = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(python())
+            .args(["-c", HUGE])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the Quack client venv");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(json!({"uri": format!("quack:localhost:{port}"), "token": t}).to_string().as_bytes())
+            .unwrap();
+        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("daeda:") && e.contains("the limit is")), "{r}");
+    let ready = send(q.gw.addr, "GET", "/readyz", &[], "").await.json();
+    assert_eq!(ready["quack"]["restarts"], 0, "{ready}");
+    q.gw.stop().await;
+}

@@ -16,12 +16,18 @@
 //! - a session is admitted only with a token that verifies and grants the
 //!   `sql` plane; the token is verified again before every query, so an
 //!   expired or revoked token stops working mid-session;
-//! - at most [`MAX_SESSIONS`] sessions are remembered, [`MAX_SESSIONS_PER_SUB`]
-//!   per token subject (least recently used first out: an evicted client must
-//!   reconnect), so no client can grow the map without bound or, alone, push
-//!   other subjects' sessions out; there is no disconnect callback, so twice
-//!   a second the worker lists the server's live connections and the gateway
-//!   forgets the rest (a `quack_query` call's session ends with the call);
+//! - at most [`MAX_SESSIONS`] sessions are open, [`MAX_SESSIONS_PER_SUB`] per
+//!   token subject; past either, a new connection is refused (never another
+//!   session evicted: a session the gateway forgot stays open in the Quack
+//!   server, so eviction would bound nothing there). The bound is the Quack
+//!   server's own: DuckDB 1.5.5's quack extension crashes (`free(): invalid
+//!   pointer`, or SIGSEGV) when its connection table grows past about 2048
+//!   while `quack_active_connections()` lists it, which the worker's sweep
+//!   does; a stock server with the same sweep reproduces it. A session is
+//!   forgotten only when the server no longer lists it: there is no
+//!   disconnect callback, so twice a second the worker lists the server's
+//!   live connections and the gateway forgets the rest (a `quack_query`
+//!   call's session ends with the call);
 //! - an unknown session is refused whatever it sends.
 
 use std::num::NonZeroUsize;
@@ -39,10 +45,14 @@ use super::WorkerCommand;
 use crate::auth::{self, Plane};
 use crate::State;
 
-pub const MAX_SESSIONS: usize = 50_000;
-/// Sessions one `sub` may hold: past it, its own least recently used one goes,
-/// so one token holder cannot push other clients' sessions out.
-pub const MAX_SESSIONS_PER_SUB: usize = 4096;
+/// Open sessions in all; well below the ~2048 at which the Quack server crashes.
+pub const MAX_SESSIONS: usize = 1536;
+/// Open sessions one `sub` may hold: past it, its new connections are refused,
+/// so one token holder alone can neither crash the server nor fill it. A
+/// `quack_query` call's session counts until a sweep sees it gone (up to
+/// [`SWEEP_GRACE`] and a sweep later), so this leaves room for a client
+/// issuing a couple of hundred calls a second.
+pub const MAX_SESSIONS_PER_SUB: usize = 512;
 /// A session admitted this recently survives a sweep it is not listed in.
 const SWEEP_GRACE: Duration = Duration::from_secs(2);
 
@@ -202,23 +212,32 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
                 return refuse(403, "daeda: the token does not grant the sql plane");
             }
             let mut sessions = gate.sessions.lock().expect("session lock");
-            let mine: Vec<&String> = sessions.iter().filter(|(_, (_, sub, _))| *sub == who.sub).map(|(id, _)| id).collect();
-            if mine.len() >= MAX_SESSIONS_PER_SUB {
-                let oldest = mine[mine.len() - 1].clone();
-                sessions.pop(&oldest);
+            if sessions.len() >= MAX_SESSIONS {
+                return refuse(503, format!("daeda: the Quack endpoint holds {MAX_SESSIONS} open connections; retry later"));
+            }
+            if sessions.iter().filter(|(_, (_, sub, _))| *sub == who.sub).count() >= MAX_SESSIONS_PER_SUB {
+                return refuse(
+                    429,
+                    format!(
+                        "daeda: this token's subject holds {MAX_SESSIONS_PER_SUB} open Quack connections (a quack_query call's counts for a few seconds after it ends); DETACH some or retry shortly"
+                    ),
+                );
             }
             sessions.put(session, (token, who.sub, Instant::now()));
             (Answer::Admitted, 200)
         }
         Ask::Overran { session } => {
             // The same cooldown as a killed HTTP query: one client cannot keep
-            // the worker restarting.
-            let token = gate.sessions.lock().expect("session lock").get(&session).map(|(t, _, _)| t.clone());
-            if let Some(who) = token.and_then(|t| state.verifier.verify(Some(&format!("Bearer {t}"))).ok()) {
-                tracing::warn!(sub = %who.sub, "a Quack query ran past its deadline; the Quack worker restarts");
+            // the worker restarting. The subject is the one the session was
+            // admitted with, not the token verified again: a token that expired
+            // while its query ran (say, one sent at the end of its leeway) must
+            // not spare its subject the cooldown.
+            let sub = gate.sessions.lock().expect("session lock").get(&session).map(|(_, sub, _)| sub.clone());
+            if let Some(sub) = sub {
+                tracing::warn!(sub = %sub, "a Quack query ran past its deadline; the Quack worker restarts");
                 let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
                 cooldown.retain(|_, until| *until > Instant::now());
-                cooldown.insert(who.sub.to_string(), Instant::now() + crate::handlers::SQL_COOLDOWN);
+                cooldown.insert(sub, Instant::now() + crate::handlers::SQL_COOLDOWN);
             }
             (Answer::Admitted, 504)
         }
@@ -243,10 +262,9 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             let who = match state.verifier.verify(Some(&format!("Bearer {token}"))) {
                 Ok(w) if w.planes.contains(&Plane::Sql) => w,
                 Ok(_) => return refuse(403, "daeda: the token does not grant the sql plane"),
-                Err(e) => {
-                    gate.sessions.lock().expect("session lock").pop(&session);
-                    return refuse(401, format!("daeda: {e}"));
-                }
+                // The session stays counted until the server drops it (the
+                // sweep): forgetting it here would not close it there.
+                Err(e) => return refuse(401, format!("daeda: {e}")),
             };
             if let Some(left) = cooling(plane, &who.sub) {
                 return refuse(429, format!("daeda: a query of this token had to be stopped; retry in {} s", left.as_secs().max(1)));

@@ -233,16 +233,32 @@ fn served(catalog: &Catalog) -> Vec<String> {
 
 /// Replaces a running gateway's catalog (on SIGHUP in `daeda serve`): a
 /// service whose serving is no longer allowed, or a grant that changed, takes
-/// effect with the next request.
+/// effect with the next request; when the approved services or their
+/// definitions changed, the SQL and Quack workers are rebuilt too.
 #[derive(Clone)]
 pub struct Reloader(Arc<State>);
 
 impl Reloader {
     pub fn reload(&self, catalog: Catalog) {
         let state = &self.0;
+        let exposed = |c: &Catalog| -> Vec<(String, String)> {
+            c.services().filter(|s| s.serving.allowed).map(|s| (s.name.clone(), s.fingerprint().to_string())).collect()
+        };
+        let views_changed = exposed(&state.catalog()) != exposed(&catalog);
         state.generations.set_services(served(&catalog));
         *state.catalog.write().expect("catalog lock") = Arc::new(catalog);
         state.schemas.lock().expect("schema cache lock").clear();
+        // The SQL workers' views (walls 3 and 4) were built from the old
+        // catalog: a service no longer approved must leave them too, and a
+        // new one must appear.
+        if views_changed {
+            if let Some(sql) = &state.sql {
+                sql.worker.recycle();
+            }
+            if let Some(quack) = state.quack.get() {
+                quack.recycle();
+            }
+        }
     }
 
     /// Re-reads the JWT key set (`jwt.jwks`); see [`auth::Verifier::reload_keys`].

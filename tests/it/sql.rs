@@ -292,6 +292,55 @@ fn worker_pid(catalog: &std::path::Path) -> Option<i32> {
     })
 }
 
+/// A reload (SIGHUP) that changes which services are approved rebuilds the
+/// SQL worker: a service turned on becomes queryable (its view did not exist
+/// in the old worker), and one turned off leaves the worker's views and
+/// allowed folders too (walls 3 and 4), not only the policy's grants.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_rebuilds_the_sql_workers_views() {
+    let env = TestEnv::new(10);
+    env.materialize(&["--all"]);
+    let (mut child, addr) = crate::support::serve(&env, &[], std::process::Stdio::null());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while send(addr, "GET", "/readyz", &[], "").await.json()["sql"]["worker"] != "up" {
+        assert!(std::time::Instant::now() < deadline, "the SQL worker did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = bearer(&mint(&["*"], &[Plane::Sql]));
+    let (headers, body) = ([("authorization", token.as_str())], sql_body("SELECT count(*) AS n FROM pii_features"));
+    let query = || send(addr, "POST", "/v1/sql", &headers, &body);
+    assert_eq!(query().await.status, 403);
+    let first = worker_pid(&env.catalog()).expect("the SQL worker runs");
+    // Turned on: answered once the new worker is up (403 before the reload
+    // lands, 503 while the worker is replaced; anything else fails).
+    env.edit("pii_features", "allowed: false", "allowed: true");
+    crate::support::signal(&child, "-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let answered = loop {
+        let r = query().await;
+        if r.status == 200 {
+            break r;
+        }
+        assert!([403, 503].contains(&r.status.as_u16()), "{} {}", r.status, String::from_utf8_lossy(&r.body));
+        assert!(std::time::Instant::now() < deadline, "pii_features not queryable 30 s after SIGHUP: {}", String::from_utf8_lossy(&r.body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(answered.json()["columns"]["n"][0], 10, "{}", answered.json());
+    let second = worker_pid(&env.catalog()).expect("a SQL worker runs");
+    assert_ne!(first, second, "the worker was rebuilt");
+    // Turned off again: refused at once, and the worker holding its view goes.
+    env.edit("pii_features", "allowed: true", "allowed: false");
+    crate::support::signal(&child, "-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while worker_pid(&env.catalog()).is_none_or(|p| p == second) {
+        assert!(std::time::Instant::now() < deadline, "the worker with pii_features' view still runs 30 s after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(query().await.status, 403);
+    crate::support::signal(&child, "-TERM");
+    assert_eq!(crate::support::wait_timeout(&mut child, Duration::from_secs(30), "daeda serve").code(), Some(0));
+}
+
 fn signal(pid: i32, sig: &str) {
     assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
 }

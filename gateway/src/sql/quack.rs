@@ -69,6 +69,8 @@ pub struct QuackGate {
     sessions: Mutex<lru::LruCache<String, (String, String, Instant)>>,
     up: AtomicBool,
     restarts: AtomicU64,
+    /// Ends the worker so one with the reloaded catalog's views replaces it.
+    recycle: tokio::sync::Notify,
 }
 
 impl QuackGate {
@@ -78,6 +80,13 @@ impl QuackGate {
 
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the worker with one built from the catalog on disk now. Its
+    /// attached clients lose their sessions and attach again: Quack has no
+    /// way to move a session, and stale views must not outlive a reload.
+    pub fn recycle(&self) {
+        self.recycle.notify_one();
     }
 
     /// Sessions remembered now.
@@ -92,6 +101,7 @@ pub(crate) fn spawn(state: Weak<State>, cmd: WorkerCommand, listen: std::net::So
         sessions: Mutex::new(lru::LruCache::new(NonZeroUsize::new(MAX_SESSIONS).expect("non-zero"))),
         up: AtomicBool::new(false),
         restarts: AtomicU64::new(0),
+        recycle: tokio::sync::Notify::new(),
     });
     tokio::spawn(supervise(state, cmd, listen, gate.clone()));
     gate
@@ -176,6 +186,7 @@ async fn run_one(state: &Weak<State>, cmd: &WorkerCommand, listen: std::net::Soc
     let why = tokio::select! {
         r = questions => format!("its socket closed ({})", r.err().unwrap_or_default()),
         status = child.wait() => format!("it exited ({status:?})"),
+        _ = gate.recycle.notified() => "it was recycled to serve the reloaded catalog".to_string(),
     };
     let _ = child.start_kill();
     let _ = child.wait().await;

@@ -9,7 +9,9 @@
 //! - a query is never sent to a worker that is not connected; while one
 //!   restarts, SQL answers 503 at once;
 //! - the worker is killed with the gateway (`kill_on_drop`, and it exits by
-//!   itself when its socket closes).
+//!   itself when its socket closes);
+//! - a recycled worker (the catalog was reloaded: its views are stale) takes
+//!   no new query and ends once its queries in flight have answered.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -57,6 +59,9 @@ pub struct SqlWorker {
     next_id: AtomicU64,
     restarts: AtomicU64,
     up: AtomicBool,
+    /// Asks the connected worker to make way for one built from the catalog
+    /// on disk now (a permit is kept if none is connected yet).
+    recycle: tokio::sync::Notify,
 }
 
 impl SqlWorker {
@@ -68,6 +73,7 @@ impl SqlWorker {
             next_id: AtomicU64::new(1),
             restarts: AtomicU64::new(0),
             up: AtomicBool::new(false),
+            recycle: tokio::sync::Notify::new(),
         });
         let task = tokio::spawn(supervise(w.clone(), cmd));
         (w, task)
@@ -80,6 +86,13 @@ impl SqlWorker {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the worker with one that reads the catalog again (its views,
+    /// and so walls 3 and 4, follow a reload): new queries wait for the new
+    /// worker; queries in flight finish on the old one first.
+    pub fn recycle(&self) {
+        self.recycle.notify_one();
     }
 
     /// The connected worker, waiting up to `wait` for one that is starting.
@@ -133,20 +146,24 @@ impl SqlWorker {
 /// Starts workers forever, one at a time, with a backoff between failures.
 async fn supervise(w: Arc<SqlWorker>, cmd: WorkerCommand) {
     let mut backoff = Duration::from_millis(100);
-    let mut first = true;
+    let mut replacing = false;
     loop {
-        if !first {
+        if replacing {
             w.restarts.fetch_add(1, Ordering::Relaxed);
         }
-        first = false;
-        let served = match run_one(&w, &cmd).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e.why, "the SQL worker stopped");
-                e.served
-            }
-        };
+        let ended = run_one(&w, &cmd).await;
+        if ended.recycled {
+            tracing::info!("the SQL worker made way for one with the reloaded catalog");
+        } else {
+            tracing::warn!(error = %ended.why, "the SQL worker stopped");
+        }
+        // A recycled worker is replaced at once and is not a restart.
+        replacing = !ended.recycled;
+        let served = ended.served;
         w.up.store(false, Ordering::Relaxed);
+        if ended.recycled {
+            continue;
+        }
         // A worker that came up and was then killed or died under a query is
         // replaced at once; one that cannot start backs off (a crash loop).
         if served {
@@ -163,16 +180,24 @@ struct Ended {
     why: String,
     /// It connected and served before it ended.
     served: bool,
+    /// It ended because it was recycled, after its queries in flight.
+    recycled: bool,
 }
 
 impl From<String> for Ended {
     fn from(why: String) -> Ended {
-        Ended { why, served: false }
+        Ended { why, served: false, recycled: false }
     }
 }
 
 /// One worker's life: start, connect, serve replies, and clean up after it.
-async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), Ended> {
+async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Ended {
+    match serve_one(w, cmd).await {
+        Ok(ended) | Err(ended) => ended,
+    }
+}
+
+async fn serve_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<Ended, Ended> {
     let dir = private_dir()?;
     let socket = dir.join("sql.sock");
     let listener = UnixListener::bind(&socket).map_err(|e| format!("binding {}: {e}", socket.display()))?;
@@ -220,10 +245,21 @@ async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), Ended> {
             Ok::<(), String>(())
         }
     };
-    let outcome = tokio::select! {
-        r = replies => format!("its socket closed ({})", r.err().unwrap_or_default()),
-        status = child.wait() => format!("it exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),
-        _ = kill_rx.recv() => "it was killed".to_string(),
+    // Recycling: no new query reaches this worker; its replies keep flowing
+    // (the `replies` branch still runs) until nothing is pending.
+    let drained = async {
+        w.recycle.notified().await;
+        *w.conn.lock().expect("worker lock") = None;
+        w.ready.send_replace(false);
+        while !conn.pending.lock().expect("pending lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (outcome, recycled) = tokio::select! {
+        r = replies => (format!("its socket closed ({})", r.err().unwrap_or_default()), false),
+        status = child.wait() => (format!("it exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())), false),
+        _ = kill_rx.recv() => ("it was killed".to_string(), false),
+        _ = drained => ("it was recycled".to_string(), true),
     };
     *w.conn.lock().expect("worker lock") = None;
     w.up.store(false, Ordering::Relaxed);
@@ -232,7 +268,7 @@ async fn run_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<(), Ended> {
     let _ = child.wait().await;
     // Every query still waiting learns the worker is gone (its sender drops).
     conn.pending.lock().expect("pending lock").clear();
-    Err(Ended { why: outcome, served: true })
+    Ok(Ended { why: outcome, served: true, recycled })
 }
 
 /// A fresh folder only this user can enter, for the socket.

@@ -194,7 +194,8 @@ pub fn read_error(url: &str, err: &duckdb::Error) -> OfflineError {
     } else if msg.contains("Could not establish connection") || msg.contains("Connection refused") || msg.contains("Failed to connect") {
         "the S3 endpoint cannot be reached: check AWS_ENDPOINT_URL / s3.endpoint".to_string()
     } else if msg.contains("404") {
-        "no such object".to_string()
+        // A HEAD (one object, no glob) gets no body saying which is missing.
+        "the object or its bucket does not exist".to_string()
     } else {
         redact(&first_line(&msg))
     };

@@ -102,9 +102,9 @@ impl Drop for Moto {
     }
 }
 
-/// Every online row of `generation`, by key suffix (the entity).
-fn rows(env: &TestEnv, generation: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let prefix = format!("daeda:row:user_features:{generation}:");
+/// Every online row of `service`'s `generation`, by key suffix (the entity).
+fn rows(env: &TestEnv, service: &str, generation: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let prefix = format!("daeda:row:{service}:{generation}:");
     let mut c = env.redis.conn();
     let keys: Vec<String> = redis::cmd("SCAN")
         .cursor_arg(0)
@@ -127,14 +127,14 @@ fn s3_parquet_materializes_like_local_files_and_the_skew_check_sees_a_changed_ob
     moto.upload(&env.data().join("user_features"), "features/user_features");
 
     env.materialize(&["--service", "user_features"]);
-    let local = rows(&env, &env.redis.current("user_features").unwrap());
+    let local = rows(&env, "user_features", &env.redis.current("user_features").unwrap());
     assert!(local.len() >= 100, "{}", local.len());
 
     env.edit("user_features", LOCAL_GLOB, &format!("s3://{BUCKET}/features/user_features/*/*.parquet"));
     let summary =
         moto.json(&env, &["materialize", "--online", "--json", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features"]);
     let generation = env.redis.current("user_features").unwrap();
-    assert_eq!(rows(&env, &generation), local, "{summary}");
+    assert_eq!(rows(&env, "user_features", &generation), local, "{summary}");
 
     // The run names each object it read, with size and last-modified.
     let snapshot: serde_json::Value =
@@ -233,4 +233,41 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_ducklake_whose_data_path_is_on_s3_materializes_like_the_local_lake() {
+    let env = TestEnv::new(100);
+    let moto = Moto::start(false);
+    moto.upload(&env.data().join("item_features/files"), "lake/item_features");
+    env.materialize(&["--service", "item_features"]);
+    let local = rows(&env, "item_features", &env.redis.current("item_features").unwrap());
+    assert!(!local.is_empty());
+
+    env.edit("item_features", "data_path: ../data/item_features/files", &format!("data_path: s3://{BUCKET}/lake/item_features/"));
+    // The store's address from daeda.toml's [s3] this time, credentials from the environment.
+    let toml = env.dir.path().join("daeda.toml");
+    std::fs::write(&toml, format!("[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nurl_style = \"path\"\n", moto.endpoint)).unwrap();
+    let materialize = || {
+        let mut c = env.command(&["materialize", "--online", "--as-of", crate::support::FIXED_AS_OF, "--service", "item_features"]);
+        c.env("AWS_ACCESS_KEY_ID", &moto.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &moto.secret)
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION");
+        c
+    };
+    let out = output(&mut materialize());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A bad setting is a usage error naming it, before anything is read.
+    let out = output(materialize().env("DAEDA_S3_URL_STYLE", "sideways"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("s3.url_style") && stderr.contains("sideways"), "{stderr}");
+    std::fs::remove_file(&toml).unwrap();
+    let generation = env.redis.current("item_features").unwrap();
+    assert_eq!(rows(&env, "item_features", &generation), local);
+    let out = moto.daeda(&env, &moto.secret, &["skew", "check", "--service", "item_features", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -152,6 +152,16 @@ pub fn is_remote(path: &str) -> bool {
     lower.starts_with("s3://") || lower.starts_with("s3a:/") || lower.starts_with("gs://") || lower.starts_with("r2://")
 }
 
+/// Whether `source` reads anything from object storage (a Parquet glob on
+/// S3, a DuckLake data path on S3).
+pub fn source_is_remote(source: &daeda_catalog::Source) -> bool {
+    match source {
+        daeda_catalog::Source::Parquet { path } => is_remote(path),
+        daeda_catalog::Source::DuckLake { data_path, .. } => is_remote(&data_path.to_string_lossy()),
+        daeda_catalog::Source::DuckDb { .. } => false,
+    }
+}
+
 /// Loads httpfs and creates the session's S3 secret. Called only for sources
 /// on S3, so local-only sessions never load httpfs.
 pub fn prepare(conn: &Connection) -> Result<(), OfflineError> {

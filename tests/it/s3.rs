@@ -271,3 +271,20 @@ fn a_ducklake_whose_data_path_is_on_s3_materializes_like_the_local_lake() {
     let out = moto.daeda(&env, &moto.secret, &["skew", "check", "--service", "item_features", "--all", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// A service on S3 is not exposed over SQL (yet); the SQL plane keeps serving
+/// the local ones instead of failing to start.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sql_plane_serves_local_services_beside_one_on_s3() {
+    use crate::http::{self, bearer, mint, send};
+    let env = TestEnv::new(50);
+    env.edit("user_features", LOCAL_GLOB, &format!("s3://{BUCKET}/features/user_features/*/*.parquet"));
+    let gw = http::start_with_sql(&env, http::config(&env), true).await;
+    let token = bearer(&mint(&["*"], &[daeda_gateway::Plane::Sql]));
+    let body = |sql: &str| serde_json::json!({ "sql": sql }).to_string();
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &body("SELECT count(*) AS n FROM item_features")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &body("SELECT count(*) FROM user_features")).await;
+    assert_ne!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    gw.stop().await;
+}

@@ -146,10 +146,10 @@ fn settings() -> S3Settings {
     CONFIGURED.get().cloned().unwrap_or_else(|| S3Settings::load(&S3File::default()).unwrap_or_default())
 }
 
-/// Whether `path` names an object store location rather than a local file.
+/// Whether `path` names an S3 location rather than a local file. Only
+/// `s3://`: other stores (`gs://`, `r2://`, `az://`) need other secret types.
 pub fn is_remote(path: &str) -> bool {
-    let lower = path.get(..5).unwrap_or_default().to_ascii_lowercase();
-    lower.starts_with("s3://") || lower.starts_with("s3a:/") || lower.starts_with("gs://") || lower.starts_with("r2://")
+    path.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("s3://"))
 }
 
 /// Whether `source` reads anything from object storage (a Parquet glob on

@@ -8,6 +8,7 @@
 #   - the httpfs and quack extensions for DuckDB 1.5.5 (PyPI wheels, same layout):
 #     the Quack endpoint's worker loads both;
 #   - schemathesis (PyPI, pinned) in a venv, for scripts/fuzz-api.sh;
+#   - moto (PyPI, pinned) in a venv: the local S3 server of tests/it/s3.rs;
 #   - a stock DuckDB client (Python `duckdb`, pinned, with the two extension
 #     wheels) in a venv, for the Quack tests.
 # Everything lands under $DAEDA_DEPS (default ~/.cache/daeda); reruns are no-ops.
@@ -97,5 +98,20 @@ if [ "$("$dagster_venv/bin/python" -c 'import importlib.metadata as m; print(m.v
   "$dagster_venv/bin/pip" install --quiet --disable-pip-version-check "$DAGSTER"
 fi
 # ---- end of the Dagster example -----------------------------------------------
+
+# ---- Offline data on S3 (tests/it/s3.rs) --------------------------------------
+# A local S3 API for the tests: moto in server mode, pinned, in its own venv
+# (boto3 comes with it, for tests/s3/s3ctl.py). About 40 s to install on a cold
+# cache; a no-op once the pinned version is there.
+MOTO="moto[server]==5.1.18"
+moto_venv="$DAEDA_DEPS/moto-venv"
+if [ "$("$moto_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null)" != "${MOTO#*==}" ] \
+  || ! "$moto_venv/bin/python" -c 'import flask, boto3' 2>/dev/null; then
+  log "installing $MOTO into $moto_venv"
+  rm -rf "$moto_venv"
+  python3 -m venv "$moto_venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$moto_venv"; python3 -m venv "$moto_venv"; }
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "$MOTO"
+fi
+# ---- end of offline data on S3 --------------------------------------------------
 
 log "ready: DuckDB in $DUCKDB_LIB_DIR, extensions in $DAEDA_DUCKDB_EXTENSION_DIR"

@@ -38,6 +38,8 @@ struct FileConfig {
     jwt: Option<JwtFile>,
     sql: Option<SqlFile>,
     quack: Option<QuackFile>,
+    /// `[s3]`: where an S3-compatible store is (credentials stay in `AWS_*`).
+    s3: Option<daeda_offline::s3::S3File>,
 }
 
 /// `[quack]`: DuckDB's remote protocol, off unless `listen` is set.
@@ -198,6 +200,11 @@ impl Config {
         if quack_timeout_ms == 0 {
             return Err(crate::UsageError("quack.timeout_ms must be greater than 0".into()).into());
         }
+        // Every DuckDB session of this process that reads S3 uses these; the
+        // environment wins over the file (see `daeda_offline::s3`).
+        let s3 = daeda_offline::s3::S3Settings::load(&file.s3.unwrap_or_default())
+            .map_err(|e| crate::UsageError(format!("s3 (daeda.toml or the environment): {e}")))?;
+        daeda_offline::s3::configure(s3);
         Ok(Config {
             namespace,
             ready_when,

@@ -277,7 +277,8 @@ fn build_column(c: RawColumn, i: usize, never_null: &[String], p: &mut Problems)
 fn build_source(s: RawSource, base: &Path, p: &mut Problems) -> Option<Source> {
     let resolve = |v: &str| -> PathBuf {
         let path = Path::new(v);
-        if path.is_absolute() {
+        // An object store URL (s3://…) is absolute too.
+        if path.is_absolute() || v.contains("://") {
             path.to_path_buf()
         } else {
             base.join(path)

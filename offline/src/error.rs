@@ -24,8 +24,18 @@ pub enum OfflineError {
     /// The DuckLake extension can be neither loaded nor installed.
     #[error("the DuckLake extension is not available ({0}); run scripts/bootstrap.sh or set {EXTENSION_DIR_ENV}")]
     NoDuckLake(#[source] duckdb::Error),
+    /// The httpfs extension (for sources on S3) can be neither loaded nor installed.
+    #[error("the httpfs extension (needed for sources on S3) is not available ({0}); run scripts/bootstrap.sh or set {EXTENSION_DIR_ENV}")]
+    NoHttpfs(String),
+    /// DuckDB refused the S3 secret built from the settings (its text holds credentials, so it is not quoted).
+    #[error("the S3 settings were refused by DuckDB: check s3.endpoint, s3.region, s3.url_style and the AWS_* variables")]
+    S3Secret,
+    /// Reading or listing an S3 location failed; `reason` is one clause, credential-free.
+    #[error("cannot read {url}: {reason}")]
+    S3 { url: String, reason: String },
     /// DuckDB refused a query (bad file, cast failure such as an array of the wrong length).
-    #[error("DuckDB: {0}")]
+    /// Credentials are redacted from its message (see [`crate::s3::redact`]).
+    #[error("DuckDB: {}", crate::s3::redact(&.0.to_string()))]
     DuckDb(#[from] duckdb::Error),
     /// The source's schema does not match the declared columns.
     #[error("schema drift in `{service}`: {mismatches} declared column(s) do not match the source:\n{diff}")]

@@ -8,6 +8,8 @@
 //!   SQL relation, with the snapshot of what was read;
 //! - [`query`]: the source's schema checked against the definition, and the one
 //!   query that defines "the online row";
+//! - [`s3`]: sources on S3-compatible object storage (httpfs, the session
+//!   secret, credential redaction);
 //! - [`sql`]: quoting and the `ATTACH` statements, written once;
 //! - [`stream`]: Arrow batches of a query as DuckDB produces them.
 //!
@@ -21,6 +23,7 @@
 
 mod error;
 pub mod query;
+pub mod s3;
 pub mod session;
 pub mod source;
 pub mod sql;

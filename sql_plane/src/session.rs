@@ -145,9 +145,16 @@ impl Session {
         before_lock: &dyn Fn(&Connection) -> Result<(), String>,
     ) -> Result<Session, SessionError> {
         let file = dir.join("views.duckdb");
+        // Services on object storage are not exposed (yet): the locked session
+        // has no S3 secret, and DuckDB's allowed_directories does not confine
+        // an s3:// path (`s3://b/svc/../other/x` passes a `s3://b/svc/` prefix).
+        let exposed = |s: &ServiceDef| s.serving.allowed && !daeda_offline::s3::source_is_remote(&s.source);
+        for s in catalog.services().filter(|s| s.serving.allowed && daeda_offline::s3::source_is_remote(&s.source)) {
+            eprintln!("daeda sql-worker: warning: `{}` reads object storage and is not served over SQL", s.name);
+        }
         let exposures: Vec<(String, Exposure)> =
-            catalog.services().filter(|s| s.serving.allowed).enumerate().map(|(i, s)| (s.name.clone(), exposure(s, i))).collect();
-        let needs_ducklake = catalog.services().any(|s| s.serving.allowed && matches!(s.source, Source::DuckLake { .. }));
+            catalog.services().filter(|s| exposed(s)).enumerate().map(|(i, s)| (s.name.clone(), exposure(s, i))).collect();
+        let needs_ducklake = catalog.services().any(|s| exposed(s) && matches!(s.source, Source::DuckLake { .. }));
         {
             let build = Connection::open(&file)?;
             prepare_instance(&build, needs_ducklake)?;

@@ -15,6 +15,7 @@ mod production;
 mod quack;
 mod readme;
 mod registry;
+mod s3;
 mod schedules;
 mod skew;
 mod sql;

@@ -9,7 +9,6 @@ mod parquet;
 use ::duckdb::Connection;
 use daeda_catalog::Source;
 
-use crate::sql::literal;
 use crate::OfflineError;
 
 /// A source made readable in a DuckDB session.
@@ -52,18 +51,30 @@ pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) 
             if files.is_empty() {
                 return Ok((open(conn, source)?, warnings));
             }
-            for f in &files {
-                let path = f["path"].as_str().unwrap_or_default();
-                if !std::path::Path::new(path).is_file() {
-                    return Err(OfflineError::RecordedFileGone(path.to_string()));
+            let paths: Vec<String> = files.iter().map(|f| f["path"].as_str().unwrap_or_default().to_string()).collect();
+            if paths.iter().any(|p| crate::s3::is_remote(p)) {
+                crate::s3::prepare(conn)?;
+                let now = parquet::object_stamps(conn, &paths)?;
+                for f in &files {
+                    let path = f["path"].as_str().unwrap_or_default();
+                    match now.iter().find(|n| n["path"] == f["path"]) {
+                        None => return Err(OfflineError::RecordedFileGone(path.to_string())),
+                        Some(n) if n["size"] != f["size"] || n["mtime"] != f["mtime"] => {
+                            warnings.push(format!("{path} changed since the generation was written"))
+                        }
+                        Some(_) => {}
+                    }
                 }
-                stamp_changed(f, &mut warnings)?;
+            } else {
+                for f in &files {
+                    let path = f["path"].as_str().unwrap_or_default();
+                    if !std::path::Path::new(path).is_file() {
+                        return Err(OfflineError::RecordedFileGone(path.to_string()));
+                    }
+                    stamp_changed(f, &mut warnings)?;
+                }
             }
-            let list = files.iter().map(|f| literal(f["path"].as_str().unwrap_or_default())).collect::<Vec<_>>().join(", ");
-            Opened {
-                relation: format!("read_parquet([{list}], hive_partitioning = true, union_by_name = true)"),
-                snapshot: recorded.clone(),
-            }
+            Opened { relation: parquet::relation(&paths), snapshot: recorded.clone() }
         }
         Source::DuckDb { .. } => {
             let opened = open(conn, source)?;

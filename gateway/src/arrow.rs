@@ -8,7 +8,9 @@ use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
     ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::types::{ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow_array::{ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
+use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use daeda_catalog::{ColumnType, ElemType, ScalarType, ServiceDef};
 use daeda_online::codec::{Array, Value};
@@ -75,12 +77,24 @@ fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> A
             }
         },
         ColumnType::FixedArray { elem, len } => {
-            let n = len as i32;
+            let n = len as usize;
             match elem {
-                ElemType::Integer => elems!(FixedSizeListBuilder::new(Int32Builder::new(), n), Int),
-                ElemType::BigInt => elems!(FixedSizeListBuilder::new(Int64Builder::new(), n), BigInt),
-                ElemType::Float => elems!(FixedSizeListBuilder::new(Float32Builder::new(), n), Float),
-                ElemType::Double => elems!(FixedSizeListBuilder::new(Float64Builder::new(), n), Double),
+                ElemType::Integer => fixed_list::<Int32Type>(n, values, |v| match v {
+                    Value::Array(Array::Int(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
+                ElemType::BigInt => fixed_list::<Int64Type>(n, values, |v| match v {
+                    Value::Array(Array::BigInt(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
+                ElemType::Float => fixed_list::<Float32Type>(n, values, |v| match v {
+                    Value::Array(Array::Float(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
+                ElemType::Double => fixed_list::<Float64Type>(n, values, |v| match v {
+                    Value::Array(Array::Double(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
             }
         }
         ColumnType::List { elem } => match elem {
@@ -90,6 +104,38 @@ fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> A
             ElemType::Double => elems!(ListBuilder::new(Float64Builder::new()), Double),
         },
     }
+}
+
+/// A `T[N]` column built straight from the rows' packed values: one copy of
+/// each row's slice into one buffer (a builder appends element by element).
+/// The arrays are those `FixedSizeListBuilder` builds: a NULL row keeps its N
+/// child slots (NULL), and there are no validity buffers when no row is NULL.
+fn fixed_list<T: ArrowPrimitiveType>(
+    len: usize,
+    values: &mut dyn Iterator<Item = Option<&Value>>,
+    slice: fn(&Value) -> Option<&[T::Native]>,
+) -> ArrayRef {
+    let rows = values.size_hint().0;
+    let mut flat: Vec<T::Native> = Vec::with_capacity(rows * len);
+    let mut valid = Vec::with_capacity(rows);
+    for v in values {
+        match v.and_then(slice) {
+            Some(xs) => {
+                debug_assert_eq!(xs.len(), len, "a T[N] value has N elements");
+                flat.extend_from_slice(xs);
+                valid.push(true);
+            }
+            None => {
+                flat.resize(flat.len() + len, T::Native::default());
+                valid.push(false);
+            }
+        }
+    }
+    let any_null = valid.contains(&false);
+    let child_nulls = any_null.then(|| NullBuffer::from_iter(valid.iter().flat_map(|&v| std::iter::repeat_n(v, len))));
+    let child = PrimitiveArray::<T>::new(ScalarBuffer::from(flat), child_nulls);
+    let field = Arc::new(Field::new("item", T::DATA_TYPE, true));
+    Arc::new(FixedSizeListArray::new(field, len as i32, Arc::new(child), any_null.then(|| NullBuffer::from(valid))))
 }
 
 /// A NULL list entry; a fixed-size list still needs its N (ignored) child slots.
@@ -181,7 +227,8 @@ pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<
 
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
-    let mut out = Vec::with_capacity(1024 + n * 64);
+    // Sized from the arrays (plus the schema message) so the body is not copied as it grows.
+    let mut out = Vec::with_capacity(4096 + batch.get_array_memory_size());
     let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     w.write(&batch).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     w.finish().map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;

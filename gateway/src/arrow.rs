@@ -31,6 +31,9 @@ fn elem_type(e: ElemType) -> DataType {
 
 /// Appends the values of one column to a fresh array.
 fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> ArrayRef {
+    // Builders sized for the batch: `new()` reserves 1,024 slots, which is most
+    // of the cost of a batch of one.
+    let cap = values.size_hint().0;
     macro_rules! scalar {
         ($builder:expr, $pat:pat => $v:expr) => {{
             let mut b = $builder;
@@ -60,20 +63,20 @@ fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> A
     }
     match ty {
         ColumnType::Scalar(s) => match s {
-            ScalarType::Boolean => scalar!(BooleanBuilder::new(), Value::Bool(x) => *x),
-            ScalarType::Integer => scalar!(Int32Builder::new(), Value::Int(x) => *x),
-            ScalarType::BigInt => scalar!(Int64Builder::new(), Value::BigInt(x) => *x),
-            ScalarType::Float => scalar!(Float32Builder::new(), Value::Float(x) => *x),
-            ScalarType::Double => scalar!(Float64Builder::new(), Value::Double(x) => *x),
+            ScalarType::Boolean => scalar!(BooleanBuilder::with_capacity(cap), Value::Bool(x) => *x),
+            ScalarType::Integer => scalar!(Int32Builder::with_capacity(cap), Value::Int(x) => *x),
+            ScalarType::BigInt => scalar!(Int64Builder::with_capacity(cap), Value::BigInt(x) => *x),
+            ScalarType::Float => scalar!(Float32Builder::with_capacity(cap), Value::Float(x) => *x),
+            ScalarType::Double => scalar!(Float64Builder::with_capacity(cap), Value::Double(x) => *x),
             ScalarType::Decimal { precision, scale } => {
-                let b = Decimal128Builder::new().with_precision_and_scale(precision, scale as i8).expect("valid decimal");
+                let b = Decimal128Builder::with_capacity(cap).with_precision_and_scale(precision, scale as i8).expect("valid decimal");
                 scalar!(b, Value::Decimal { unscaled, .. } => *unscaled)
             }
-            ScalarType::Varchar => scalar!(StringBuilder::new(), Value::Str(x) => x),
-            ScalarType::Date => scalar!(Date32Builder::new(), Value::Date(x) => *x),
-            ScalarType::Timestamp => scalar!(TimestampMicrosecondBuilder::new(), Value::Timestamp(x) => *x),
+            ScalarType::Varchar => scalar!(StringBuilder::with_capacity(cap, cap * 8), Value::Str(x) => x),
+            ScalarType::Date => scalar!(Date32Builder::with_capacity(cap), Value::Date(x) => *x),
+            ScalarType::Timestamp => scalar!(TimestampMicrosecondBuilder::with_capacity(cap), Value::Timestamp(x) => *x),
             ScalarType::TimestampTz => {
-                scalar!(TimestampMicrosecondBuilder::new().with_timezone("UTC"), Value::Timestamp(x) => *x)
+                scalar!(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"), Value::Timestamp(x) => *x)
             }
         },
         ColumnType::FixedArray { elem, len } => {
@@ -98,10 +101,10 @@ fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> A
             }
         }
         ColumnType::List { elem } => match elem {
-            ElemType::Integer => elems!(ListBuilder::new(Int32Builder::new()), Int),
-            ElemType::BigInt => elems!(ListBuilder::new(Int64Builder::new()), BigInt),
-            ElemType::Float => elems!(ListBuilder::new(Float32Builder::new()), Float),
-            ElemType::Double => elems!(ListBuilder::new(Float64Builder::new()), Double),
+            ElemType::Integer => elems!(ListBuilder::with_capacity(Int32Builder::new(), cap), Int),
+            ElemType::BigInt => elems!(ListBuilder::with_capacity(Int64Builder::new(), cap), BigInt),
+            ElemType::Float => elems!(ListBuilder::with_capacity(Float32Builder::new(), cap), Float),
+            ElemType::Double => elems!(ListBuilder::with_capacity(Float64Builder::new(), cap), Double),
         },
     }
 }
@@ -213,8 +216,8 @@ pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<
         });
         arrays.push(column(ty, &mut values));
     }
-    let mut status = StringBuilder::new();
-    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut status = StringBuilder::with_capacity(n, n * 7);
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     for (row, s) in f.rows.iter().zip(&f.status) {
         status.append_value(s.as_str());
         ts.append_option(row.as_ref().map(|r| r.event_ts_micros));

@@ -31,8 +31,7 @@ fn elem_type(e: ElemType) -> DataType {
 
 /// Appends the values of one column to a fresh array.
 fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> ArrayRef {
-    // Builders sized for the batch: `new()` reserves 1,024 slots, which is most
-    // of the cost of a batch of one.
+    // Builders sized for the batch (`new()` reserves 1,024 slots per column).
     let cap = values.size_hint().0;
     macro_rules! scalar {
         ($builder:expr, $pat:pat => $v:expr) => {{

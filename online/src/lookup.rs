@@ -561,7 +561,7 @@ mod tests {
     #[test]
     fn floats_print_as_ryu_prints_them() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut check32 = |v: f32| {
+        let check32 = |v: f32| {
             let mut out = Vec::new();
             write_f32(&mut out, v);
             if v.is_finite() {

@@ -1,14 +1,25 @@
-//! Criterion benchmarks of in-process hot paths: the SQL policy check, row
-//! decoding, and rendering a 100-entity lookup as JSON and as Arrow.
+//! Criterion benchmarks of in-process hot paths: the SQL policy check (cold and
+//! through the gateway's decision cache), row decoding, and a lookup's CPU work
+//! (request parse, keys, decode, render as JSON and as Arrow) at batch 1 and 100.
 //! `cargo bench --bench hot_paths`.
+//!
+//! `HOT_PATHS_ITERS=N cargo bench --bench hot_paths -- OP` skips criterion and
+//! runs OP (`json1`, `json100`, `arrow1`, `arrow100`, `policy_cold`,
+//! `policy_cached`, or `none` for the fixed cost) N times: run it under
+//! `valgrind --tool=callgrind` twice (N and 0) and divide the difference of
+//! the instruction counts by N for a per-operation count that load on the
+//! machine does not change.
 #![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
 use std::hint::black_box;
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use std::sync::Arc;
+
+use criterion::Criterion;
+use daeda_catalog::ServiceDef;
 use daeda_online::codec::{self, RowSchema};
-use daeda_online::lookup::{EntityStatus, Fetched, LookupRequest};
+use daeda_online::lookup::{self, EntityStatus, Fetched, LookupRequest};
 use daeda_online::GenerationMeta;
 
 const QUERY: &str = "WITH recent AS (
@@ -35,6 +46,129 @@ LIMIT 100";
 fn user_features() -> daeda_catalog::ServiceDef {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml");
     daeda_catalog::parse_definition(&std::fs::read_to_string(&path).unwrap(), &path).unwrap()
+}
+
+/// A user_features row with realistic digits: an embedding of 64 random
+/// float32s in [-1, 1) and random ratios (short values like 0.5 would flatter
+/// the float formatting).
+fn random_row(seed: u64) -> codec::DecodedRow {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    codec::DecodedRow {
+        event_ts_micros: 1_782_548_100_000_000 + (next() * 1e12) as i64,
+        values: vec![
+            codec::Value::Double(next()),
+            codec::Value::Double(next()),
+            codec::Value::BigInt((next() * 400.0) as i64),
+            codec::Value::BigInt((next() * 4000.0) as i64),
+            codec::Value::Str("DE".into()),
+            codec::Value::Bool(next() < 0.5),
+            codec::Value::Int((next() * 10.0) as i32),
+            codec::Value::Decimal { unscaled: (next() * 1e7) as i128, scale: 2 },
+            codec::Value::Array(codec::Array::Float((0..64).map(|_| (next() * 2.0 - 1.0) as f32).collect())),
+        ],
+    }
+}
+
+/// What a gateway lookup of `n` entities works on: the request body and the
+/// encoded rows the MGET answers.
+struct LookupCase {
+    def: ServiceDef,
+    schema: Arc<RowSchema>,
+    meta: GenerationMeta,
+    body: Vec<u8>,
+    raw: Vec<Option<Vec<u8>>>,
+}
+
+impl LookupCase {
+    fn new(def: &ServiceDef, meta: &GenerationMeta, n: u64) -> LookupCase {
+        let schema = RowSchema::of(def);
+        let ids: Vec<u64> = (0..n).map(|i| 100_000 + i * 7919).collect();
+        LookupCase {
+            def: def.clone(),
+            meta: meta.clone(),
+            body: serde_json::to_vec(&serde_json::json!({"entities": {"user_id": ids}})).unwrap(),
+            raw: (0..n).map(|i| Some(codec::encode(&schema, &random_row(i)))).collect(),
+            schema: Arc::new(schema),
+        }
+    }
+
+    /// The lookup's CPU work after the body is read and before it is written,
+    /// as `POST /v1/features/{service}` runs it (the MGET's answer stands in).
+    fn run(&self, arrow: bool) -> usize {
+        let req: LookupRequest = serde_json::from_slice(black_box(&self.body)).unwrap();
+        let wanted = lookup::selected(&self.def, &self.schema, req.features.as_deref()).unwrap();
+        let keys = lookup::row_keys(&self.def, &req.entities, "daeda:user_features:1:", 1000).unwrap();
+        black_box(&keys);
+        let fetched = lookup::decode_rows(&self.def, self.schema.clone(), wanted, &self.meta, black_box(&self.raw)).unwrap();
+        if arrow {
+            daeda_gateway::arrow::encode(&self.def, &req, &fetched).unwrap().len()
+        } else {
+            lookup::json_body(&self.def, &self.meta, &req, &fetched).len()
+        }
+    }
+}
+
+fn meta_of(def: &ServiceDef) -> GenerationMeta {
+    GenerationMeta {
+        service: def.name.clone(),
+        version: def.version.clone(),
+        fingerprint: def.fingerprint().into(),
+        generation: "1".into(),
+        run_id: "r".into(),
+        as_of: "2026-06-28T00:00:00.000000Z".into(),
+        row_count: 100,
+        bytes: 0,
+        materialized_at: "2026-06-28T00:00:00.000000Z".into(),
+        source_snapshot: "{}".into(),
+        watermark_micros: 0,
+        schema: None,
+    }
+}
+
+fn grant_list() -> Vec<String> {
+    ["user_features", "item_features", "user_item_reranker"].map(String::from).to_vec()
+}
+
+fn main() {
+    if let Ok(iters) = std::env::var("HOT_PATHS_ITERS") {
+        let iters: u64 = iters.parse().expect("HOT_PATHS_ITERS is a count");
+        let op = std::env::args().skip(1).find(|a| !a.starts_with('-')).expect("an operation to run");
+        return count_mode(&op, iters);
+    }
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}
+
+/// Runs one operation `iters` times, for instruction counting under callgrind.
+fn count_mode(op: &str, iters: u64) {
+    let def = user_features();
+    let meta = meta_of(&def);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runner = daeda_gateway::sql::policy_runner::PolicyRunner::start(1, 16);
+    rt.block_on(runner.check(QUERY, grant_list())).unwrap().unwrap(); // the cache holds it from here on
+    let (one, hundred) = (LookupCase::new(&def, &meta, 1), LookupCase::new(&def, &meta, 100));
+    let policy = daeda_policy::Grants::new(grant_list());
+    let mut sink = 0usize;
+    for _ in 0..iters {
+        sink += match op {
+            "json1" => one.run(false),
+            "json100" => hundred.run(false),
+            "arrow1" => one.run(true),
+            "arrow100" => hundred.run(true),
+            "policy_cold" => daeda_policy::check(black_box(QUERY), &policy).is_ok() as usize,
+            "policy_cached" => rt.block_on(runner.check(black_box(QUERY), grant_list())).unwrap().is_ok() as usize,
+            "none" => 0,
+            other => panic!("unknown operation `{other}`"),
+        };
+    }
+    println!("{op} x{iters}: {sink}");
 }
 
 fn bench(c: &mut Criterion) {
@@ -76,20 +210,7 @@ fn bench(c: &mut Criterion) {
     };
     let ids: Vec<i64> = (0..100).collect();
     let req: LookupRequest = serde_json::from_value(serde_json::json!({"entities": {"user_id": ids}})).unwrap();
-    let meta = GenerationMeta {
-        service: def.name.clone(),
-        version: def.version.clone(),
-        fingerprint: def.fingerprint().into(),
-        generation: "1".into(),
-        run_id: "r".into(),
-        as_of: "2026-06-28T00:00:00.000000Z".into(),
-        row_count: 100,
-        bytes: 0,
-        materialized_at: "2026-06-28T00:00:00.000000Z".into(),
-        source_snapshot: "{}".into(),
-        watermark_micros: 0,
-        schema: None,
-    };
+    let meta = meta_of(&def);
     c.bench_function("render 100 entities as JSON", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(64 * 1024);
@@ -100,7 +221,18 @@ fn bench(c: &mut Criterion) {
     c.bench_function("render 100 entities as Arrow IPC", |b| {
         b.iter(|| daeda_gateway::arrow::encode(&def, &req, black_box(&fetched)).unwrap())
     });
-}
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+    for n in [1, 100] {
+        let case = LookupCase::new(&def, &meta, n);
+        c.bench_function(&format!("lookup CPU, batch {n}, JSON (random floats)"), |b| b.iter(|| case.run(false)));
+        c.bench_function(&format!("lookup CPU, batch {n}, Arrow (random floats)"), |b| b.iter(|| case.run(true)));
+    }
+
+    // The gateway's policy cache: SHA-256 of text and grants, an LRU hit, a clone.
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runner = daeda_gateway::sql::policy_runner::PolicyRunner::start(1, 16);
+    rt.block_on(runner.check(QUERY, grant_list())).unwrap().unwrap();
+    c.bench_function("policy check, 1 KB analytic query, repeated (decision cache)", |b| {
+        b.iter(|| rt.block_on(runner.check(black_box(QUERY), grant_list())).unwrap().is_ok())
+    });
+}

@@ -8,7 +8,9 @@ use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
     ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::types::{ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow_array::{ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
+use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use daeda_catalog::{ColumnType, ElemType, ScalarType, ServiceDef};
 use daeda_online::codec::{Array, Value};
@@ -29,6 +31,8 @@ fn elem_type(e: ElemType) -> DataType {
 
 /// Appends the values of one column to a fresh array.
 fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> ArrayRef {
+    // Builders sized for the batch (`new()` reserves 1,024 slots per column).
+    let cap = values.size_hint().0;
     macro_rules! scalar {
         ($builder:expr, $pat:pat => $v:expr) => {{
             let mut b = $builder;
@@ -58,38 +62,82 @@ fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> A
     }
     match ty {
         ColumnType::Scalar(s) => match s {
-            ScalarType::Boolean => scalar!(BooleanBuilder::new(), Value::Bool(x) => *x),
-            ScalarType::Integer => scalar!(Int32Builder::new(), Value::Int(x) => *x),
-            ScalarType::BigInt => scalar!(Int64Builder::new(), Value::BigInt(x) => *x),
-            ScalarType::Float => scalar!(Float32Builder::new(), Value::Float(x) => *x),
-            ScalarType::Double => scalar!(Float64Builder::new(), Value::Double(x) => *x),
+            ScalarType::Boolean => scalar!(BooleanBuilder::with_capacity(cap), Value::Bool(x) => *x),
+            ScalarType::Integer => scalar!(Int32Builder::with_capacity(cap), Value::Int(x) => *x),
+            ScalarType::BigInt => scalar!(Int64Builder::with_capacity(cap), Value::BigInt(x) => *x),
+            ScalarType::Float => scalar!(Float32Builder::with_capacity(cap), Value::Float(x) => *x),
+            ScalarType::Double => scalar!(Float64Builder::with_capacity(cap), Value::Double(x) => *x),
             ScalarType::Decimal { precision, scale } => {
-                let b = Decimal128Builder::new().with_precision_and_scale(precision, scale as i8).expect("valid decimal");
+                let b = Decimal128Builder::with_capacity(cap).with_precision_and_scale(precision, scale as i8).expect("valid decimal");
                 scalar!(b, Value::Decimal { unscaled, .. } => *unscaled)
             }
-            ScalarType::Varchar => scalar!(StringBuilder::new(), Value::Str(x) => x),
-            ScalarType::Date => scalar!(Date32Builder::new(), Value::Date(x) => *x),
-            ScalarType::Timestamp => scalar!(TimestampMicrosecondBuilder::new(), Value::Timestamp(x) => *x),
+            ScalarType::Varchar => scalar!(StringBuilder::with_capacity(cap, cap * 8), Value::Str(x) => x),
+            ScalarType::Date => scalar!(Date32Builder::with_capacity(cap), Value::Date(x) => *x),
+            ScalarType::Timestamp => scalar!(TimestampMicrosecondBuilder::with_capacity(cap), Value::Timestamp(x) => *x),
             ScalarType::TimestampTz => {
-                scalar!(TimestampMicrosecondBuilder::new().with_timezone("UTC"), Value::Timestamp(x) => *x)
+                scalar!(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"), Value::Timestamp(x) => *x)
             }
         },
         ColumnType::FixedArray { elem, len } => {
-            let n = len as i32;
+            let n = len as usize;
             match elem {
-                ElemType::Integer => elems!(FixedSizeListBuilder::new(Int32Builder::new(), n), Int),
-                ElemType::BigInt => elems!(FixedSizeListBuilder::new(Int64Builder::new(), n), BigInt),
-                ElemType::Float => elems!(FixedSizeListBuilder::new(Float32Builder::new(), n), Float),
-                ElemType::Double => elems!(FixedSizeListBuilder::new(Float64Builder::new(), n), Double),
+                ElemType::Integer => fixed_list::<Int32Type>(n, values, |v| match v {
+                    Value::Array(Array::Int(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
+                ElemType::BigInt => fixed_list::<Int64Type>(n, values, |v| match v {
+                    Value::Array(Array::BigInt(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
+                ElemType::Float => fixed_list::<Float32Type>(n, values, |v| match v {
+                    Value::Array(Array::Float(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
+                ElemType::Double => fixed_list::<Float64Type>(n, values, |v| match v {
+                    Value::Array(Array::Double(xs)) => Some(xs.as_slice()),
+                    _ => None,
+                }),
             }
         }
         ColumnType::List { elem } => match elem {
-            ElemType::Integer => elems!(ListBuilder::new(Int32Builder::new()), Int),
-            ElemType::BigInt => elems!(ListBuilder::new(Int64Builder::new()), BigInt),
-            ElemType::Float => elems!(ListBuilder::new(Float32Builder::new()), Float),
-            ElemType::Double => elems!(ListBuilder::new(Float64Builder::new()), Double),
+            ElemType::Integer => elems!(ListBuilder::with_capacity(Int32Builder::new(), cap), Int),
+            ElemType::BigInt => elems!(ListBuilder::with_capacity(Int64Builder::new(), cap), BigInt),
+            ElemType::Float => elems!(ListBuilder::with_capacity(Float32Builder::new(), cap), Float),
+            ElemType::Double => elems!(ListBuilder::with_capacity(Float64Builder::new(), cap), Double),
         },
     }
+}
+
+/// A `T[N]` column built straight from the rows' packed values: one copy of
+/// each row's slice into one buffer (a builder appends element by element).
+/// The arrays are those `FixedSizeListBuilder` builds: a NULL row keeps its N
+/// child slots (NULL), and there are no validity buffers when no row is NULL.
+fn fixed_list<T: ArrowPrimitiveType>(
+    len: usize,
+    values: &mut dyn Iterator<Item = Option<&Value>>,
+    slice: fn(&Value) -> Option<&[T::Native]>,
+) -> ArrayRef {
+    let rows = values.size_hint().0;
+    let mut flat: Vec<T::Native> = Vec::with_capacity(rows * len);
+    let mut valid = Vec::with_capacity(rows);
+    for v in values {
+        match v.and_then(slice) {
+            Some(xs) => {
+                debug_assert_eq!(xs.len(), len, "a T[N] value has N elements");
+                flat.extend_from_slice(xs);
+                valid.push(true);
+            }
+            None => {
+                flat.resize(flat.len() + len, T::Native::default());
+                valid.push(false);
+            }
+        }
+    }
+    let any_null = valid.contains(&false);
+    let child_nulls = any_null.then(|| NullBuffer::from_iter(valid.iter().flat_map(|&v| std::iter::repeat_n(v, len))));
+    let child = PrimitiveArray::<T>::new(ScalarBuffer::from(flat), child_nulls);
+    let field = Arc::new(Field::new("item", T::DATA_TYPE, true));
+    Arc::new(FixedSizeListArray::new(field, len as i32, Arc::new(child), any_null.then(|| NullBuffer::from(valid))))
 }
 
 /// A NULL list entry; a fixed-size list still needs its N (ignored) child slots.
@@ -167,8 +215,8 @@ pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<
         });
         arrays.push(column(ty, &mut values));
     }
-    let mut status = StringBuilder::new();
-    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut status = StringBuilder::with_capacity(n, n * 7);
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     for (row, s) in f.rows.iter().zip(&f.status) {
         status.append_value(s.as_str());
         ts.append_option(row.as_ref().map(|r| r.event_ts_micros));
@@ -181,7 +229,8 @@ pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<
 
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
-    let mut out = Vec::with_capacity(1024 + n * 64);
+    // Sized from the arrays (plus the schema message) so the body is not copied as it grows.
+    let mut out = Vec::with_capacity(4096 + batch.get_array_memory_size());
     let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     w.write(&batch).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     w.finish().map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;

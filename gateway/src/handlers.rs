@@ -281,8 +281,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         let bytes = arrow::encode(def, &lookup_req, &fetched)?;
         return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
     }
-    let mut body = Vec::with_capacity(256 + fetched.rows.len() * 128);
-    lookup::write_json(def, &meta, &lookup_req, &fetched, &mut body);
+    let body = lookup::json_body(def, &meta, &lookup_req, &fetched);
     Ok(respond(StatusCode::OK, "application/json", body.into()))
 }
 

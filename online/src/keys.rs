@@ -21,8 +21,6 @@
 //! even on a cluster. Row keys carry no hash tag so one service's rows spread
 //! over every slot.
 
-use std::fmt::Write;
-
 /// The namespace every key is written in unless configured (`namespace`,
 /// `DAEDA_NAMESPACE`).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -133,7 +131,7 @@ pub fn push_entity(key: &mut String, parts: &[KeyPart<'_>]) {
             key.push(':');
         }
         match part {
-            KeyPart::Int(v) => write!(key, "{v}").expect("writing to a String"),
+            KeyPart::Int(v) => key.push_str(itoa::Buffer::new().format(*v)),
             KeyPart::Str(s) => {
                 for c in s.chars() {
                     match c {

@@ -98,6 +98,13 @@ async fn lookups_answer_the_same_body_as_online_get_and_arrow_on_request() {
     let ltv = batch.column(2).as_any().downcast_ref::<arrow_array::Decimal128Array>().unwrap();
     assert_eq!(ltv.value_as_string(0), cli["columns"]["ltv"][0].as_str().unwrap());
     assert!(arrow_array::Array::is_null(ltv, 2));
+    // FLOAT[64]: the same floats as the JSON body; a missing row is a NULL list.
+    let emb = batch.column(3).as_any().downcast_ref::<arrow_array::FixedSizeListArray>().unwrap();
+    assert!(arrow_array::Array::is_null(emb, 2));
+    let first = emb.value(0);
+    let first = first.as_any().downcast_ref::<arrow_array::Float32Array>().unwrap();
+    let want: Vec<f32> = cli["columns"]["embedding"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    assert_eq!(first.values().to_vec(), want);
     gw.stop().await;
 }
 

@@ -1,0 +1,130 @@
+//! Rows: a full run's batches (one fenced MSET each), an incremental run's
+//! conditional writes, and reads.
+//!
+//! Every write of a run is fenced by the service's lease: on one server the
+//! script that writes a batch or a row reads the lease first, atomically; on a
+//! cluster (where the lease and a row live in different slots) the lease is
+//! read before each batch. A run that lost its lease therefore stops writing
+//! within a batch (one server: before it) instead of writing rows into a
+//! generation another run may already have retired, where nobody would find
+//! them again.
+
+use std::collections::HashMap;
+
+use super::scripts::{PUT_IF_NEWER, PUT_ROWS};
+use super::{Connection, OnlineStore};
+use crate::{OnlineError, RowBatch};
+
+/// What a conditional (incremental) write did to each row.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConditionalWrites {
+    /// Entities that were not online before.
+    pub inserted: u64,
+    /// Entities whose online row was older and got replaced.
+    pub replaced: u64,
+    /// Entities whose online row was as new or newer and was kept.
+    pub kept: u64,
+}
+
+impl OnlineStore {
+    /// Writes a full run's rows as long as `run_id` holds the service's lease:
+    /// one script (`PUT_ROWS`: lease check, then MSET) on one server, a lease
+    /// read then one MSET on a cluster. One command and one reply for the
+    /// batch instead of one per row, which is what Redis spends its CPU on. A
+    /// lost lease is [`OnlineError::LeaseLost`], and nothing of the batch is
+    /// written (on one server).
+    pub async fn put_rows(&self, conn: &mut Connection, rows: &RowBatch, service: &str, run_id: &str) -> Result<(), OnlineError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.cluster {
+            self.check_lease(conn, service, run_id).await?;
+            let mut cmd = redis::cmd("MSET");
+            for (k, v) in rows.iter() {
+                cmd.arg(k).arg(v);
+            }
+            return cmd.query_async::<()>(&mut **conn).await.map_err(|e| self.err(e));
+        }
+        let mut inv = PUT_ROWS.prepare_invoke();
+        inv.key(self.keys.lease(service)).arg(run_id);
+        for (k, v) in rows.iter() {
+            inv.key(k).arg(v);
+        }
+        let _: i64 = inv.invoke_async(&mut **conn).await.map_err(|e| self.lease_or(e, service))?;
+        Ok(())
+    }
+
+    /// Writes each row unless the online one is as new or newer, in one pipeline,
+    /// as long as `run_id` holds the service's lease: on one server every write
+    /// checks it atomically; on a cluster (where the lease and a row live in
+    /// different slots) it is checked before the batch. A lost lease is
+    /// [`OnlineError::LeaseLost`].
+    pub async fn put_rows_if_newer(
+        &self,
+        conn: &mut Connection,
+        rows: &RowBatch,
+        service: &str,
+        run_id: &str,
+    ) -> Result<ConditionalWrites, OnlineError> {
+        // EVALSHA in a pipeline cannot fall back to EVAL, so make sure the script is loaded.
+        let _: String = PUT_IF_NEWER.prepare_invoke().load_async(&mut **conn).await.map_err(|e| self.err(e))?;
+        let lease = self.keys.lease(service);
+        // A pipeline may only span one slot of a cluster: group the rows by slot.
+        type Rows<'r> = Vec<(&'r [u8], &'r [u8])>;
+        let mut groups: Vec<Rows<'_>> = Vec::new();
+        if self.cluster {
+            self.check_lease(conn, service, run_id).await?;
+            let mut by_slot: HashMap<redis::cluster_routing::Slot, Rows<'_>> = HashMap::new();
+            for (k, v) in rows.iter() {
+                by_slot.entry(redis::cluster_routing::Slot::for_key(k)).or_default().push((k, v));
+            }
+            groups.extend(by_slot.into_values());
+        } else {
+            groups.push(rows.iter().collect());
+        }
+        let mut results: Vec<i64> = Vec::with_capacity(rows.len());
+        for group in groups {
+            let mut p = redis::pipe();
+            for (k, v) in group {
+                let cmd = p.cmd("EVALSHA").arg(PUT_IF_NEWER.get_hash());
+                if self.cluster {
+                    cmd.arg(1).arg(k).arg(v);
+                } else {
+                    cmd.arg(2).arg(k).arg(&lease).arg(v).arg(run_id);
+                }
+            }
+            let r: Vec<i64> = p.query_async(&mut **conn).await.map_err(|e| self.err(e))?;
+            results.extend(r);
+        }
+        let mut w = ConditionalWrites::default();
+        for r in results {
+            match r {
+                -1 => return Err(OnlineError::LeaseLost { service: service.to_string() }),
+                1 => w.inserted += 1,
+                2 => w.replaced += 1,
+                _ => w.kept += 1,
+            }
+        }
+        Ok(w)
+    }
+
+    /// The rows under `keys`, in order, in one round trip.
+    pub async fn get_rows(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        redis::cmd("MGET").arg(keys).query_async(&mut *c).await.map_err(|e| self.err(e))
+    }
+
+    /// Counts the row keys of a generation with SCAN, holding one page at a time.
+    pub async fn count_rows(&self, service: &str, generation: &str) -> Result<u64, OnlineError> {
+        let mut c = self.conn().await?;
+        let mut scan = self.key_scan(&mut c, &self.keys.row_pattern(service, generation), 5000).await?;
+        let mut n = 0u64;
+        while let Some(page) = scan.next(self, &mut c).await? {
+            n += page.len() as u64;
+        }
+        Ok(n)
+    }
+}

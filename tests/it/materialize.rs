@@ -732,8 +732,9 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
 /// next run took the lease and retired the frozen run's generation as a
 /// leftover (registered, never live). Resumed, the run must not write one more
 /// row there: such rows belong to no registered generation, and nothing would
-/// ever remove them. Every batch is fenced by the lease in Redis, so the run
-/// fails with "lost its lease" and the live generation stays whole.
+/// ever remove them but the run's own best-effort clean-up. Every batch is
+/// fenced by the lease in Redis, so not one batch runs after the takeover, the
+/// run fails with "lost its lease" and the live generation stays whole.
 #[test]
 fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
     const USERS: u64 = 200_000;
@@ -768,6 +769,8 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
         .arg("daeda:row:user_features:2:*")
         .query(&mut env.redis.conn())
         .unwrap();
+    // Batches (MSET, also inside a script) Redis ran so far: none may follow.
+    let batches = calls(&env, "mset");
     signal("-CONT");
     assert!(removed > 0 && removed + 10_000 < USERS, "the frozen run had written {removed} of {USERS} rows: not mid-run");
 
@@ -775,6 +778,9 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lost its lease"), "{stderr}");
+    // Its clean-up removes what it wrote, but a run killed before that (or
+    // whose clean-up fails) would leave it: no batch may land at all.
+    assert_eq!(calls(&env, "mset"), batches, "the run wrote batches after it lost its lease");
     assert_eq!(rows(&env, "user_features", "2"), 0, "rows written into the retired generation after the takeover remain");
     assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
     assert_eq!(rows(&env, "user_features", "1") as u64, USERS, "the live generation is whole");

@@ -3,7 +3,6 @@
 //! one slot; SCAN-based work (retirement, gc, counts) visits every primary.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use daeda_gateway::Plane;
 use serde_json::Value;

@@ -679,7 +679,7 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
     // Generation 1 holds the older row of every user; the incremental run
     // then has a newer row for all of them to write, one compare each.
     env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
-    // The full run's batches were scripts too (the lease-fenced MSET).
+    // Count only this run's compares.
     let base = calls(&env, "evalsha");
     let child = env
         .command(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF])

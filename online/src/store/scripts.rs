@@ -21,4 +21,3 @@ script!(RELEASE_LEASE, "release_lease.lua");
 script!(NEXT_GENERATION, "next_generation.lua");
 script!(ADVANCE, "advance.lua");
 script!(PUT_IF_NEWER, "put_if_newer.lua");
-script!(PUT_ROWS, "put_rows.lua");

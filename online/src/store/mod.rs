@@ -11,9 +11,9 @@
 //!   in the same atomic script, that the writer still holds the service's lease;
 //! - a generation is registered in the service's `gens` set before its first row
 //!   is written, so rows of a run that died are always found and removed later;
-//! - every row write is fenced by the lease (see [`rows`]): on one server the
-//!   script that writes a batch (full run) or a row (incremental) checks it
-//!   atomically, on a cluster it is read before each batch (lease and rows
+//! - every row write is fenced by the lease (see [`rows`]): on one server a
+//!   full run's batch is a transaction that `WATCH`es it, an incremental row's
+//!   script checks it, both atomically; on a cluster it is read before each batch (lease and rows
 //!   live in different slots), so a run that lost its lease stops writing
 //!   into a generation that another run may be retiring;
 //! - removal never blocks Redis: SCAN + batched UNLINK, never KEYS;

@@ -2,7 +2,9 @@
 //! batches, and the lease they write under.
 //!
 //! Invariant: no batch is written once the lease is lost or the run was asked
-//! to stop ([`LeaseWatch::check`] before every batch; the flip checks again).
+//! to stop: [`LeaseWatch::check`] before every batch notices a stop or a lost
+//! renewal, and Redis itself refuses a batch (full or incremental) whose run
+//! no longer holds the lease (see `OnlineStore::put_rows`); the flip checks again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,7 +131,7 @@ impl Writers {
                         let r = store.put_rows_if_newer(&mut conn, &batch.rows, &lease.service, &lease.run_id).await?;
                         w.add(IncrementalWrites { inserted: r.inserted, replaced: r.replaced, kept: r.kept, bytes: batch.bytes });
                     } else {
-                        store.put_rows(&mut conn, &batch.rows).await?;
+                        store.put_rows(&mut conn, &batch.rows, &lease.service, &lease.run_id).await?;
                     }
                     written.fetch_add(n, Ordering::Relaxed);
                     progress.rows_done(n);

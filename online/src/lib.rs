@@ -11,9 +11,11 @@ pub mod keys;
 pub mod lookup;
 mod meta;
 mod pool;
+mod redact;
 mod store;
 
 pub use batch::RowBatch;
 pub use error::OnlineError;
 pub use meta::{GenerationMeta, ServedColumn, ServedSchema};
-pub use store::{redact, ConditionalWrites, Connection, MemoryInfo, OnlineStore, StoreSettings};
+pub use redact::redact;
+pub use store::{ConditionalWrites, Connection, MemoryInfo, OnlineStore, StoreSettings};

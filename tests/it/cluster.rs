@@ -2,9 +2,12 @@
 //! given as a seed list. Rows spread over every node; per-service keys share
 //! one slot; SCAN-based work (retirement, gc, counts) visits every primary.
 
+use std::collections::HashMap;
+
 use daeda_gateway::Plane;
 use serde_json::Value;
 
+use crate::ha::{materialize_ha, write_ha, Load};
 use crate::http::{self, bearer, mint, send};
 use crate::support::{output, Cluster, TestEnv};
 
@@ -102,4 +105,53 @@ async fn the_whole_job_runs_against_a_cluster() {
     assert!(stdout.contains("removed service user_item_reranker"), "{stdout}");
     assert_eq!(cluster.count("daeda:*user_item_reranker*"), 0);
     assert_eq!(cluster.count("daeda:row:user_features:2:*"), 400);
+}
+
+/// Flips under load on a three-primary cluster, with different data in every
+/// generation (`ha`'s values encode their data version): four clients look
+/// up through a gateway at the default refresh interval while full runs flip
+/// the pointer (and retire the previous generation) again and again. Every
+/// answer is a 200 with all its rows of one version (or a 503 with
+/// Retry-After, never a row missing), and a generation id always
+/// means one version. ≈ 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn flips_under_load_on_a_cluster_never_mix_generations() {
+    let env = TestEnv::new(10);
+    let cluster = Cluster::start(env.dir.path());
+    let url = cluster.url();
+    write_ha(&env, 1);
+    let (code, g1, text) = materialize_ha(&env, &url);
+    assert_eq!(code, 0, "{text}");
+    let mut known = HashMap::from([(g1.unwrap(), 1)]);
+
+    let mut cfg = http::config(&env);
+    cfg.refresh = daeda_gateway::GatewayConfig::new("127.0.0.1:0".parse().unwrap(), Default::default()).refresh;
+    let gw = http::start_at(&env, cfg.clone(), false, &url, 16).await;
+    let load = Load::start(gw.addr, 4);
+    const FLIPS: u32 = 6;
+    tokio::task::block_in_place(|| {
+        for version in 2..=FLIPS + 1 {
+            write_ha(&env, version);
+            let (code, g, text) = materialize_ha(&env, &url);
+            assert_eq!(code, 0, "{text}");
+            known.insert(g.unwrap(), version);
+            std::thread::sleep(cfg.refresh / 2);
+        }
+    });
+    // The last flip is seen within a refresh interval.
+    tokio::time::sleep(cfg.refresh * 2).await;
+    let report = load.finish().await;
+    gw.stop().await;
+
+    report.assert_no_wrong_answer(&known);
+    let versions: std::collections::BTreeSet<u32> = report.samples.iter().filter_map(|s| s.answer.as_ref().map(|a| a.1)).collect();
+    eprintln!(
+        "cluster flips at refresh {:?}: {} lookups ({} × 503), versions answered {versions:?}",
+        cfg.refresh,
+        report.samples.len(),
+        report.count(503)
+    );
+    assert!(versions.len() >= 3, "the lookups saw too few flips to show anything: versions {versions:?}");
+    assert_eq!(report.last_answer().map(|a| a.1), Some(FLIPS + 1), "the last generation is served");
+    assert_eq!(cluster.count("daeda:row:ha:*"), 200, "only the live generation's rows remain");
 }

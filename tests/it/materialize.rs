@@ -679,13 +679,15 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
     // Generation 1 holds the older row of every user; the incremental run
     // then has a newer row for all of them to write, one compare each.
     env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
+    // Count only this run's compares.
+    let base = calls(&env, "evalsha");
     let child = env
         .command(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    poll(Duration::from_secs(120), "the incremental run never started writing", || (calls(&env, "evalsha") > 100).then_some(()));
+    poll(Duration::from_secs(120), "the incremental run never started writing", || (calls(&env, "evalsha") > base + 100).then_some(()));
 
     // Another run takes the service over, as a full run does once this run's
     // lease has expired: it flips to its own generation and retires
@@ -711,7 +713,7 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
         .query(&mut env.redis.conn())
         .unwrap();
     assert!(removed > 0);
-    let done = calls(&env, "evalsha");
+    let done = calls(&env, "evalsha") - base;
     assert!(done + 10_000 < USERS, "the run had (almost) finished writing before the takeover ({done} compares)");
 
     let out = output_timeout(child, DAEDA_LIMIT, "the incremental run");
@@ -724,6 +726,66 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
     assert_eq!(lease.as_deref(), Some("intruder"), "the losing run never releases another run's lease");
     let runs = env.json(&["runs", "list", "--json"]);
     assert_eq!((runs[0]["mode"].as_str(), runs[0]["status"].as_str()), (Some("incremental"), Some("failed")), "{}", runs[0]);
+}
+
+/// A full run frozen (SIGSTOP) past its lease while writing: meanwhile the
+/// next run took the lease and retired the frozen run's generation as a
+/// leftover (registered, never live). Resumed, the run must not write one more
+/// row there: such rows belong to no registered generation, and nothing would
+/// ever remove them but the run's own best-effort clean-up. Every batch is
+/// fenced by the lease in Redis, so not one batch runs after the takeover, the
+/// run fails with "lost its lease" and the live generation stays whole.
+#[test]
+fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
+    const USERS: u64 = 200_000;
+    let env = TestEnv::new(USERS);
+    env.materialize(&["--service", "user_features"]);
+    let before = env.redis.dbsize();
+    let child = env
+        .command(&["materialize", "--online", "--service", "user_features"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() > before + 1000).then_some(()));
+    signal("-STOP");
+    // What the next run does once the frozen run's lease expired: it takes the
+    // lease and retires generation 2 (registered, not live) before writing its
+    // own. Atomically, so no write of the frozen run can land in between.
+    let takeover = r"
+        redis.call('SET', KEYS[1], 'intruder')
+        local rows = redis.call('KEYS', ARGV[1])
+        for i = 1, #rows, 1000 do redis.call('UNLINK', unpack(rows, i, math.min(i + 999, #rows))) end
+        redis.call('UNLINK', KEYS[3])
+        redis.call('SREM', KEYS[2], '2')
+        return #rows";
+    let removed: u64 = redis::cmd("EVAL")
+        .arg(takeover)
+        .arg(3)
+        .arg("daeda:{svc:user_features}:lease")
+        .arg("daeda:{svc:user_features}:gens")
+        .arg("daeda:{svc:user_features}:gen:2")
+        .arg("daeda:row:user_features:2:*")
+        .query(&mut env.redis.conn())
+        .unwrap();
+    // Batches (MSET, also inside a script) Redis ran so far: none may follow.
+    let batches = calls(&env, "mset");
+    signal("-CONT");
+    assert!(removed > 0 && removed + 10_000 < USERS, "the frozen run had written {removed} of {USERS} rows: not mid-run");
+
+    let out = output_timeout(child, DAEDA_LIMIT, "the run that lost its lease");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost its lease"), "{stderr}");
+    // Its clean-up removes what it wrote, but a run killed before that (or
+    // whose clean-up fails) would leave it: no batch may land at all.
+    assert_eq!(calls(&env, "mset"), batches, "the run wrote batches after it lost its lease");
+    assert_eq!(rows(&env, "user_features", "2"), 0, "rows written into the retired generation after the takeover remain");
+    assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
+    assert_eq!(rows(&env, "user_features", "1") as u64, USERS, "the live generation is whole");
+    let lease: Option<String> = redis::cmd("GET").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
+    assert_eq!(lease.as_deref(), Some("intruder"), "the losing run never releases another run's lease");
 }
 
 #[test]

@@ -233,7 +233,11 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        let c = self.client().get_connection_with_timeout(Duration::from_secs(10)).unwrap();
+        // A signal can interrupt the connect (EINTR): a test that stops its
+        // own child gets SIGCHLD, which tokio::process (used by other tests in
+        // this binary) catches. Connecting again is the answer.
+        let connect = || self.client().get_connection_with_timeout(Duration::from_secs(10));
+        let c = connect().or_else(|_| connect()).or_else(|_| connect()).unwrap();
         c.set_read_timeout(Some(REDIS_REPLY)).unwrap();
         c
     }

@@ -7,7 +7,8 @@
 fn main() {
     println!("cargo:rerun-if-env-changed=DUCKDB_LIB_DIR");
     println!("cargo:rerun-if-env-changed=DAEDA_RPATH");
-    let rpath = std::env::var("DAEDA_RPATH").ok().filter(|r| !r.is_empty()).or_else(|| std::env::var("DUCKDB_LIB_DIR").ok());
+    let rpath =
+        std::env::var("DAEDA_RPATH").ok().filter(|r| !r.is_empty()).or_else(|| std::env::var("DUCKDB_LIB_DIR").ok());
     if let Some(dir) = rpath {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }

@@ -135,7 +135,15 @@ async fn http_worker(
 }
 
 /// Lookups of `batch` random entities, as JSON or Arrow.
-async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, users: u64, seed: u64, until: Instant, arrow: bool) -> Run {
+async fn gateway_worker(
+    addr: SocketAddr,
+    token: Arc<String>,
+    batch: usize,
+    users: u64,
+    seed: u64,
+    until: Instant,
+    arrow: bool,
+) -> Run {
     let accept = arrow.then_some("application/vnd.apache.arrow.stream");
     http_worker(addr, token, "/v1/features/user_features", accept, seed, until, |rng| {
         let ids: Vec<String> = (0..batch).map(|_| rng.next(users).to_string()).collect();
@@ -147,7 +155,10 @@ async fn gateway_worker(addr: SocketAddr, token: Arc<String>, batch: usize, user
 /// Small approved SQL queries (one entity's full history) against the SQL plane.
 async fn sql_worker(addr: SocketAddr, token: Arc<String>, users: u64, seed: u64, until: Instant) -> Run {
     http_worker(addr, token, "/v1/sql", None, seed, until, |rng| {
-        format!(r#"{{"sql": "SELECT user_id, event_ts, ctr_7d, country FROM user_features WHERE user_id = {}"}}"#, rng.next(users))
+        format!(
+            r#"{{"sql": "SELECT user_id, event_ts, ctr_7d, country FROM user_features WHERE user_id = {}"}}"#,
+            rng.next(users)
+        )
     })
     .await
 }
@@ -180,7 +191,8 @@ where
 {
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..concurrency).map(|i| tokio::spawn(f(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1), until))).collect();
+    let tasks: Vec<_> =
+        (0..concurrency).map(|i| tokio::spawn(f(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1), until))).collect();
     let mut runs = Vec::new();
     for t in tasks {
         runs.push(t.await.unwrap());
@@ -211,8 +223,11 @@ fn main() {
 
     let catalog = dir.join("feature_services");
     std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml"), catalog.join("user_features.yaml"))
-        .unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml"),
+        catalog.join("user_features.yaml"),
+    )
+    .unwrap();
     let ok = |c: &mut Command| assert!(c.stdout(Stdio::null()).status().unwrap().success());
     ok(daeda(dir, &redis_url).args(["demo", "generate", "--out"]).arg(dir.join("data")).args([
         "--users",
@@ -223,7 +238,13 @@ fn main() {
     ok(daeda(dir, &redis_url).args(["materialize", "--online", "--service", "user_features"]));
 
     let port = free_port();
-    let _gw = Proc(daeda(dir, &redis_url).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).stderr(Stdio::null()).spawn().unwrap());
+    let _gw = Proc(
+        daeda(dir, &redis_url)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for _ in 0..100 {
         if std::net::TcpStream::connect(addr).is_ok() {

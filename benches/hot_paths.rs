@@ -105,7 +105,8 @@ impl LookupCase {
         let wanted = lookup::selected(&self.def, &self.schema, req.features.as_deref()).unwrap();
         let keys = lookup::row_keys(&self.def, &req.entities, "daeda:user_features:1:", 1000).unwrap();
         black_box(&keys);
-        let fetched = lookup::decode_rows(&self.def, self.schema.clone(), wanted, &self.meta, black_box(&self.raw)).unwrap();
+        let fetched =
+            lookup::decode_rows(&self.def, self.schema.clone(), wanted, &self.meta, black_box(&self.raw)).unwrap();
         if arrow {
             daeda_gateway::arrow::encode(&self.def, &req, &fetched).unwrap().len()
         } else {
@@ -177,7 +178,9 @@ fn bench(c: &mut Criterion) {
     if let Err(d) = daeda_policy::check(QUERY, &grants) {
         panic!("the benchmark query must be allowed: {d}");
     }
-    c.bench_function("policy check, 1 KB analytic query", |b| b.iter(|| daeda_policy::check(black_box(QUERY), &grants)));
+    c.bench_function("policy check, 1 KB analytic query", |b| {
+        b.iter(|| daeda_policy::check(black_box(QUERY), &grants))
+    });
     c.bench_function("policy check, point query", |b| {
         b.iter(|| daeda_policy::check(black_box("SELECT * FROM user_features WHERE user_id = 42"), &grants))
     });
@@ -200,7 +203,9 @@ fn bench(c: &mut Criterion) {
         ],
     };
     let bytes = codec::encode(&schema, &row);
-    c.bench_function("decode one row (8 scalars + FLOAT[64])", |b| b.iter(|| codec::decode(black_box(&bytes), &schema).unwrap()));
+    c.bench_function("decode one row (8 scalars + FLOAT[64])", |b| {
+        b.iter(|| codec::decode(black_box(&bytes), &schema).unwrap())
+    });
 
     let fetched = Fetched {
         wanted: (0..schema.len()).collect(),

@@ -224,7 +224,8 @@ fn main() {
 
     // The skew checker over the same generation, every entity both ways.
     let t = Instant::now();
-    let out = daeda(&dir, &redis).args(["skew", "check", "--service", "user_features", "--all", "--json"]).output().unwrap();
+    let out =
+        daeda(&dir, &redis).args(["skew", "check", "--service", "user_features", "--all", "--json"]).output().unwrap();
     let skew_secs = t.elapsed().as_secs_f64();
     let skew: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(skew["passed"], true, "{skew}");

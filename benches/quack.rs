@@ -82,8 +82,11 @@ fn main() {
     let dir = tmp.path();
     let catalog = dir.join("feature_services");
     std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml"), catalog.join("user_features.yaml"))
-        .unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/user_features.yaml"),
+        catalog.join("user_features.yaml"),
+    )
+    .unwrap();
     let daeda = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_daeda"));
         // No Redis: the SQL plane does not need one (lookups would answer 503).
@@ -121,7 +124,8 @@ fn main() {
         audience: None,
     })
     .unwrap();
-    let deps = std::env::var("DAEDA_DEPS").unwrap_or_else(|_| format!("{}/.cache/daeda", std::env::var("HOME").unwrap()));
+    let deps =
+        std::env::var("DAEDA_DEPS").unwrap_or_else(|_| format!("{}/.cache/daeda", std::env::var("HOME").unwrap()));
     let python = Path::new(&deps).join("quack-client-venv/bin/python");
     let args = serde_json::json!({
         "iterations": iterations, "rows": users * 2, "users": users, "quack_port": quack_port, "http_port": http_port,
@@ -129,7 +133,8 @@ fn main() {
     });
     // The workers build their sessions in the background: retry until Quack answers.
     for attempt in 0.. {
-        let mut child = Command::new(&python).args(["-c", DRIVER]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child =
+            Command::new(&python).args(["-c", DRIVER]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(args.to_string().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();

@@ -153,7 +153,9 @@ fn env(name: &str) -> Option<String> {
 fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
     match env(name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| crate::UsageError(format!("{name}={v} is not a valid value")).into()),
+        Some(v) => {
+            v.parse().map(Some).map_err(|_| crate::UsageError(format!("{name}={v} is not a valid value")).into())
+        }
     }
 }
 
@@ -176,23 +178,28 @@ impl Config {
             concurrency: env_parse("DAEDA_SQL_CONCURRENCY")?.or(sql.concurrency).unwrap_or(4),
             memory_limit: env("DAEDA_SQL_MEMORY_LIMIT").or(sql.memory_limit).unwrap_or_else(|| "1GB".into()),
             threads: env_parse("DAEDA_SQL_THREADS")?.or(sql.threads).unwrap_or(2),
-            max_address_space_mb: env_parse("DAEDA_SQL_MAX_ADDRESS_SPACE_MB")?.or(sql.max_address_space_mb).unwrap_or(8192),
+            max_address_space_mb: env_parse("DAEDA_SQL_MAX_ADDRESS_SPACE_MB")?
+                .or(sql.max_address_space_mb)
+                .unwrap_or(8192),
         };
         if sql.timeout_ms == 0 || sql.max_rows == 0 || sql.concurrency == 0 || sql.threads == 0 {
-            return Err(
-                crate::UsageError("sql.timeout_ms, sql.max_rows, sql.concurrency and sql.threads must be greater than 0".into()).into()
-            );
+            return Err(crate::UsageError(
+                "sql.timeout_ms, sql.max_rows, sql.concurrency and sql.threads must be greater than 0".into(),
+            )
+            .into());
         }
-        let namespace = env("DAEDA_NAMESPACE").or(file.namespace).unwrap_or_else(|| daeda_online::keys::DEFAULT_NAMESPACE.into());
+        let namespace =
+            env("DAEDA_NAMESPACE").or(file.namespace).unwrap_or_else(|| daeda_online::keys::DEFAULT_NAMESPACE.into());
         daeda_online::keys::Keys::new(&namespace)
             .map_err(|e| crate::UsageError(format!("namespace (DAEDA_NAMESPACE or daeda.toml): {e}")))?;
         let ready_when = match env("DAEDA_READY_WHEN").or(file.ready_when).as_deref() {
             None | Some("all") => ReadyWhen::All,
             Some("any") => ReadyWhen::Any,
             Some(other) => {
-                return Err(
-                    crate::UsageError(format!("ready_when (DAEDA_READY_WHEN or daeda.toml) is `{other}`, expected `all` or `any`")).into()
-                )
+                return Err(crate::UsageError(format!(
+                    "ready_when (DAEDA_READY_WHEN or daeda.toml) is `{other}`, expected `all` or `any`"
+                ))
+                .into())
             }
         };
         let quack = file.quack.unwrap_or_default();
@@ -231,7 +238,9 @@ impl Config {
             tls_cert: env("DAEDA_TLS_CERT").map(PathBuf::from).or(file.tls_cert),
             tls_key: env("DAEDA_TLS_KEY").map(PathBuf::from).or(file.tls_key),
             allow_remote: env_parse("DAEDA_ALLOW_REMOTE")?.or(file.allow_remote).unwrap_or(false),
-            redis_read_from_replicas: env_parse("DAEDA_REDIS_READ_FROM_REPLICAS")?.or(file.redis_read_from_replicas).unwrap_or(false),
+            redis_read_from_replicas: env_parse("DAEDA_REDIS_READ_FROM_REPLICAS")?
+                .or(file.redis_read_from_replicas)
+                .unwrap_or(false),
             max_batch: env_parse("DAEDA_MAX_BATCH")?.or(file.max_batch).unwrap_or(1000),
             limits,
             jwt_secret: env("DAEDA_JWT_SECRET").or(jwt.secret),
@@ -300,10 +309,19 @@ impl ServeLimits {
     /// The file's values, then the environment's; each must be at least 1,
     /// and a bad one is a usage error naming its key.
     fn load(file: &FileConfig) -> Result<ServeLimits> {
-        fn pick<T: std::str::FromStr + Copy + PartialOrd + From<u8>>(key: &str, from_file: Option<T>, default: T) -> Result<T> {
+        fn pick<T: std::str::FromStr + Copy + PartialOrd + From<u8>>(
+            key: &str,
+            from_file: Option<T>,
+            default: T,
+        ) -> Result<T> {
             let var = format!("DAEDA_{}", key.to_ascii_uppercase());
             let v = env_parse(&var)
-                .map_err(|_| crate::UsageError(format!("{var}: `{}` is not a whole number for {key}", env(&var).unwrap_or_default())))?
+                .map_err(|_| {
+                    crate::UsageError(format!(
+                        "{var}: `{}` is not a whole number for {key}",
+                        env(&var).unwrap_or_default()
+                    ))
+                })?
                 .or(from_file)
                 .unwrap_or(default);
             if v < T::from(1) {
@@ -318,7 +336,11 @@ impl ServeLimits {
             request_timeout_ms: pick("request_timeout_ms", file.request_timeout_ms, d.request_timeout_ms)?,
             refresh_interval_ms: pick("refresh_interval_ms", file.refresh_interval_ms, d.refresh_interval_ms)?,
             max_connections: pick("max_connections", file.max_connections, d.max_connections)?,
-            header_read_timeout_ms: pick("header_read_timeout_ms", file.header_read_timeout_ms, d.header_read_timeout_ms)?,
+            header_read_timeout_ms: pick(
+                "header_read_timeout_ms",
+                file.header_read_timeout_ms,
+                d.header_read_timeout_ms,
+            )?,
             idle_timeout_ms: pick("idle_timeout_ms", file.idle_timeout_ms, d.idle_timeout_ms)?,
         })
     }

@@ -36,9 +36,8 @@ pub enum Command {
 pub fn run(c: Command) -> Result<ExitCode> {
     let Command::Generate { out, users, items, base_date } = c;
     let base = match base_date {
-        Some(d) => {
-            NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| crate::UsageError(format!("--base-date `{d}` is not YYYY-MM-DD")))?
-        }
+        Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+            .map_err(|_| crate::UsageError(format!("--base-date `{d}` is not YYYY-MM-DD")))?,
         None => Utc::now().date_naive(),
     };
     generate(&out, users, items, base)?;

@@ -29,7 +29,11 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 #[derive(Debug, Parser)]
-#[command(name = "daeda", version, about = "Online feature serving from offline outputs: catalog, materializer, gateway, skew checker")]
+#[command(
+    name = "daeda",
+    version,
+    about = "Online feature serving from offline outputs: catalog, materializer, gateway, skew checker"
+)]
 struct Cli {
     #[command(flatten)]
     overrides: Overrides,
@@ -138,7 +142,9 @@ fn packaged_extension_dir() {
     if std::env::var_os(daeda_offline::EXTENSION_DIR_ENV).is_some() {
         return;
     }
-    let Some(bin) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(std::path::Path::to_path_buf)) else { return };
+    let Some(bin) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(std::path::Path::to_path_buf)) else {
+        return;
+    };
     let dir = bin.join(PACKAGED_EXTENSION_DIR);
     if dir.is_dir() {
         // The canonical form: DuckDB gets no `..` to resolve.

@@ -13,7 +13,10 @@ impl Bar {
             return Bar(ProgressBar::hidden());
         }
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {prefix}: {human_pos} rows ({per_sec}) {elapsed}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix}: {human_pos} rows ({per_sec}) {elapsed}")
+                .expect("valid template"),
+        );
         bar.set_prefix(label.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         Bar(bar)

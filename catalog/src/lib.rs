@@ -65,7 +65,8 @@ impl Catalog {
         let mut services: BTreeMap<String, Arc<ServiceDef>> = BTreeMap::new();
         let mut problems = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| CatalogError::Io { path: file.clone(), source: e })?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| CatalogError::Io { path: file.clone(), source: e })?;
             match parse_definition(&text, &file) {
                 Ok(def) => {
                     if let Some(other) = services.get(&def.name) {

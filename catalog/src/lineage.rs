@@ -82,8 +82,11 @@ pub fn lineage<'a>(all: impl IntoIterator<Item = &'a ServiceDef>, only: Option<&
     for s in &all {
         for c in &s.columns {
             if let Some(up) = c.lineage.as_deref().and_then(split_ref) {
-                let v =
-                    views.entry(up.view.clone()).or_insert_with(|| ViewLineage { view: up.view.clone(), feeds: vec![], services: vec![] });
+                let v = views.entry(up.view.clone()).or_insert_with(|| ViewLineage {
+                    view: up.view.clone(),
+                    feeds: vec![],
+                    services: vec![],
+                });
                 v.feeds.push(Feed { view_column: up.column.clone(), service: s.name.clone(), column: c.name.clone() });
                 if !v.services.contains(&s.name) {
                     v.services.push(s.name.clone());
@@ -91,7 +94,8 @@ pub fn lineage<'a>(all: impl IntoIterator<Item = &'a ServiceDef>, only: Option<&
             }
         }
     }
-    let services: Vec<ServiceLineage> = all.iter().filter(|s| only.is_none_or(|o| o == s.name)).map(|s| service_lineage(s, base)).collect();
+    let services: Vec<ServiceLineage> =
+        all.iter().filter(|s| only.is_none_or(|o| o == s.name)).map(|s| service_lineage(s, base)).collect();
     let views = views
         .into_values()
         .filter(|v| only.is_none_or(|o| v.services.iter().any(|s| s == o)))
@@ -114,7 +118,11 @@ fn service_lineage(s: &ServiceDef, base: &Path) -> ServiceLineage {
         Source::Parquet { path } => relative(Path::new(path), base).display().to_string(),
         Source::DuckDb { database, table } => format!("{}#{table}", relative(database, base).display()),
         Source::DuckLake { catalog, table, snapshot, .. } => {
-            format!("{}#{table}{}", relative(catalog, base).display(), snapshot.map(|n| format!("@{n}")).unwrap_or_default())
+            format!(
+                "{}#{table}{}",
+                relative(catalog, base).display(),
+                snapshot.map(|n| format!("@{n}")).unwrap_or_default()
+            )
         }
     };
     ServiceLineage {
@@ -215,10 +223,19 @@ impl Lineage {
                 q(&format!("cluster_{}", s.service)),
                 q(&format!("{} {}", s.service, s.version))
             );
-            let _ = writeln!(out, "    {} [label={}, shape=cylinder];", q(&src), q(&format!("{} {}", s.source.kind, s.source.location)));
+            let _ = writeln!(
+                out,
+                "    {} [label={}, shape=cylinder];",
+                q(&src),
+                q(&format!("{} {}", s.source.kind, s.source.location))
+            );
             for c in &s.columns {
-                let _ =
-                    writeln!(out, "    {} [label={}];", q(&format!("{}.{}", s.service, c.column)), q(&format!("{} {}", c.column, c.ty)));
+                let _ = writeln!(
+                    out,
+                    "    {} [label={}];",
+                    q(&format!("{}.{}", s.service, c.column)),
+                    q(&format!("{} {}", c.column, c.ty))
+                );
             }
             out.push_str("  }\n");
             for c in &s.columns {

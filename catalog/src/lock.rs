@@ -101,7 +101,12 @@ impl LockedService {
         let mut columns: Vec<LockedColumn> = def
             .columns
             .iter()
-            .map(|c| LockedColumn { name: c.name.clone(), nullable: c.nullable, lineage: c.lineage.clone(), ty: c.ty.to_string() })
+            .map(|c| LockedColumn {
+                name: c.name.clone(),
+                nullable: c.nullable,
+                lineage: c.lineage.clone(),
+                ty: c.ty.to_string(),
+            })
             .collect();
         columns.sort_by(|a, b| a.name.cmp(&b.name));
         let tags: BTreeSet<String> = def.tags.iter().cloned().collect();
@@ -127,7 +132,10 @@ impl LockedService {
 impl Lock {
     /// The lock of every service of `catalog`.
     pub fn of(catalog: &Catalog) -> Lock {
-        Lock { lock_format: LOCK_FORMAT, services: catalog.services().map(|s| (s.name.clone(), LockedService::of(s))).collect() }
+        Lock {
+            lock_format: LOCK_FORMAT,
+            services: catalog.services().map(|s| (s.name.clone(), LockedService::of(s))).collect(),
+        }
     }
 
     /// Parses lock text; `origin` names where it came from in errors (a path,
@@ -181,7 +189,8 @@ impl Lock {
             return None;
         }
         let one = |s: &LockedService| Lock { lock_format: LOCK_FORMAT, services: [(s.name.clone(), s.clone())].into() };
-        let mut parts: Vec<String> = diff(&one(locked), &one(&current)).into_iter().map(|c| format!("{}: {}", c.class, c.change)).collect();
+        let mut parts: Vec<String> =
+            diff(&one(locked), &one(&current)).into_iter().map(|c| format!("{}: {}", c.class, c.change)).collect();
         if locked.version != current.version {
             parts.push(format!("version {} is locked as {}", current.version, locked.version));
         }
@@ -218,7 +227,9 @@ impl Version {
     /// that date is later, else `self`'s date with the next `.N`.
     pub fn next_after(self, today: &str) -> String {
         match Version::parse(today) {
-            Some(t) if t.n == 0 && t > self && (t.year, t.month, t.day) != (self.year, self.month, self.day) => today.to_string(),
+            Some(t) if t.n == 0 && t > self && (t.year, t.month, t.day) != (self.year, self.month, self.day) => {
+                today.to_string()
+            }
             _ => format!("{:04}-{:02}-{:02}.{}", self.year, self.month, self.day, self.n + 1),
         }
     }
@@ -310,7 +321,8 @@ fn diff_service(a: &LockedService, b: &LockedService) -> Vec<(Class, String)> {
     let mut renamed_to: BTreeSet<&str> = BTreeSet::new();
     for r in &removed {
         let candidates: Vec<&&LockedColumn> = added.iter().filter(|n| same_shape(r, n)).collect();
-        let claimed_by_others = removed.iter().filter(|o| o.name != r.name && candidates.iter().any(|n| same_shape(o, n))).count();
+        let claimed_by_others =
+            removed.iter().filter(|o| o.name != r.name && candidates.iter().any(|n| same_shape(o, n))).count();
         match candidates.as_slice() {
             [n] if claimed_by_others == 0 => {
                 renamed_to.insert(&n.name);
@@ -338,7 +350,10 @@ fn diff_service(a: &LockedService, b: &LockedService) -> Vec<(Class, String)> {
             _ => {}
         }
         if old.lineage != new.lineage {
-            v.push((Class::Metadata, format!("column `{}` ref {} -> {}", old.name, opt(&old.lineage), opt(&new.lineage))));
+            v.push((
+                Class::Metadata,
+                format!("column `{}` ref {} -> {}", old.name, opt(&old.lineage), opt(&new.lineage)),
+            ));
         }
     }
 
@@ -396,7 +411,10 @@ pub fn check(locked: &Lock, current: &Lock, today: &str) -> CheckReport {
         match new_v.cmp(&old_v) {
             Ordering::Less => violations.push(Violation {
                 service: name.clone(),
-                message: format!("version {} is lower than the locked {}; versions only go up", cur.version, old.version),
+                message: format!(
+                    "version {} is lower than the locked {}; versions only go up",
+                    cur.version, old.version
+                ),
             }),
             Ordering::Equal if !needing.is_empty() => {
                 let worst = needing.iter().map(|c| c.class).min().expect("not empty");
@@ -441,7 +459,8 @@ mod tests {
         assert_eq!(v("2026-06-27.4").next_after("2026-06-27"), "2026-06-27.5");
         // A version dated in the future: the next N, never an older date.
         assert_eq!(v("2027-01-01").next_after("2026-11-26"), "2027-01-01.1");
-        for (old, today) in [("2026-06-27", "2026-11-26"), ("2026-06-27.4", "2026-06-27"), ("2027-01-01", "2026-01-01")] {
+        for (old, today) in [("2026-06-27", "2026-11-26"), ("2026-06-27.4", "2026-06-27"), ("2027-01-01", "2026-01-01")]
+        {
             assert!(Version::parse(&v(old).next_after(today)).unwrap() > v(old));
         }
     }

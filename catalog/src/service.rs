@@ -143,7 +143,8 @@ pub fn is_service_name(s: &str) -> bool {
 /// Column names are plain identifiers, so they never need escaping in SQL or JSON.
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 pub(crate) fn build(raw: RawService, file: &Path) -> Result<ServiceDef, Vec<DefinitionError>> {
@@ -184,7 +185,9 @@ pub(crate) fn build(raw: RawService, file: &Path) -> Result<ServiceDef, Vec<Defi
         }
         match columns.iter().find(|c| &c.name == k) {
             None => p.add(field, format!("join key `{k}` is not among the columns")),
-            Some(c) if !matches!(c.ty.scalar(), Some(ScalarType::Integer | ScalarType::BigInt | ScalarType::Varchar)) => {
+            Some(c)
+                if !matches!(c.ty.scalar(), Some(ScalarType::Integer | ScalarType::BigInt | ScalarType::Varchar)) =>
+            {
                 p.add(field, format!("join key `{k}` has type {}; expected INTEGER, BIGINT or VARCHAR", c.ty))
             }
             Some(_) => {}
@@ -192,9 +195,10 @@ pub(crate) fn build(raw: RawService, file: &Path) -> Result<ServiceDef, Vec<Defi
     }
     match columns.iter().find(|c| c.name == raw.timestamp) {
         None => p.add("timestamp", format!("timestamp column `{}` is not among the columns", raw.timestamp)),
-        Some(c) if !matches!(c.ty.scalar(), Some(ScalarType::Timestamp | ScalarType::TimestampTz)) => {
-            p.add("timestamp", format!("timestamp column `{}` has type {}; expected TIMESTAMP or TIMESTAMPTZ", c.name, c.ty))
-        }
+        Some(c) if !matches!(c.ty.scalar(), Some(ScalarType::Timestamp | ScalarType::TimestampTz)) => p.add(
+            "timestamp",
+            format!("timestamp column `{}` has type {}; expected TIMESTAMP or TIMESTAMPTZ", c.name, c.ty),
+        ),
         Some(_) => {}
     }
     if join_keys.contains(&raw.timestamp) {
@@ -263,7 +267,10 @@ fn build_column(c: RawColumn, i: usize, never_null: &[String], p: &mut Problems)
     };
     let key_like = never_null.contains(&c.name);
     if key_like && c.nullable == Some(true) {
-        p.add(format!("columns[{i}].nullable"), format!("`{}` is a join key or the timestamp, which are never NULL", c.name));
+        p.add(
+            format!("columns[{i}].nullable"),
+            format!("`{}` is a join key or the timestamp, which are never NULL", c.name),
+        );
     }
     if let Some(r) = &c.lineage {
         let ok = r.split_once(':').is_some_and(|(v, col)| !v.trim().is_empty() && !col.trim().is_empty());
@@ -271,7 +278,13 @@ fn build_column(c: RawColumn, i: usize, never_null: &[String], p: &mut Problems)
             p.add(format!("columns[{i}].ref"), format!("`{r}` is not a lineage reference (expected view:column)"));
         }
     }
-    Some(Column { name: c.name, ty, nullable: !key_like && c.nullable.unwrap_or(true), lineage: c.lineage, description: c.description })
+    Some(Column {
+        name: c.name,
+        ty,
+        nullable: !key_like && c.nullable.unwrap_or(true),
+        lineage: c.lineage,
+        description: c.description,
+    })
 }
 
 fn build_source(s: RawSource, base: &Path, p: &mut Problems) -> Option<Source> {
@@ -344,7 +357,9 @@ pub(crate) fn is_version(v: &str) -> bool {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return false;
     }
-    let num = |r: std::ops::Range<usize>| date[r].parse::<u32>().ok().filter(|_| b.iter().all(|c| c.is_ascii_digit() || *c == b'-'));
+    let num = |r: std::ops::Range<usize>| {
+        date[r].parse::<u32>().ok().filter(|_| b.iter().all(|c| c.is_ascii_digit() || *c == b'-'))
+    };
     let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else { return false };
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let days = match m {

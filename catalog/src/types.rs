@@ -78,8 +78,9 @@ impl ColumnType {
         let t = text.trim().to_ascii_uppercase();
         if let Some(open) = t.find('[') {
             let elem_text = t[..open].trim();
-            let elem = parse_elem(elem_text)
-                .ok_or_else(|| format!("array element type `{elem_text}` is not a numeric scalar (INTEGER, BIGINT, FLOAT, DOUBLE)"))?;
+            let elem = parse_elem(elem_text).ok_or_else(|| {
+                format!("array element type `{elem_text}` is not a numeric scalar (INTEGER, BIGINT, FLOAT, DOUBLE)")
+            })?;
             let inner = t[open..]
                 .strip_prefix('[')
                 .and_then(|s| s.strip_suffix(']'))
@@ -152,7 +153,8 @@ fn parse_scalar(s: &str) -> Option<ScalarType> {
 }
 
 fn parse_decimal(s: &str) -> Option<ScalarType> {
-    let args = s.strip_prefix("DECIMAL").or_else(|| s.strip_prefix("NUMERIC"))?.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let args =
+        s.strip_prefix("DECIMAL").or_else(|| s.strip_prefix("NUMERIC"))?.trim().strip_prefix('(')?.strip_suffix(')')?;
     let (p, sc) = args.split_once(',')?;
     let precision: u8 = p.trim().parse().ok()?;
     let scale: u8 = sc.trim().parse().ok()?;

@@ -75,7 +75,18 @@ fn a_client_listing_shows_the_schema_and_ttl_and_an_owner_listing_also_where_it_
     let keys: Vec<_> = client.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["name", "version", "owner", "tags", "description", "join_keys", "timestamp", "columns", "ttl_seconds", "fingerprint"]
+        [
+            "name",
+            "version",
+            "owner",
+            "tags",
+            "description",
+            "join_keys",
+            "timestamp",
+            "columns",
+            "ttl_seconds",
+            "fingerprint"
+        ]
     );
     assert_eq!(client["ttl_seconds"], 7 * 86_400);
     assert_eq!(client["columns"][0].as_object().unwrap().len(), 3, "name, type, nullable: no lineage for clients");
@@ -134,7 +145,12 @@ fn each_kind_of_mistake_names_its_field() {
         "duplicate column `ctr_7d`",
     );
     expect_error("join_keys: [user_id]", "join_keys: [uid]", "entity.join_keys[0]", "not among the columns");
-    expect_error("join_keys: [user_id]", "join_keys: [ctr_7d]", "entity.join_keys[0]", "expected INTEGER, BIGINT or VARCHAR");
+    expect_error(
+        "join_keys: [user_id]",
+        "join_keys: [ctr_7d]",
+        "entity.join_keys[0]",
+        "expected INTEGER, BIGINT or VARCHAR",
+    );
     expect_error("timestamp: event_ts", "timestamp: ts", "timestamp", "not among the columns");
     expect_error("timestamp: event_ts", "timestamp: country", "timestamp", "expected TIMESTAMP or TIMESTAMPTZ");
     expect_error("version: 2026-06-27", "version: 2026-02-30", "version", "expected YYYY-MM-DD");
@@ -149,12 +165,22 @@ fn each_kind_of_mistake_names_its_field() {
         "columns[6].type",
         "shape.dimension says 1152",
     );
-    expect_error("{name: user_id,   type: BIGINT}", "{name: user_id, type: BIGINT, nullable: true}", "columns[0].nullable", "never NULL");
+    expect_error(
+        "{name: user_id,   type: BIGINT}",
+        "{name: user_id, type: BIGINT, nullable: true}",
+        "columns[0].nullable",
+        "never NULL",
+    );
 }
 
 #[test]
 fn unknown_keys_are_errors_not_ignored() {
-    expect_error("type: BIGINT, nullable: false}", "type: BIGINT, nulable: false}", "columns[4]", "unknown field `nulable`");
+    expect_error(
+        "type: BIGINT, nullable: false}",
+        "type: BIGINT, nulable: false}",
+        "columns[4]",
+        "unknown field `nulable`",
+    );
     expect_error("owner: ranking-team", "ownr: ranking-team", "(file)", "unknown field `ownr`");
     expect_error("  allowed: true", "  allowed: true\n  alowed: false", "serving", "unknown field `alowed`");
 }

@@ -32,11 +32,15 @@ serving:
 "#;
 
 fn def(text: &str) -> ServiceDef {
-    parse_definition(text, Path::new("/repo/feature_services/user_features.yaml")).unwrap_or_else(|e| panic!("{e:?}\n{text}"))
+    parse_definition(text, Path::new("/repo/feature_services/user_features.yaml"))
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"))
 }
 
 fn lock_of(texts: &[&str]) -> Lock {
-    Lock { lock_format: 1, services: texts.iter().map(|t| def(t)).map(|d| (d.name.clone(), LockedService::of(&d))).collect() }
+    Lock {
+        lock_format: 1,
+        services: texts.iter().map(|t| def(t)).map(|d| (d.name.clone(), LockedService::of(&d))).collect(),
+    }
 }
 
 fn edit(from: &str, to: &str) -> String {
@@ -62,7 +66,10 @@ fn equivalent_spellings_lock_identically() {
         .replace("tags: [retrieval, dssm]", "tags: [dssm, retrieval, dssm]")
         // Column order is not part of the logical shape.
         .replace("  - {name: country,   type: VARCHAR}\n", "")
-        .replace("  - {name: user_id,   type: BIGINT}\n", "  - {name: user_id,   type: BIGINT}\n  - {name: country, type: text}\n");
+        .replace(
+            "  - {name: user_id,   type: BIGINT}\n",
+            "  - {name: user_id,   type: BIGINT}\n  - {name: country, type: text}\n",
+        );
     assert_ne!(other, BASE);
     assert_eq!(lock_of(&[BASE]), lock_of(&[&other]));
     assert_eq!(lock_of(&[BASE]).to_json(), lock_of(&[&other]).to_json());
@@ -90,7 +97,9 @@ fn the_lock_is_stable_json_without_paths_or_hashes_and_reads_back() {
 
 #[test]
 fn a_malformed_lock_names_where_it_came_from() {
-    let e = Lock::parse("{\"lock_format\": 1, \"services\": {}, \"extra\": 1}", "HEAD:registry.lock.json").unwrap_err().to_string();
+    let e = Lock::parse("{\"lock_format\": 1, \"services\": {}, \"extra\": 1}", "HEAD:registry.lock.json")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HEAD:registry.lock.json") && e.contains("extra"), "{e}");
     let e = Lock::parse("{\"lock_format\": 9, \"services\": {}}", "x").unwrap_err().to_string();
     assert!(e.contains("lock_format 9"), "{e}");
@@ -125,7 +134,10 @@ fn breaking_changes() {
     )
     .replace("timestamp: event_ts", "timestamp: ingested")]);
     let d = diff(&a, &b);
-    assert!(d.iter().any(|c| c.class == Class::Breaking && c.change == "timestamp column `event_ts` -> `ingested`"), "{d:?}");
+    assert!(
+        d.iter().any(|c| c.class == Class::Breaking && c.change == "timestamp column `event_ts` -> `ingested`"),
+        "{d:?}"
+    );
     // A service removed.
     let d = diff(&lock_of(&[BASE]), &Lock::default());
     assert_eq!((d[0].class, d[0].change.as_str()), (Class::Breaking, "service removed"));
@@ -133,7 +145,10 @@ fn breaking_changes() {
 
 #[test]
 fn additive_changes_and_their_reverse() {
-    let new_col = ("  - {name: country,   type: VARCHAR}\n", "  - {name: country,   type: VARCHAR}\n  - {name: ctr_30d, type: DOUBLE}\n");
+    let new_col = (
+        "  - {name: country,   type: VARCHAR}\n",
+        "  - {name: country,   type: VARCHAR}\n  - {name: ctr_30d, type: DOUBLE}\n",
+    );
     let (fwd, back) = classify(new_col.0, new_col.1);
     assert_eq!(fwd, vec![(Class::Additive, "new nullable column `ctr_30d` DOUBLE".to_string())]);
     assert_eq!(back, vec![(Class::Breaking, "column `ctr_30d` removed".to_string())]);
@@ -147,7 +162,8 @@ fn additive_changes_and_their_reverse() {
     assert_eq!(back[0].0, Class::Additive);
 
     // A new NOT NULL column is breaking (old rows cannot satisfy it).
-    let (fwd, _) = classify(new_col.0, "  - {name: country,   type: VARCHAR}\n  - {name: n, type: BIGINT, nullable: false}\n");
+    let (fwd, _) =
+        classify(new_col.0, "  - {name: country,   type: VARCHAR}\n  - {name: n, type: BIGINT, nullable: false}\n");
     assert_eq!(fwd, vec![(Class::Breaking, "new column `n` BIGINT is not nullable".to_string())]);
     // Relaxing NOT NULL: readers may see NULL now, so it needs a bump too.
     let (fwd, back) = classify("{name: clicks,    type: BIGINT, nullable: false}", "{name: clicks,    type: BIGINT}");
@@ -164,7 +180,11 @@ fn metadata_changes() {
         ("owner: ranking-team", "owner: search-team", "owner `ranking-team` -> `search-team`"),
         ("tags: [retrieval, dssm]", "tags: [retrieval]", "tags [dssm, retrieval] -> [retrieval]"),
         ("description: Per-user features.", "description: Something else.", "description changed"),
-        (r#"ref: "user_stats:ctr_7d""#, r#"ref: "user_stats_v2:ctr""#, "column `ctr_7d` ref `user_stats:ctr_7d` -> `user_stats_v2:ctr`"),
+        (
+            r#"ref: "user_stats:ctr_7d""#,
+            r#"ref: "user_stats_v2:ctr""#,
+            "column `ctr_7d` ref `user_stats:ctr_7d` -> `user_stats_v2:ctr`",
+        ),
     ] {
         let (fwd, back) = classify(from, to);
         assert_eq!(fwd, vec![(Class::Metadata, want.to_string())]);
@@ -185,11 +205,18 @@ fn version_rules() {
     let r = check(&locked, &lock_of(&[&dropped]), "2026-11-26");
     assert_eq!(r.violations.len(), 1);
     let m = &r.violations[0].message;
-    assert!(m.contains("breaking change (column `country` removed)") && m.contains("above 2026-06-27 (e.g. 2026-11-26)"), "{m}");
+    assert!(
+        m.contains("breaking change (column `country` removed)") && m.contains("above 2026-06-27 (e.g. 2026-11-26)"),
+        "{m}"
+    );
 
     // With a bump (date or .N): changes listed, no violation.
     for v in ["2026-06-27.1", "2026-07-01"] {
-        let r = check(&locked, &lock_of(&[&dropped.replace("version: 2026-06-27", &format!("version: {v}"))]), "2026-11-26");
+        let r = check(
+            &locked,
+            &lock_of(&[&dropped.replace("version: 2026-06-27", &format!("version: {v}"))]),
+            "2026-11-26",
+        );
         assert!(r.violations.is_empty(), "{v}: {:?}", r.violations);
         assert!(!r.matches());
         assert_eq!(r.version_changes, vec![("user_features".into(), "2026-06-27".into(), v.into())]);
@@ -228,7 +255,10 @@ fn lineage_follows_refs_and_finds_shared_views() {
     assert_eq!(l.views[0].services, vec!["user_features", "user_ranker"]);
     assert!(l.to_text().contains("user_stats -> user_features, user_ranker (shared)"), "{}", l.to_text());
     let dot = l.to_dot();
-    assert!(dot.starts_with("digraph lineage {") && dot.contains("\"view:user_stats:ctr_7d\" -> \"user_features.ctr_7d\";"), "{dot}");
+    assert!(
+        dot.starts_with("digraph lineage {") && dot.contains("\"view:user_stats:ctr_7d\" -> \"user_features.ctr_7d\";"),
+        "{dot}"
+    );
     // One service: its views, and who else reads them.
     let one = lineage([&a, &b], Some("user_ranker"), Path::new("/repo/feature_services"));
     assert_eq!(one.services.len(), 1);

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
-    ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeListBuilder, Float32Builder, Float64Builder,
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::types::{ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type};
 use arrow_array::{ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
@@ -68,12 +68,16 @@ fn column(ty: ColumnType, values: &mut dyn Iterator<Item = Option<&Value>>) -> A
             ScalarType::Float => scalar!(Float32Builder::with_capacity(cap), Value::Float(x) => *x),
             ScalarType::Double => scalar!(Float64Builder::with_capacity(cap), Value::Double(x) => *x),
             ScalarType::Decimal { precision, scale } => {
-                let b = Decimal128Builder::with_capacity(cap).with_precision_and_scale(precision, scale as i8).expect("valid decimal");
+                let b = Decimal128Builder::with_capacity(cap)
+                    .with_precision_and_scale(precision, scale as i8)
+                    .expect("valid decimal");
                 scalar!(b, Value::Decimal { unscaled, .. } => *unscaled)
             }
             ScalarType::Varchar => scalar!(StringBuilder::with_capacity(cap, cap * 8), Value::Str(x) => x),
             ScalarType::Date => scalar!(Date32Builder::with_capacity(cap), Value::Date(x) => *x),
-            ScalarType::Timestamp => scalar!(TimestampMicrosecondBuilder::with_capacity(cap), Value::Timestamp(x) => *x),
+            ScalarType::Timestamp => {
+                scalar!(TimestampMicrosecondBuilder::with_capacity(cap), Value::Timestamp(x) => *x)
+            }
             ScalarType::TimestampTz => {
                 scalar!(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"), Value::Timestamp(x) => *x)
             }
@@ -182,7 +186,9 @@ fn data_type(ty: ColumnType) -> DataType {
             ScalarType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ScalarType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         },
-        ColumnType::FixedArray { elem, len } => DataType::FixedSizeList(Arc::new(Field::new("item", elem_type(elem), true)), len as i32),
+        ColumnType::FixedArray { elem, len } => {
+            DataType::FixedSizeList(Arc::new(Field::new("item", elem_type(elem), true)), len as i32)
+        }
         ColumnType::List { elem } => DataType::List(Arc::new(Field::new("item", elem_type(elem), true))),
     }
 }
@@ -231,7 +237,8 @@ pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<
     let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     // Sized from the arrays (plus the schema message) so the body is not copied as it grows.
     let mut out = Vec::with_capacity(4096 + batch.get_array_memory_size());
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)
+        .map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     w.write(&batch).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     w.finish().map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
     drop(w);

@@ -176,9 +176,10 @@ fn jwks(path: &Path, s: &AuthSettings) -> Result<HashMap<String, (DecodingKey, V
     for (i, jwk) in set.keys.iter().enumerate() {
         let kid = jwk.common.key_id.clone().ok_or_else(|| bad(format!("key {i} has no `kid`")))?;
         let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
-            (Some(a), _) => {
-                a.to_string().parse::<Algorithm>().map_err(|_| bad(format!("key `{kid}`: algorithm {a} cannot verify tokens")))?
-            }
+            (Some(a), _) => a
+                .to_string()
+                .parse::<Algorithm>()
+                .map_err(|_| bad(format!("key `{kid}`: algorithm {a} cannot verify tokens")))?,
             (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
             (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
             (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
@@ -308,8 +309,11 @@ impl Verifier {
         if c.sub.trim().is_empty() {
             return Err(ApiError::Unauthorized(INVALID));
         }
-        let services =
-            if c.services.iter().any(|s| s == "*") { Scope::All } else { Scope::Only(Arc::new(c.services.into_iter().collect())) };
+        let services = if c.services.iter().any(|s| s == "*") {
+            Scope::All
+        } else {
+            Scope::Only(Arc::new(c.services.into_iter().collect()))
+        };
         let principal = Principal { sub: c.sub, services, planes: c.planes };
         let mut cache = self.verified.write().expect("token cache lock");
         if cache.len() >= CACHE_CAPACITY {
@@ -387,7 +391,8 @@ mod tests {
     use super::*;
 
     fn token(aud: serde_json::Value) -> String {
-        let claims = serde_json::json!({"sub": "x", "exp": now() + 600, "services": ["*"], "planes": ["online"], "aud": aud});
+        let claims =
+            serde_json::json!({"sub": "x", "exp": now() + 600, "services": ["*"], "planes": ["online"], "aud": aud});
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s")).unwrap()
     }
 
@@ -395,15 +400,19 @@ mod tests {
     /// because the claim was read as a string.
     #[test]
     fn an_audience_array_passes_when_any_element_matches() {
-        let settings = AuthSettings { secret: Some("s".into()), audience: Some("daeda-gateway".into()), ..Default::default() };
+        let settings =
+            AuthSettings { secret: Some("s".into()), audience: Some("daeda-gateway".into()), ..Default::default() };
         let v = Verifier::new(&settings).unwrap();
         let bearer = |t: String| format!("Bearer {t}");
         let ok = v.verify(Some(&bearer(token(serde_json::json!(["another-gateway", "daeda-gateway"])))));
         assert_eq!(ok.unwrap().sub, "x");
         assert!(v.verify(Some(&bearer(token(serde_json::json!("daeda-gateway"))))).is_ok());
-        for wrong in
-            [serde_json::json!(["another-gateway", "ads"]), serde_json::json!([]), serde_json::json!("ads"), serde_json::json!([1])]
-        {
+        for wrong in [
+            serde_json::json!(["another-gateway", "ads"]),
+            serde_json::json!([]),
+            serde_json::json!("ads"),
+            serde_json::json!([1]),
+        ] {
             let e = v.verify(Some(&bearer(token(wrong.clone())))).unwrap_err();
             // `[1]` is not an audience at all: malformed.
             assert!(matches!(e, ApiError::Unauthorized(WRONG_AUDIENCE | INVALID)), "{wrong}: {e}");
@@ -434,7 +443,11 @@ mod tests {
     #[test]
     fn a_key_set_verifies_by_kid_rotates_on_reload_and_says_why_it_refuses() {
         let path = std::env::temp_dir().join(format!("daeda-jwks-{}.json", std::process::id()));
-        std::fs::write(&path, serde_json::json!({"keys": [oct("old", "old-secret"), oct("new", "new-secret")]}).to_string()).unwrap();
+        std::fs::write(
+            &path,
+            serde_json::json!({"keys": [oct("old", "old-secret"), oct("new", "new-secret")]}).to_string(),
+        )
+        .unwrap();
         let settings = AuthSettings { jwks: Some(path.clone()), audience: Some("gw".into()), ..Default::default() };
         let v = Verifier::new(&settings).unwrap();
         let claims = |extra: serde_json::Value| {
@@ -451,9 +464,18 @@ mod tests {
         assert_eq!(refused(keyed(Some("new"), "old-secret", claims(serde_json::json!({})))), BAD_SIGNATURE);
         assert_eq!(refused(keyed(Some("other"), "old-secret", claims(serde_json::json!({})))), UNKNOWN_KID);
         assert_eq!(refused(keyed(None, "old-secret", claims(serde_json::json!({})))), NO_KID);
-        assert_eq!(refused(keyed(Some("new"), "new-secret", claims(serde_json::json!({"exp": now() - 3600})))), EXPIRED);
-        assert_eq!(refused(keyed(Some("new"), "new-secret", claims(serde_json::json!({"aud": "ads"})))), WRONG_AUDIENCE);
-        assert_eq!(refused(keyed(Some("new"), "new-secret", claims(serde_json::json!({"nbf": now() + 3600})))), NOT_YET_VALID);
+        assert_eq!(
+            refused(keyed(Some("new"), "new-secret", claims(serde_json::json!({"exp": now() - 3600})))),
+            EXPIRED
+        );
+        assert_eq!(
+            refused(keyed(Some("new"), "new-secret", claims(serde_json::json!({"aud": "ads"})))),
+            WRONG_AUDIENCE
+        );
+        assert_eq!(
+            refused(keyed(Some("new"), "new-secret", claims(serde_json::json!({"nbf": now() + 3600})))),
+            NOT_YET_VALID
+        );
         assert_eq!(refused("Bearer not.a.jwt".into()), INVALID);
         for m in [BAD_SIGNATURE, UNKNOWN_KID, EXPIRED, WRONG_AUDIENCE] {
             assert!(!m.contains("secret"), "{m}");

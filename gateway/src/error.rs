@@ -76,7 +76,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::BatchTooLarge(_) | ApiError::ResultTooLarge(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::BatchTooLarge(_) | ApiError::ResultTooLarge(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -84,7 +86,9 @@ impl ApiError {
             ApiError::SchemaMismatch(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::SqlCooldown(_) => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -115,7 +119,9 @@ impl ApiError {
     /// header), for errors that pass by themselves.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => Some(RETRY_AFTER_SECS),
+            ApiError::Unavailable(_) | ApiError::SqlUnavailable(_) | ApiError::TooManyConnections(_) => {
+                Some(RETRY_AFTER_SECS)
+            }
             ApiError::SqlCooldown(secs) => Some(*secs),
             _ => None,
         }
@@ -193,7 +199,9 @@ impl From<LookupError> for ApiError {
         match e {
             LookupError::BadRequest(m) => ApiError::BadRequest(m),
             e @ LookupError::TooMany { .. } => ApiError::BatchTooLarge(e.to_string()),
-            e @ (LookupError::UnknownFeature { .. } | LookupError::NoLiveGeneration(_)) => ApiError::NotFound(e.to_string()),
+            e @ (LookupError::UnknownFeature { .. } | LookupError::NoLiveGeneration(_)) => {
+                ApiError::NotFound(e.to_string())
+            }
             e @ LookupError::FingerprintMismatch { .. } => ApiError::SchemaMismatch(e.to_string()),
             e @ LookupError::Corrupt { .. } => ApiError::Internal(e.to_string()),
             LookupError::Online(e) => e.into(),
@@ -275,7 +283,9 @@ mod tests {
     #[test]
     fn each_sql_reply_and_sql_failure_has_its_status_and_code() {
         let t = Duration::from_millis(250);
-        let code = |r: Result<(Vec<u8>, bool), ApiError>| r.map(|_| (200, "rows")).unwrap_or_else(|e| (e.status().as_u16(), e.code()));
+        let code = |r: Result<(Vec<u8>, bool), ApiError>| {
+            r.map(|_| (200, "rows")).unwrap_or_else(|e| (e.status().as_u16(), e.code()))
+        };
         let rows = Reply::Rows { arrow_ipc: vec![1], truncated: true };
         assert_eq!(sql_rows(rows, t).unwrap(), (vec![1], true));
         assert_eq!(code(sql_rows(Reply::QueryError("x".into()), t)), (400, "bad_request"));

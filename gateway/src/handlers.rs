@@ -60,7 +60,10 @@ pub async fn handle_admin(state: Arc<State>, req: Request<Incoming>) -> Response
     if matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz") {
         return handle_on(state, req, true).await;
     }
-    let e = ApiError::NotFound(format!("the admin address serves /metrics, /healthz and /readyz, not {}", req.uri().path()));
+    let e = ApiError::NotFound(format!(
+        "the admin address serves /metrics, /healthz and /readyz, not {}",
+        req.uri().path()
+    ));
     respond(e.status(), "application/json", e.body().into())
 }
 
@@ -167,8 +170,9 @@ fn principal(state: &State, req: &Request<Incoming>) -> Result<Principal, ApiErr
 async fn readyz(state: &State) -> Result<Response<Body>, ApiError> {
     // The SQL plane is auxiliary: its state is reported, never a reason to
     // take the online plane out of rotation.
-    let sql =
-        state.sql.as_ref().map(|p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}));
+    let sql = state.sql.as_ref().map(
+        |p| json!({"worker": if p.worker.is_up() { "up" } else { "restarting" }, "restarts": p.worker.restarts()}),
+    );
     state.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     state.generations.refresh().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let catalog = state.catalog();
@@ -233,7 +237,9 @@ fn services(state: &State, who: &Principal) -> serde_json::Value {
 
 async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let limit = state.cfg.max_body_bytes;
-    if let Some(len) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(ApiError::TooLarge(limit));
         }
@@ -252,10 +258,14 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
     auth::authorize(&who, def, Plane::Online)?;
     let wants_arrow = wants_arrow(&req);
     let body = read_body(state, req).await?;
-    let lookup_req: LookupRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not a lookup request: {e}")))?;
+    let lookup_req: LookupRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not a lookup request: {e}")))?;
 
-    let mut meta = state.generations.live(service).await?.ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
+    let mut meta = state
+        .generations
+        .live(service)
+        .await?
+        .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
     let t = Instant::now();
     let schema = state.schema_for(def, &meta)?;
     let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
@@ -276,7 +286,11 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
             Some(_) => {}
         }
     }
-    state.metrics.entities(fetched.count(EntityStatus::Ok), fetched.count(EntityStatus::Missing), fetched.count(EntityStatus::Stale));
+    state.metrics.entities(
+        fetched.count(EntityStatus::Ok),
+        fetched.count(EntityStatus::Missing),
+        fetched.count(EntityStatus::Stale),
+    );
     if wants_arrow {
         let bytes = arrow::encode(def, &lookup_req, &fetched)?;
         return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
@@ -305,17 +319,22 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     }
     let wants_arrow = wants_arrow(&req);
     let body = read_body(state, req).await?;
-    let request: SqlRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
-    let plane = state.sql.as_ref().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
+    let request: SqlRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
+    let plane =
+        state.sql.as_ref().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
     if let Some(until) = plane.cooldown.lock().expect("cooldown lock").get(&who.sub).copied() {
         let left = until.saturating_duration_since(Instant::now());
         if !left.is_zero() {
             return Err(ApiError::SqlCooldown(left.as_secs().max(1) as u32));
         }
     }
-    let granted: Vec<String> =
-        state.catalog().services().filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok()).map(|s| s.name.to_ascii_lowercase()).collect();
+    let granted: Vec<String> = state
+        .catalog()
+        .services()
+        .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
+        .map(|s| s.name.to_ascii_lowercase())
+        .collect();
     let decision = plane.policy.check(&request.sql, granted.clone()).await?;
     let approved = decision.map_err(|d| {
         state.metrics.sql_denied();

@@ -198,7 +198,9 @@ impl State {
         def: &daeda_catalog::ServiceDef,
         meta: &daeda_online::GenerationMeta,
     ) -> Result<Arc<daeda_online::codec::RowSchema>, daeda_online::lookup::LookupError> {
-        let hit = |c: &CachedSchema| c.generation == meta.generation && c.online == meta.fingerprint && c.fingerprint == def.fingerprint();
+        let hit = |c: &CachedSchema| {
+            c.generation == meta.generation && c.online == meta.fingerprint && c.fingerprint == def.fingerprint()
+        };
         if let Some(list) = self.schemas.lock().expect("schema cache lock").get(&def.name) {
             if let Some(c) = list.iter().find(|c| hit(c)) {
                 return Ok(c.schema.clone());
@@ -341,7 +343,8 @@ impl Gateway {
             Some((cert, key)) => Some(tls::acceptor(cert, key)?),
             None => None,
         };
-        let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
+        let listener =
+            TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
         let admin = match cfg.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
             None => None,
@@ -455,7 +458,8 @@ impl Gateway {
                     }
                 })
             };
-            let (builder, watcher, state, tls) = (builder.clone(), graceful.watcher(), self.state.clone(), self.tls.clone());
+            let (builder, watcher, state, tls) =
+                (builder.clone(), graceful.watcher(), self.state.clone(), self.tls.clone());
             let (header_timeout, idle) = (state.cfg.header_read_timeout, state.cfg.idle_timeout);
             tokio::spawn(async move {
                 let _slot = slot;

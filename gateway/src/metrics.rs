@@ -51,7 +51,8 @@ pub enum ConnEvent {
 }
 
 impl ConnEvent {
-    const ALL: [ConnEvent; 4] = [ConnEvent::Refused, ConnEvent::HeaderTimeout, ConnEvent::IdleClosed, ConnEvent::AcceptFailed];
+    const ALL: [ConnEvent; 4] =
+        [ConnEvent::Refused, ConnEvent::HeaderTimeout, ConnEvent::IdleClosed, ConnEvent::AcceptFailed];
 
     fn label(self) -> &'static str {
         match self {
@@ -124,7 +125,9 @@ impl Metrics {
         let pool = g.pool;
         let mut out = String::new();
         let m = self.requests.lock().expect("metrics lock");
-        out.push_str("# HELP daeda_requests_total HTTP requests by route and status.\n# TYPE daeda_requests_total counter\n");
+        out.push_str(
+            "# HELP daeda_requests_total HTTP requests by route and status.\n# TYPE daeda_requests_total counter\n",
+        );
         for ((route, status), (n, _)) in m.iter() {
             let _ = writeln!(out, "daeda_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
         }
@@ -139,9 +142,18 @@ impl Metrics {
                     h.counts[i]
                 );
             }
-            let _ = writeln!(out, "daeda_request_duration_seconds_bucket{{route=\"{route}\",status=\"{status}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "daeda_request_duration_seconds_sum{{route=\"{route}\",status=\"{status}\"}} {}", h.sum);
-            let _ = writeln!(out, "daeda_request_duration_seconds_count{{route=\"{route}\",status=\"{status}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "daeda_request_duration_seconds_bucket{{route=\"{route}\",status=\"{status}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ =
+                writeln!(out, "daeda_request_duration_seconds_sum{{route=\"{route}\",status=\"{status}\"}} {}", h.sum);
+            let _ = writeln!(
+                out,
+                "daeda_request_duration_seconds_count{{route=\"{route}\",status=\"{status}\"}} {}",
+                h.count
+            );
         }
         drop(m);
         out.push_str(
@@ -160,7 +172,9 @@ impl Metrics {
         drop(h);
         let _ = writeln!(out, "# HELP daeda_redis_errors_total Redis commands that failed.\n# TYPE daeda_redis_errors_total counter\ndaeda_redis_errors_total {}", self.redis_errors.load(Ordering::Relaxed));
         out.push_str("# HELP daeda_entities_served_total Entities answered by status.\n# TYPE daeda_entities_served_total counter\n");
-        for (status, v) in [("ok", &self.entities_ok), ("missing", &self.entities_missing), ("stale", &self.entities_stale)] {
+        for (status, v) in
+            [("ok", &self.entities_ok), ("missing", &self.entities_missing), ("stale", &self.entities_stale)]
+        {
             let _ = writeln!(out, "daeda_entities_served_total{{status=\"{status}\"}} {}", v.load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP daeda_sql_policy_denied_total SQL queries the policy refused.\n# TYPE daeda_sql_policy_denied_total counter\ndaeda_sql_policy_denied_total {}", self.sql_denied.load(Ordering::Relaxed));

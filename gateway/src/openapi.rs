@@ -76,7 +76,8 @@ mod tests {
     fn every_error_code_is_documented_with_its_status() {
         let d = doc();
         let text = DOCUMENT;
-        let enum_codes: Vec<&str> = d["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+        let enum_codes: Vec<&str> = d["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+            ["enum"]
             .as_array()
             .expect("Error.code has an enum")
             .iter()
@@ -88,10 +89,13 @@ mod tests {
             let (code, status) = (e.code(), e.status().as_u16().to_string());
             assert!(enum_codes.contains(&code), "code {code} is not in the Error schema");
             // Some operation documents this status with this code in its enum.
-            let documented = d["paths"].as_object().unwrap().values().flat_map(|item| item.as_object().unwrap().values()).any(|op| {
-                let r = &op["responses"][&status];
-                serde_json::to_string(r).unwrap().contains(&format!("\"{code}\""))
-            });
+            let documented =
+                d["paths"].as_object().unwrap().values().flat_map(|item| item.as_object().unwrap().values()).any(
+                    |op| {
+                        let r = &op["responses"][&status];
+                        serde_json::to_string(r).unwrap().contains(&format!("\"{code}\""))
+                    },
+                );
             let connection_level = matches!(e, ApiError::TooManyConnections(_) | ApiError::MethodNotAllowed { .. });
             assert!(
                 documented || (connection_level && text.contains(&format!("{status} `{code}`"))),

@@ -33,7 +33,8 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Tl
     if certs.is_empty() {
         return Err(TlsError::NoCert(cert.to_path_buf()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::ReadKey { path: key.to_path_buf(), source })?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::ReadKey { path: key.to_path_buf(), source })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

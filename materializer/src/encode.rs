@@ -7,9 +7,12 @@ use daeda_catalog::{ColumnType, ElemType, ScalarType, ServiceDef};
 use daeda_online::codec::{Elem, RowSchema, RowWriter};
 use daeda_online::keys::{self, KeyPart};
 use daeda_online::RowBatch;
-use duckdb::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, FixedSizeListArray, ListArray, PrimitiveArray};
+use duckdb::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, FixedSizeListArray, ListArray, PrimitiveArray,
+};
 use duckdb::arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    ArrowPrimitiveType, DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType,
 };
 use duckdb::arrow::record_batch::RecordBatch;
 
@@ -65,9 +68,13 @@ impl<'a> Encoder<'a> {
         };
         let key_cols = def.join_keys.iter().map(|k| self.key_col(k, column(k)?)).collect::<Result<Vec<_>, _>>()?;
         let ts_arr = column(&def.timestamp)?;
-        let ts =
-            ts_arr.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| self.unexpected(&def.timestamp, ts_arr.data_type()))?;
-        let val_cols = def.value_columns().map(|c| self.val_col(&c.name, c.ty, column(&c.name)?)).collect::<Result<Vec<_>, _>>()?;
+        let ts = ts_arr
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| self.unexpected(&def.timestamp, ts_arr.data_type()))?;
+        let val_cols = def
+            .value_columns()
+            .map(|c| self.val_col(&c.name, c.ty, column(&c.name)?))
+            .collect::<Result<Vec<_>, _>>()?;
         let nullable: Vec<bool> = def.value_columns().map(|c| c.nullable).collect();
         let names: Vec<&str> = def.value_columns().map(|c| c.name.as_str()).collect();
 
@@ -117,7 +124,11 @@ impl<'a> Encoder<'a> {
     }
 
     fn unexpected(&self, column: &str, found: impl std::fmt::Display) -> MaterializeError {
-        MaterializeError::UnexpectedColumn { service: self.def.name.clone(), column: column.to_string(), found: found.to_string() }
+        MaterializeError::UnexpectedColumn {
+            service: self.def.name.clone(),
+            column: column.to_string(),
+            found: found.to_string(),
+        }
     }
 
     fn key_col<'b>(&self, name: &str, a: &'b ArrayRef) -> Result<KeyCol<'b>, MaterializeError> {
@@ -137,7 +148,9 @@ impl<'a> Encoder<'a> {
                 (ScalarType::BigInt, DataType::Int64) => ValCol::BigInt(a.as_primitive()),
                 (ScalarType::Float, DataType::Float32) => ValCol::Float(a.as_primitive()),
                 (ScalarType::Double, DataType::Float64) => ValCol::Double(a.as_primitive()),
-                (ScalarType::Decimal { precision, .. }, DataType::Decimal128(..)) => ValCol::Decimal(a.as_primitive(), precision),
+                (ScalarType::Decimal { precision, .. }, DataType::Decimal128(..)) => {
+                    ValCol::Decimal(a.as_primitive(), precision)
+                }
                 (ScalarType::Varchar, DataType::Utf8) => ValCol::Str(a.as_string()),
                 (ScalarType::Date, DataType::Date32) => ValCol::Date(a.as_primitive()),
                 (ScalarType::Timestamp | ScalarType::TimestampTz, DataType::Timestamp(TimeUnit::Microsecond, _)) => {
@@ -179,7 +192,14 @@ impl<'a> Encoder<'a> {
     }
 }
 
-fn put_elems(w: &mut RowWriter<'_>, values: &ArrayRef, elem: ElemType, start: usize, len: usize, with_len: bool) -> Result<(), String> {
+fn put_elems(
+    w: &mut RowWriter<'_>,
+    values: &ArrayRef,
+    elem: ElemType,
+    start: usize,
+    len: usize,
+    with_len: bool,
+) -> Result<(), String> {
     fn typed<T: ArrowPrimitiveType>(
         w: &mut RowWriter<'_>,
         values: &ArrayRef,
@@ -190,7 +210,9 @@ fn put_elems(w: &mut RowWriter<'_>, values: &ArrayRef, elem: ElemType, start: us
     where
         T::Native: Elem,
     {
-        let a = values.as_primitive_opt::<T>().ok_or_else(|| format!("array elements came back as {}", values.data_type()))?;
+        let a = values
+            .as_primitive_opt::<T>()
+            .ok_or_else(|| format!("array elements came back as {}", values.data_type()))?;
         if a.null_count() > 0 && (start..start + len).any(|i| a.is_null(i)) {
             return Err("an array element is NULL (array elements cannot be NULL online)".into());
         }

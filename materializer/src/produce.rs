@@ -34,7 +34,9 @@ pub(crate) fn spawn(
 }
 
 /// The producer's result; its panic is an error of the run.
-pub(crate) async fn join(h: tokio::task::JoinHandle<Result<Produced, MaterializeError>>) -> Result<Produced, MaterializeError> {
+pub(crate) async fn join(
+    h: tokio::task::JoinHandle<Result<Produced, MaterializeError>>,
+) -> Result<Produced, MaterializeError> {
     h.await.map_err(|source| MaterializeError::TaskDied { task: "the DuckDB reader", source })?
 }
 

@@ -204,7 +204,8 @@ impl Run<'_> {
         }
         let produced = produce::join(producer).await?;
         debug_assert_eq!(entities, produced.entities);
-        let written = Written { generation: None, previous: None, rows_written: 0, rows_kept: 0, bytes_written: produced.bytes };
+        let written =
+            Written { generation: None, previous: None, rows_written: 0, rows_kept: 0, bytes_written: produced.bytes };
         Ok(self.summary(&produced, written))
     }
 
@@ -225,7 +226,12 @@ impl Run<'_> {
         // per-key overhead (key, dict entry, robj, allocator slack).
         let need = live.map_or(0, |m| m.bytes + m.row_count * (96 + self.def.name.len() as u64));
         if mem.used.saturating_add(need) > mem.maxmemory {
-            return Err(MaterializeError::NoRoom { service: self.def.name.clone(), need, used: mem.used, max: mem.maxmemory });
+            return Err(MaterializeError::NoRoom {
+                service: self.def.name.clone(),
+                need,
+                used: mem.used,
+                max: mem.maxmemory,
+            });
         }
         Ok(())
     }
@@ -251,7 +257,11 @@ impl Run<'_> {
         let (written, _) = written?;
         let produced = produced?;
         if written != produced.entities {
-            return Err(MaterializeError::Incomplete { service: def.name.clone(), written, expected: produced.entities });
+            return Err(MaterializeError::Incomplete {
+                service: def.name.clone(),
+                written,
+                expected: produced.entities,
+            });
         }
         let meta = GenerationMeta {
             service: def.name.clone(),
@@ -273,13 +283,18 @@ impl Run<'_> {
         if let Some(old) = &previous {
             if old != &generation {
                 if let Err(e) = store.retire(&def.name, old).await {
-                    let w = format!("generation {old} could not be removed yet ({e}); the next full run or `daeda online gc` will");
+                    let w = format!(
+                        "generation {old} could not be removed yet ({e}); the next full run or `daeda online gc` will"
+                    );
                     self.warnings.push(w);
                 }
             }
         }
         let bytes_written = produced.bytes;
-        Ok(self.summary(&produced, Written { generation: Some(generation), previous, rows_written: written, rows_kept: 0, bytes_written }))
+        Ok(self.summary(
+            &produced,
+            Written { generation: Some(generation), previous, rows_written: written, rows_kept: 0, bytes_written },
+        ))
     }
 
     async fn incremental(&mut self, lease: &LeaseWatch) -> Result<RunSummary, MaterializeError> {
@@ -369,7 +384,11 @@ impl Run<'_> {
         conditional: bool,
         lease: &LeaseWatch,
     ) -> Result<(u64, write::IncrementalWrites), MaterializeError> {
-        let writers = write::Writers { store: self.m.store.clone(), count: self.m.settings.writers, progress: self.progress.clone() };
+        let writers = write::Writers {
+            store: self.m.store.clone(),
+            count: self.m.settings.writers,
+            progress: self.progress.clone(),
+        };
         writers.write_all(rx, conditional, lease.clone()).await
     }
 }

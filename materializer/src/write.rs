@@ -57,7 +57,11 @@ impl LeaseWatch {
 
 /// Renews the lease every third of its ttl until aborted; marks it lost when
 /// another run holds it.
-pub(crate) fn spawn_lease_renewal(store: OnlineStore, lease: &LeaseWatch, ttl: Duration) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_lease_renewal(
+    store: OnlineStore,
+    lease: &LeaseWatch,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
     let (service, run_id, lost) = (lease.service.clone(), lease.run_id.clone(), lease.lost.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ttl / 3);
@@ -116,7 +120,8 @@ impl Writers {
         let written = Arc::new(AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..self.count.max(1) {
-            let (rx, store, written, progress) = (rx.clone(), self.store.clone(), written.clone(), self.progress.clone());
+            let (rx, store, written, progress) =
+                (rx.clone(), self.store.clone(), written.clone(), self.progress.clone());
             let lease = lease.clone();
             tasks.spawn(async move {
                 let mut conn = store.conn().await?;
@@ -129,7 +134,12 @@ impl Writers {
                     let n = batch.rows.len() as u64;
                     if conditional {
                         let r = store.put_rows_if_newer(&mut conn, &batch.rows, &lease.service, &lease.run_id).await?;
-                        w.add(IncrementalWrites { inserted: r.inserted, replaced: r.replaced, kept: r.kept, bytes: batch.bytes });
+                        w.add(IncrementalWrites {
+                            inserted: r.inserted,
+                            replaced: r.replaced,
+                            kept: r.kept,
+                            bytes: batch.bytes,
+                        });
                     } else {
                         store.put_rows(&mut conn, &batch.rows, &lease.service, &lease.run_id).await?;
                     }

@@ -204,7 +204,8 @@ const COLUMNS: &str = "run_id, kind, service, version, mode, status, attempt, st
 impl MetadataStore {
     /// Opens (creating if needed) `<run_root>/metadata.sqlite`.
     pub fn open(run_root: &Path) -> Result<MetadataStore, StoreError> {
-        std::fs::create_dir_all(run_root).map_err(|source| StoreError::RunRoot { path: run_root.to_path_buf(), source })?;
+        std::fs::create_dir_all(run_root)
+            .map_err(|source| StoreError::RunRoot { path: run_root.to_path_buf(), source })?;
         let path = run_root.join(FILE_NAME);
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
         let conn = Connection::open(&path).map_err(sql)?;
@@ -242,7 +243,8 @@ impl MetadataStore {
     pub fn next_attempt(&self, service: &str, kind: RunKind) -> Result<u32, StoreError> {
         // The SQL lists are built from the enum, so `is_success` is the only definition.
         let quoted = |keep: fn(RunStatus) -> bool| {
-            let names: Vec<String> = RunStatus::ALL.iter().filter(|s| keep(**s)).map(|s| format!("'{}'", s.as_str())).collect();
+            let names: Vec<String> =
+                RunStatus::ALL.iter().filter(|s| keep(**s)).map(|s| format!("'{}'", s.as_str())).collect();
             names.join(", ")
         };
         let last_ok: Option<i64> = self
@@ -325,7 +327,8 @@ impl MetadataStore {
     /// sees the table without it. With `dry_run`, counts only. Returns
     /// (runs, records).
     pub fn prune(&mut self, cutoff: &str, dry_run: bool) -> Result<(u64, u64), StoreError> {
-        let success: Vec<String> = RunStatus::ALL.iter().filter(|s| s.is_success()).map(|s| format!("'{}'", s.as_str())).collect();
+        let success: Vec<String> =
+            RunStatus::ALL.iter().filter(|s| s.is_success()).map(|s| format!("'{}'", s.as_str())).collect();
         let doomed = format!(
             "SELECT run_id FROM run_records GROUP BY run_id HAVING julianday(min(started_at)) < julianday(?1) \
              EXCEPT SELECT run_id FROM run_records WHERE seq IN \
@@ -335,9 +338,12 @@ impl MetadataStore {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
-        let runs: i64 = tx.query_row(&format!("SELECT count(*) FROM ({doomed})"), params![cutoff], |r| r.get(0)).map_err(sql)?;
+        let runs: i64 =
+            tx.query_row(&format!("SELECT count(*) FROM ({doomed})"), params![cutoff], |r| r.get(0)).map_err(sql)?;
         let records: i64 = tx
-            .query_row(&format!("SELECT count(*) FROM run_records WHERE run_id IN ({doomed})"), params![cutoff], |r| r.get(0))
+            .query_row(&format!("SELECT count(*) FROM run_records WHERE run_id IN ({doomed})"), params![cutoff], |r| {
+                r.get(0)
+            })
             .map_err(sql)?;
         let counts = (runs as u64, records as u64);
         if dry_run || records == 0 {
@@ -414,7 +420,11 @@ mod tests {
         let ids: std::collections::HashSet<String> = (0..20_000).map(|_| new_run_id("user_features", at)).collect();
         assert_eq!(ids.len(), 20_000);
         let one = ids.iter().next().unwrap();
-        assert!(one.starts_with("20251126T065320Z-user_features-") && one.len() == "20251126T065320Z-user_features-".len() + 16, "{one}");
+        assert!(
+            one.starts_with("20251126T065320Z-user_features-")
+                && one.len() == "20251126T065320Z-user_features-".len() + 16,
+            "{one}"
+        );
     }
 
     fn rec(run: &str, status: RunStatus) -> RunRecord {
@@ -525,8 +535,10 @@ mod tests {
         // Stored as their names; read back typed.
         let last = store.show("c4").unwrap().pop().unwrap();
         assert_eq!((last.kind, last.status), (RunKind::SkewCheck, RunStatus::Skewed));
-        let raw: String =
-            store.conn.query_row("SELECT status FROM run_records WHERE run_id = 'c4' ORDER BY seq DESC", [], |r| r.get(0)).unwrap();
+        let raw: String = store
+            .conn
+            .query_row("SELECT status FROM run_records WHERE run_id = 'c4' ORDER BY seq DESC", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(raw, "skewed");
         assert_eq!(serde_json::to_value(&last).unwrap()["kind"], "skew_check");
         for s in RunStatus::ALL {

@@ -72,7 +72,9 @@ mod tests {
         assert!(r1[1].ended_at.is_some() && r1[0].ended_at.is_none());
 
         let passed: Result<u32, String> = Ok(7);
-        started(&store, "r2").finish(&passed, |r, o| r.status = if o == Ok(&7) { RunStatus::Passed } else { RunStatus::Failed }).unwrap();
+        started(&store, "r2")
+            .finish(&passed, |r, o| r.status = if o == Ok(&7) { RunStatus::Passed } else { RunStatus::Failed })
+            .unwrap();
         let r2 = store.show("r2").unwrap();
         assert_eq!(r2[0].attempt, 2, "one failure since the last success");
         assert_eq!((r2[1].status, r2[1].error.as_deref()), (RunStatus::Passed, None));

@@ -28,7 +28,9 @@ pub enum OfflineError {
     #[error("the httpfs extension (needed for sources on S3) is not available ({0}); run scripts/bootstrap.sh or set {EXTENSION_DIR_ENV}")]
     NoHttpfs(String),
     /// DuckDB refused the S3 secret built from the settings (its text holds credentials, so it is not quoted).
-    #[error("the S3 settings were refused by DuckDB: check s3.endpoint, s3.region, s3.url_style and the AWS_* variables")]
+    #[error(
+        "the S3 settings were refused by DuckDB: check s3.endpoint, s3.region, s3.url_style and the AWS_* variables"
+    )]
     S3Secret,
     /// Reading or listing an S3 location failed; `reason` is one clause, credential-free.
     #[error("cannot read {url}: {reason}")]

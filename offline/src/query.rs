@@ -21,7 +21,9 @@ pub fn check_schema(conn: &Connection, def: &ServiceDef, relation: &str) -> Resu
     for col in &def.columns {
         let line = match found.iter().find(|(n, _)| n.eq_ignore_ascii_case(&col.name)) {
             None => Some(format!("  - {}: declared {}, missing from the source", col.name, col.ty)),
-            Some((_, src_ty)) if !compatible(col.ty, src_ty) => Some(format!("  ! {}: declared {}, source has {src_ty}", col.name, col.ty)),
+            Some((_, src_ty)) if !compatible(col.ty, src_ty) => {
+                Some(format!("  ! {}: declared {}, source has {src_ty}", col.name, col.ty))
+            }
             Some(_) => None,
         };
         match line {
@@ -42,7 +44,9 @@ fn compatible(declared: ColumnType, source: &str) -> bool {
     let upper = source.to_ascii_uppercase();
     // Parquet from pandas/Spark often carries coarser or finer timestamps; they
     // are read as microseconds, the declared precision.
-    if declared == ColumnType::Scalar(ScalarType::Timestamp) && matches!(upper.as_str(), "TIMESTAMP_S" | "TIMESTAMP_MS" | "TIMESTAMP_NS") {
+    if declared == ColumnType::Scalar(ScalarType::Timestamp)
+        && matches!(upper.as_str(), "TIMESTAMP_S" | "TIMESTAMP_MS" | "TIMESTAMP_NS")
+    {
         return true;
     }
     match (declared, ColumnType::parse(source, None)) {
@@ -80,8 +84,18 @@ fn servable(def: &ServiceDef, as_of: DateTime<Utc>) -> String {
 /// state per entity, not per row. Entities whose latest event time is shared by
 /// several rows are resolved apart, deterministically, by a hash of the row's
 /// values, so a rerun (and the skew checker) picks the same row.
-pub fn latest_rows_sql(def: &ServiceDef, relation: &str, as_of: DateTime<Utc>, newer_than: Option<DateTime<Utc>>) -> String {
-    let projection = def.columns.iter().map(|c| format!("CAST({0} AS {1}) AS {0}", ident(&c.name), c.ty)).collect::<Vec<_>>().join(", ");
+pub fn latest_rows_sql(
+    def: &ServiceDef,
+    relation: &str,
+    as_of: DateTime<Utc>,
+    newer_than: Option<DateTime<Utc>>,
+) -> String {
+    let projection = def
+        .columns
+        .iter()
+        .map(|c| format!("CAST({0} AS {1}) AS {0}", ident(&c.name), c.ty))
+        .collect::<Vec<_>>()
+        .join(", ");
     let keys = def.join_keys.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
     let ts = ident(&def.timestamp);
     let mut tiebreak = def.value_columns().map(|c| ident(&c.name)).collect::<Vec<_>>();
@@ -116,7 +130,12 @@ pub struct SourceStats {
     pub event_ts_max_micros: Option<i64>,
 }
 
-pub fn stats(conn: &Connection, def: &ServiceDef, relation: &str, as_of: DateTime<Utc>) -> Result<SourceStats, OfflineError> {
+pub fn stats(
+    conn: &Connection,
+    def: &ServiceDef,
+    relation: &str,
+    as_of: DateTime<Utc>,
+) -> Result<SourceStats, OfflineError> {
     let ts = ident(&def.timestamp);
     let mut cols = vec![
         "count(*)".to_string(),
@@ -125,7 +144,8 @@ pub fn stats(conn: &Connection, def: &ServiceDef, relation: &str, as_of: DateTim
         format!("max(epoch_us({ts})) FILTER (WHERE {})", servable(def, as_of)),
     ];
     cols.extend(def.join_keys.iter().map(|k| format!("count(*) FILTER (WHERE {} IS NULL)", ident(k))));
-    let sql = format!("SELECT {} FROM {relation} WHERE {ts} IS NULL OR {ts} <= {}", cols.join(", "), ts_literal(def, as_of));
+    let sql =
+        format!("SELECT {} FROM {relation} WHERE {ts} IS NULL OR {ts} <= {}", cols.join(", "), ts_literal(def, as_of));
     conn.query_row(&sql, [], |r| {
         let rows: i64 = r.get(0)?;
         let mut rates = serde_json::Map::new();

@@ -76,7 +76,8 @@ fn env(name: &str) -> Option<String> {
 impl S3Settings {
     /// `file` (the `[s3]` table), then the environment, which wins.
     pub fn load(file: &S3File) -> Result<S3Settings, S3ConfigError> {
-        let raw_endpoint = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")).or_else(|| file.endpoint.clone());
+        let raw_endpoint =
+            env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")).or_else(|| file.endpoint.clone());
         let (endpoint, scheme_ssl) = match raw_endpoint.as_deref().map(str::trim) {
             None => (None, None),
             Some(e) => {
@@ -93,13 +94,19 @@ impl S3Settings {
             }
         };
         let use_ssl = match env("DAEDA_S3_USE_SSL") {
-            Some(v) => Some(v.parse::<bool>().map_err(|_| S3ConfigError(format!("DAEDA_S3_USE_SSL={v} is not true or false")))?),
+            Some(v) => Some(
+                v.parse::<bool>().map_err(|_| S3ConfigError(format!("DAEDA_S3_USE_SSL={v} is not true or false")))?,
+            ),
             None => scheme_ssl.or(file.use_ssl),
         };
-        let url_style = env("DAEDA_S3_URL_STYLE").or_else(|| file.url_style.clone()).or_else(|| endpoint.as_ref().map(|_| "path".into()));
+        let url_style = env("DAEDA_S3_URL_STYLE")
+            .or_else(|| file.url_style.clone())
+            .or_else(|| endpoint.as_ref().map(|_| "path".into()));
         if let Some(s) = &url_style {
             if s != "path" && s != "vhost" {
-                return Err(S3ConfigError(format!("s3.url_style (DAEDA_S3_URL_STYLE) is `{s}`, expected `path` or `vhost`")));
+                return Err(S3ConfigError(format!(
+                    "s3.url_style (DAEDA_S3_URL_STYLE) is `{s}`, expected `path` or `vhost`"
+                )));
             }
         }
         Ok(S3Settings {
@@ -166,7 +173,8 @@ pub fn source_is_remote(source: &daeda_catalog::Source) -> bool {
 /// on S3, so local-only sessions never load httpfs.
 pub fn prepare(conn: &Connection) -> Result<(), OfflineError> {
     if conn.execute_batch("LOAD httpfs").is_err() {
-        conn.execute_batch("INSTALL httpfs; LOAD httpfs").map_err(|e| OfflineError::NoHttpfs(redact(&first_line(&e.to_string()))))?;
+        conn.execute_batch("INSTALL httpfs; LOAD httpfs")
+            .map_err(|e| OfflineError::NoHttpfs(redact(&first_line(&e.to_string()))))?;
     }
     // DuckDB's message for a bad option may quote the statement; say only what failed.
     conn.execute_batch(&settings().secret_sql()).map_err(|_| OfflineError::S3Secret)?;
@@ -201,7 +209,10 @@ pub fn read_error(url: &str, err: &duckdb::Error) -> OfflineError {
         || msg.contains("AccessDenied")
     {
         "access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)".to_string()
-    } else if msg.contains("Could not establish connection") || msg.contains("Connection refused") || msg.contains("Failed to connect") {
+    } else if msg.contains("Could not establish connection")
+        || msg.contains("Connection refused")
+        || msg.contains("Failed to connect")
+    {
         "the S3 endpoint cannot be reached: check AWS_ENDPOINT_URL / s3.endpoint".to_string()
     } else if msg.contains("404") {
         // A HEAD (one object, no glob) gets no body saying which is missing.
@@ -218,7 +229,11 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_credentials() {
-        let s = S3Settings { key_id: Some("AKIAEXAMPLE".into()), secret: Some("s3cr3t-value".into()), ..Default::default() };
+        let s = S3Settings {
+            key_id: Some("AKIAEXAMPLE".into()),
+            secret: Some("s3cr3t-value".into()),
+            ..Default::default()
+        };
         let d = format!("{s:?}");
         assert!(!d.contains("AKIAEXAMPLE") && !d.contains("s3cr3t-value"), "{d}");
     }

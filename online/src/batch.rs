@@ -56,7 +56,10 @@ impl RowBatch {
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         let starts = |ends: &[usize], i: usize| if i == 0 { 0 } else { ends[i - 1] };
         (0..self.len()).map(move |i| {
-            (&self.keys[starts(&self.key_ends, i)..self.key_ends[i]], &self.values[starts(&self.value_ends, i)..self.value_ends[i]])
+            (
+                &self.keys[starts(&self.key_ends, i)..self.key_ends[i]],
+                &self.values[starts(&self.value_ends, i)..self.value_ends[i]],
+            )
         })
     }
 }

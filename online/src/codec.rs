@@ -350,8 +350,11 @@ impl<'a> Reader<'a> {
                 ScalarType::Float => Value::Float(f32::from_le_bytes(self.array()?)),
                 ScalarType::Double => Value::Double(f64::from_le_bytes(self.array()?)),
                 ScalarType::Decimal { precision, scale } => {
-                    let unscaled =
-                        if precision <= 18 { i128::from(i64::from_le_bytes(self.array()?)) } else { i128::from_le_bytes(self.array()?) };
+                    let unscaled = if precision <= 18 {
+                        i128::from(i64::from_le_bytes(self.array()?))
+                    } else {
+                        i128::from_le_bytes(self.array()?)
+                    };
                     Value::Decimal { unscaled, scale }
                 }
                 ScalarType::Varchar => {

@@ -89,7 +89,8 @@ fn decode(s: &str) -> Result<String, String> {
 /// `[user:password@]h:p[,h:p...]/service[/db][?sentinel_password=..&sentinel_username=..]`
 fn sentinel(rest: &str, tls: bool) -> Result<SentinelSpec, String> {
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = rest.split_once('/').ok_or("a Sentinel URL names the service: redis+sentinel://host:port/service")?;
+    let (authority, path) =
+        rest.split_once('/').ok_or("a Sentinel URL names the service: redis+sentinel://host:port/service")?;
     let (auth, hosts) = match authority.rsplit_once('@') {
         Some((a, h)) => (Some(a), h),
         None => (None, authority),
@@ -192,7 +193,9 @@ pub async fn replicas_acknowledge<C: redis::aio::ConnectionLike + Send>(
 fn online_replicas(info: &str) -> u64 {
     info.lines()
         .filter(|l| {
-            l.split_once(':').is_some_and(|(k, _)| k.len() > 5 && k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit()))
+            l.split_once(':').is_some_and(|(k, _)| {
+                k.len() > 5 && k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit())
+            })
         })
         .filter(|l| l.split(',').any(|f| f == "state=online"))
         .count() as u64
@@ -218,13 +221,21 @@ mod tests {
             Topology::parse("redis://a:7000, redis://b:7001"),
             Ok(Topology::Cluster(vec!["redis://a:7000".to_string(), "redis://b:7001".to_string()]))
         );
-        assert_eq!(Topology::parse("redis+cluster://a:7000"), Ok(Topology::Cluster(vec!["redis://a:7000".to_string()])));
-        assert_eq!(Topology::parse("rediss+cluster://a:7000"), Ok(Topology::Cluster(vec!["rediss://a:7000".to_string()])));
+        assert_eq!(
+            Topology::parse("redis+cluster://a:7000"),
+            Ok(Topology::Cluster(vec!["redis://a:7000".to_string()]))
+        );
+        assert_eq!(
+            Topology::parse("rediss+cluster://a:7000"),
+            Ok(Topology::Cluster(vec!["rediss://a:7000".to_string()]))
+        );
     }
 
     #[test]
     fn a_sentinel_url_names_sentinels_service_db_and_credentials() {
-        let Ok(Topology::Sentinel(s)) = Topology::parse("redis+sentinel://app:p%40ss@s1:26379,s2:26380/feat/3?sentinel_password=x") else {
+        let Ok(Topology::Sentinel(s)) =
+            Topology::parse("redis+sentinel://app:p%40ss@s1:26379,s2:26380/feat/3?sentinel_password=x")
+        else {
             panic!()
         };
         assert_eq!(s.sentinels, vec![("s1".to_string(), 26379), ("s2".to_string(), 26380)]);
@@ -232,9 +243,17 @@ mod tests {
         assert_eq!((s.username.as_deref(), s.password.as_deref()), (Some("app"), Some("p@ss")));
         assert_eq!(s.sentinel_password.as_deref(), Some("x"));
         let Ok(Topology::Sentinel(s)) = Topology::parse("rediss+sentinel://:pw@s1/mymaster") else { panic!() };
-        assert_eq!((s.sentinels[0].1, s.db, s.tls, s.username.as_deref(), s.password.as_deref()), (26379, 0, true, None, Some("pw")));
+        assert_eq!(
+            (s.sentinels[0].1, s.db, s.tls, s.username.as_deref(), s.password.as_deref()),
+            (26379, 0, true, None, Some("pw"))
+        );
         assert!(!format!("{s:?}").contains("pw"), "no secret in Debug");
-        for bad in ["redis+sentinel://s1:26379", "redis+sentinel://s1:26379/", "redis+sentinel://s1:x/m", "redis+sentinel://s1/m/x"] {
+        for bad in [
+            "redis+sentinel://s1:26379",
+            "redis+sentinel://s1:26379/",
+            "redis+sentinel://s1:x/m",
+            "redis+sentinel://s1/m/x",
+        ] {
             assert!(Topology::parse(bad).is_err(), "{bad}");
         }
         assert!(Topology::parse("redis+sentinel://s1/m?bogus=1").is_err());

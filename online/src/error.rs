@@ -37,7 +37,8 @@ impl OnlineError {
     }
 
     pub(crate) fn from_redis(url: &str, e: RedisError) -> OnlineError {
-        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() || transient(&e) {
+        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() || transient(&e)
+        {
             Self::unavailable(url, e)
         } else {
             OnlineError::Command { url: url.to_string(), reason: e.to_string() }
@@ -60,7 +61,10 @@ pub(crate) fn transient(e: &RedisError) -> bool {
         || matches!(
             e.kind(),
             ErrorKind::Server(
-                ServerErrorKind::BusyLoading | ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
             )
         )
 }

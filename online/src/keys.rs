@@ -169,7 +169,13 @@ mod tests {
     #[test]
     fn service_keys_share_one_hash_tag_and_rows_have_none() {
         for keys in [Keys::default(), Keys::new("team-a").unwrap()] {
-            for k in [keys.current("u"), keys.lease("u"), keys.genseq("u"), keys.generations("u"), keys.generation_meta("u", "3")] {
+            for k in [
+                keys.current("u"),
+                keys.lease("u"),
+                keys.genseq("u"),
+                keys.generations("u"),
+                keys.generation_meta("u", "3"),
+            ] {
                 assert!(k.contains("{svc:u}"), "{k}");
                 assert_eq!(k.find('{'), k.find("{svc:u}"), "the hash tag is the first brace: {k}");
             }
@@ -190,7 +196,9 @@ mod tests {
         for (x, y) in [(&d, &a), (&a, &d), (&a, &ab), (&ab, &a)] {
             assert_eq!(x.service_of_generation_set(&y.generations("u")), None);
             assert!(!y.row_prefix("u", "1").starts_with(&x.row_prefix("u", "1")));
-            assert!(!y.generations("u").starts_with(x.all_generation_sets().trim_end_matches("{svc:*}:gens")) || x == y);
+            assert!(
+                !y.generations("u").starts_with(x.all_generation_sets().trim_end_matches("{svc:*}:gens")) || x == y
+            );
         }
         for bad in ["", "A", "a:b", "a{b", "a*", "_a", &"x".repeat(65)] {
             assert!(Keys::new(bad).is_err(), "{bad}");

@@ -58,14 +58,23 @@ pub struct LookupRequest {
 }
 
 /// The entity part of each requested entity's Redis key, in request order.
-pub fn entity_keys(def: &ServiceDef, entities: &Map<String, Json>, max_batch: usize) -> Result<Vec<String>, LookupError> {
+pub fn entity_keys(
+    def: &ServiceDef,
+    entities: &Map<String, Json>,
+    max_batch: usize,
+) -> Result<Vec<String>, LookupError> {
     row_keys(def, entities, "", max_batch)
 }
 
 /// The Redis keys of the requested entities (`prefix` is the generation's row
 /// key prefix, "" for the entity parts alone), in request order; each key is
 /// built in one allocation.
-pub fn row_keys(def: &ServiceDef, entities: &Map<String, Json>, prefix: &str, max_batch: usize) -> Result<Vec<String>, LookupError> {
+pub fn row_keys(
+    def: &ServiceDef,
+    entities: &Map<String, Json>,
+    prefix: &str,
+    max_batch: usize,
+) -> Result<Vec<String>, LookupError> {
     for name in entities.keys() {
         if !def.is_join_key(name) {
             return Err(LookupError::BadRequest(format!(
@@ -107,7 +116,9 @@ pub fn row_keys(def: &ServiceDef, entities: &Map<String, Json>, prefix: &str, ma
             let v = &values[i];
             let part = match col.ty {
                 ColumnType::Scalar(ScalarType::Varchar) => v.as_str().map(KeyPart::Str),
-                ColumnType::Scalar(ScalarType::Integer) => v.as_i64().filter(|x| i32::try_from(*x).is_ok()).map(KeyPart::Int),
+                ColumnType::Scalar(ScalarType::Integer) => {
+                    v.as_i64().filter(|x| i32::try_from(*x).is_ok()).map(KeyPart::Int)
+                }
                 _ => v.as_i64().map(KeyPart::Int),
             };
             parts.push(part.ok_or_else(|| {
@@ -164,14 +175,16 @@ pub fn generation_schema(def: &ServiceDef, meta: &GenerationMeta) -> Result<RowS
         None if meta.fingerprint == def.fingerprint() => Ok(RowSchema::of(def)),
         None => Err(mismatch()),
         Some(text) => {
-            let stored = crate::ServedSchema::from_json(text)
-                .map_err(|reason| OnlineError::CorruptMeta { key: format!("{}/{}", def.name, meta.generation), reason })?;
+            let stored = crate::ServedSchema::from_json(text).map_err(|reason| OnlineError::CorruptMeta {
+                key: format!("{}/{}", def.name, meta.generation),
+                reason,
+            })?;
             if !stored.same_keys_as(def) {
                 return Err(mismatch());
             }
-            stored
-                .row_schema()
-                .map_err(|reason| OnlineError::CorruptMeta { key: format!("{}/{}", def.name, meta.generation), reason }.into())
+            stored.row_schema().map_err(|reason| {
+                OnlineError::CorruptMeta { key: format!("{}/{}", def.name, meta.generation), reason }.into()
+            })
         }
     }
 }
@@ -345,7 +358,9 @@ pub fn write_json(def: &ServiceDef, meta: &GenerationMeta, req: &LookupRequest, 
 /// guess, not a bound).
 fn json_width(ty: ColumnType) -> usize {
     match ty {
-        ColumnType::Scalar(ScalarType::Float | ScalarType::Double | ScalarType::Varchar | ScalarType::Decimal { .. }) => 16,
+        ColumnType::Scalar(
+            ScalarType::Float | ScalarType::Double | ScalarType::Varchar | ScalarType::Decimal { .. },
+        ) => 16,
         ColumnType::Scalar(ScalarType::Date | ScalarType::Timestamp | ScalarType::TimestampTz) => 30,
         ColumnType::Scalar(_) => 8,
         ColumnType::FixedArray { elem, len } => 2 + len as usize * if elem.width() == 8 { 20 } else { 11 },
@@ -625,8 +640,18 @@ mod tests {
             write_date(&mut out, d);
             assert_eq!(String::from_utf8(out).unwrap(), quoted(date_text(d)), "{d}");
         }
-        for (u, sc) in [(12345i128, 2u8), (-5, 3), (0, 2), (42, 0), (-42, 0), (i128::MAX, 10), (i128::MIN, 38), (7, 1), (-123, 2), (99, 2)]
-        {
+        for (u, sc) in [
+            (12345i128, 2u8),
+            (-5, 3),
+            (0, 2),
+            (42, 0),
+            (-42, 0),
+            (i128::MAX, 10),
+            (i128::MIN, 38),
+            (7, 1),
+            (-123, 2),
+            (99, 2),
+        ] {
             let mut out = Vec::new();
             write_decimal(&mut out, u, sc);
             assert_eq!(String::from_utf8(out).unwrap(), format!("\"{}\"", decimal_text(u, sc)), "{u} {sc}");

@@ -34,7 +34,8 @@ pub struct Conn {
 
 impl Conn {
     fn note(&mut self, e: &RedisError) {
-        let demoted = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)) || crate::error::stale_slots(e);
+        let demoted = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+            || crate::error::stale_slots(e);
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || demoted {
             self.broken = true;
         }
@@ -55,7 +56,12 @@ impl ConnectionLike for Conn {
         })
     }
 
-    fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let r = match &mut self.inner {
                 Inner::Single(c) => c.req_packed_commands(cmd, offset, count).await,
@@ -164,7 +170,9 @@ impl managed::Manager for RedisManager {
                             Ok(c) => conn = Some(c),
                             Err(e) => tracing::debug!(error = %e, "no replica connection; reading from the primary"),
                         },
-                        Err(e) => tracing::debug!(error = %e, "no replica named by the sentinels; reading from the primary"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no replica named by the sentinels; reading from the primary")
+                        }
                     }
                 }
                 match conn {

@@ -59,7 +59,10 @@ pub fn view(serialized: &Value, grants: &Grants) -> Result<DuckView, Disagreemen
 pub fn agree(serialized: &Value, grants: &Grants, approved: &Approved) -> Result<DuckView, Disagreement> {
     let v = view(serialized, grants)?;
     if v.relations != approved.relations {
-        return differ(format!("DuckDB reads relations {:?}, the policy approved {:?}", v.relations, approved.relations));
+        return differ(format!(
+            "DuckDB reads relations {:?}, the policy approved {:?}",
+            v.relations, approved.relations
+        ));
     }
     Ok(v)
 }
@@ -123,7 +126,9 @@ impl DuckWalk<'_> {
     fn object(&mut self, o: &Map<String, Value>, ctes: &[String], in_columns: bool) -> Result<(), Disagreement> {
         let mut in_columns = in_columns;
         let amplifier = o.get("class").and_then(Value::as_str) == Some("FUNCTION")
-            && o.get("function_name").and_then(Value::as_str).is_some_and(|n| rules::AMPLIFIERS.contains(&n.to_ascii_lowercase().as_str()));
+            && o.get("function_name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| rules::AMPLIFIERS.contains(&n.to_ascii_lowercase().as_str()));
         if amplifier && self.amplifiers > 0 {
             return differ("DuckDB reads an amplifying function inside another");
         }

@@ -139,7 +139,9 @@ pub fn tokens(sql: &str, limits: &Limits) -> Result<Vec<TokenWithSpan>, Denied> 
             | Token::ShiftRight
             | Token::Arrow
             | Token::ExclamationMark => {}
-            Token::EscapedStringLiteral(_) => return deny("E'' strings are not allowed: the two parsers unescape them differently"),
+            Token::EscapedStringLiteral(_) => {
+                return deny("E'' strings are not allowed: the two parsers unescape them differently")
+            }
             Token::DollarQuotedString(_) => return deny("dollar-quoted strings are not allowed"),
             Token::UnicodeStringLiteral(_) => return deny("U&'' strings are not allowed"),
             Token::Placeholder(p) => return deny(format!("parameters ({p}) are not allowed")),
@@ -162,8 +164,12 @@ fn string_prefix(recent: &[(Option<&Token>, bool); 2]) -> Option<String> {
         _ => None,
     };
     match recent {
-        [_, (last, false)] if word(*last).is_some_and(|w| ["E", "N", "X", "B", "R"].contains(&w.as_str())) => word(*last),
-        [(Some(_), false), (Some(Token::Ampersand), false)] if word(recent[0].0).as_deref() == Some("U") => Some("U&".into()),
+        [_, (last, false)] if word(*last).is_some_and(|w| ["E", "N", "X", "B", "R"].contains(&w.as_str())) => {
+            word(*last)
+        }
+        [(Some(_), false), (Some(Token::Ampersand), false)] if word(recent[0].0).as_deref() == Some("U") => {
+            Some("U&".into())
+        }
         _ => None,
     }
 }

@@ -35,8 +35,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::Value;
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Join, JoinConstraint, JoinOperator, ObjectName,
+    ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor,
 };
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::Parser;
@@ -93,8 +93,9 @@ pub fn check_with(sql: &str, grants: &Grants, limits: &Limits) -> Result<Approve
     // The fixed point: what runs is the printed text, so the printed text must
     // be exactly the tree that was checked.
     let printed = statement.to_string();
-    let again = parse_one(&printed, limits)
-        .map_err(|d| Denied { reason: format!("the query's printed form does not parse back ({}); it is denied", d.reason) })?;
+    let again = parse_one(&printed, limits).map_err(|d| Denied {
+        reason: format!("the query's printed form does not parse back ({}); it is denied", d.reason),
+    })?;
     if again != statement || again.to_string() != printed {
         return deny("the query's printed form reads differently from the query; it is denied");
     }
@@ -275,7 +276,17 @@ impl Walk<'_> {
 
     fn table_factor(&mut self, f: &TableFactor, scope: &Scope) -> Result<(), Denied> {
         match f {
-            TableFactor::Table { name, args, with_hints, version, with_ordinality, partitions, json_path, index_directives, .. } => {
+            TableFactor::Table {
+                name,
+                args,
+                with_hints,
+                version,
+                with_ordinality,
+                partitions,
+                json_path,
+                index_directives,
+                ..
+            } => {
                 if args.is_some() {
                     return deny(format!("table function {name} is not allowed"));
                 }
@@ -382,18 +393,29 @@ impl Visitor for ExprCheck<'_, '_, '_> {
         }
         let session_keyword = match e {
             Expr::Identifier(i) => Some(i),
-            Expr::CompoundIdentifier(parts) if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("alias") => parts.get(1),
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("alias") => {
+                parts.get(1)
+            }
             _ => None,
         };
-        if let Some(i) = session_keyword.filter(|i| rules::SESSION_KEYWORDS.contains(&i.value.to_ascii_lowercase().as_str())) {
+        if let Some(i) =
+            session_keyword.filter(|i| rules::SESSION_KEYWORDS.contains(&i.value.to_ascii_lowercase().as_str()))
+        {
             return ControlFlow::Break(Denied {
-                reason: format!("{} reads the session, not a service; a column of that name is read as <table>.{}", i.value, i.value),
+                reason: format!(
+                    "{} reads the session, not a service; a column of that name is read as <table>.{}",
+                    i.value, i.value
+                ),
             });
         }
         if let Expr::Function(f) = e {
             let name = match f.name.0.as_slice() {
                 [ObjectNamePart::Identifier(i)] => i.value.to_ascii_lowercase(),
-                _ => return ControlFlow::Break(Denied { reason: format!("qualified function {} is not allowed", f.name) }),
+                _ => {
+                    return ControlFlow::Break(Denied {
+                        reason: format!("qualified function {} is not allowed", f.name),
+                    })
+                }
             };
             if !rules::is_allowed_function(&name) {
                 return ControlFlow::Break(Denied { reason: format!("function {name} is not allowed") });
@@ -401,13 +423,18 @@ impl Visitor for ExprCheck<'_, '_, '_> {
             if let Some((arg, cap)) = rules::short_literal_argument(&name) {
                 if !short_literal(&f.args, arg, cap) {
                     return ControlFlow::Break(Denied {
-                        reason: format!("function {name} needs argument {} as a string literal of at most {cap} bytes", arg + 1),
+                        reason: format!(
+                            "function {name} needs argument {} as a string literal of at most {cap} bytes",
+                            arg + 1
+                        ),
                     });
                 }
             }
             if rules::AMPLIFIERS.contains(&name.as_str()) {
                 if let Some(inner) = nested_amplifier(&f.args) {
-                    return ControlFlow::Break(Denied { reason: format!("{inner} may not be used inside {name}: their outputs multiply") });
+                    return ControlFlow::Break(Denied {
+                        reason: format!("{inner} may not be used inside {name}: their outputs multiply"),
+                    });
                 }
             }
         }

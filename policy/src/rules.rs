@@ -332,17 +332,26 @@ pub const AMPLIFIERS: &[&str] = &[
 /// Names DuckDB's binder turns into a call reading the session (user, role,
 /// catalog, schema) when no column has that name. The clock keywords
 /// (`current_date`, `current_timestamp`...) are harmless and allowed.
-pub const SESSION_KEYWORDS: &[&str] = &["current_catalog", "current_role", "current_schema", "current_user", "session_user", "user"];
+pub const SESSION_KEYWORDS: &[&str] =
+    &["current_catalog", "current_role", "current_schema", "current_user", "session_user", "user"];
 
 /// Function names DuckDB's parser produces from syntax rather than from a call
 /// the query spells: `count(*)`, `EXTRACT`, list and struct literals, list
 /// comprehensions, `SIMILAR TO`, `ROW(...)`.
-pub const DUCKDB_SYNTAX_FUNCTIONS: &[&str] =
-    &["count_star", "date_part", "list_value", "struct_pack", "row", "regexp_full_match", "list_filter", "list_transform"];
+pub const DUCKDB_SYNTAX_FUNCTIONS: &[&str] = &[
+    "count_star",
+    "date_part",
+    "list_value",
+    "struct_pack",
+    "row",
+    "regexp_full_match",
+    "list_filter",
+    "list_transform",
+];
 
 /// Operators as DuckDB's parser names them (`is_operator`): arithmetic,
 /// string, bit, pattern matching, list and JSON access. None reads state.
 pub const DUCKDB_OPERATORS: &[&str] = &[
-    "+", "-", "*", "/", "//", "%", "**", "^", "||", "&", "|", "<<", ">>", "~", "!", "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~", "@>", "<@",
-    "&&", "->>", "->", "^@",
+    "+", "-", "*", "/", "//", "%", "**", "^", "||", "&", "|", "<<", ">>", "~", "!", "~~", "!~~", "~~*", "!~~*", "~~~",
+    "!~~~", "@>", "<@", "&&", "->>", "->", "^@",
 ];

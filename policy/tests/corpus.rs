@@ -35,11 +35,18 @@ fn corpus() {
             (Ok(approved), true) => {
                 let again = check(&approved.sql, &grants);
                 if again.as_ref().map(|a| &a.sql) != Ok(&approved.sql) {
-                    failures.push(format!("printed form does not re-check the same: {:?} -> {:?} -> {again:?}", case.sql, approved.sql));
+                    failures.push(format!(
+                        "printed form does not re-check the same: {:?} -> {:?} -> {again:?}",
+                        case.sql, approved.sql
+                    ));
                 }
             }
-            (Ok(approved), false) => failures.push(format!("ALLOWED but must be denied: {:?} (ran as {:?})", case.sql, approved.sql)),
-            (Err(denied), true) => failures.push(format!("DENIED but must be allowed: {:?}: {}", case.sql, denied.reason)),
+            (Ok(approved), false) => {
+                failures.push(format!("ALLOWED but must be denied: {:?} (ran as {:?})", case.sql, approved.sql))
+            }
+            (Err(denied), true) => {
+                failures.push(format!("DENIED but must be allowed: {:?}: {}", case.sql, denied.reason))
+            }
             (Err(denied), false) => {
                 // A fragment such as "not" matches nearly every denial: each
                 // denial names the rule (and what broke it) it must be denied by.
@@ -47,7 +54,10 @@ fn corpus() {
                 if !want.split_whitespace().any(|w| !GENERIC.contains(&w)) {
                     failures.push(format!("a denial needs a specific expected reason: {:?} has {want:?}", case.sql));
                 } else if !denied.reason.contains(want) {
-                    failures.push(format!("denied for the wrong reason: {:?}: got {:?}, want {want:?}", case.sql, denied.reason));
+                    failures.push(format!(
+                        "denied for the wrong reason: {:?}: got {:?}, want {want:?}",
+                        case.sql, denied.reason
+                    ));
                 }
             }
         }

@@ -75,7 +75,16 @@ fn multi_statement_texts_are_denied() {
 
 #[test]
 fn session_keywords_are_denied_unless_qualified_by_a_table() {
-    for kw in ["current_user", "CURRENT_USER", "current_catalog", "current_schema", "current_role", "session_user", "user", "\"user\""] {
+    for kw in [
+        "current_user",
+        "CURRENT_USER",
+        "current_catalog",
+        "current_schema",
+        "current_role",
+        "session_user",
+        "user",
+        "\"user\"",
+    ] {
         let r = denied(&format!("SELECT {kw} FROM user_features"));
         assert!(r.contains("reads the session"), "{kw}: {r}");
         denied(&format!("SELECT alias.{kw} FROM user_features"));
@@ -131,7 +140,10 @@ fn deep_queries(n: usize) -> Vec<(&'static str, String)> {
         ("nested array type", format!("SELECT CAST(NULL AS INT{}) FROM user_features", "[]".repeat(n))),
         ("NOT chain", format!("SELECT 1 FROM user_features WHERE {}true", "NOT ".repeat(n))),
         ("unary minus chain", format!("SELECT {}1 FROM user_features", "- ".repeat(n))),
-        ("CASE nesting", format!("SELECT {}1{} FROM user_features", "CASE WHEN true THEN ".repeat(n), " END".repeat(n))),
+        (
+            "CASE nesting",
+            format!("SELECT {}1{} FROM user_features", "CASE WHEN true THEN ".repeat(n), " END".repeat(n)),
+        ),
         ("subquery nesting", format!("SELECT {}1{} FROM user_features", "(SELECT ".repeat(n), ")".repeat(n))),
         ("CTE chain", {
             let ctes: Vec<String> = (0..n).map(|i| format!("c{i} AS (SELECT 1)")).collect();

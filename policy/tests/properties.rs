@@ -185,7 +185,8 @@ fn scoped_query(rng: &mut Rng, depth: usize) -> String {
     let mut q = String::new();
     if depth < 3 && rng.next(2) == 0 {
         let n = 1 + rng.next(2);
-        let ctes: Vec<String> = (0..n).map(|_| format!("{} AS ({})", NAMES[rng.next(NAMES.len())], scoped_query(rng, depth + 1))).collect();
+        let ctes: Vec<String> =
+            (0..n).map(|_| format!("{} AS ({})", NAMES[rng.next(NAMES.len())], scoped_query(rng, depth + 1))).collect();
         q.push_str(&format!("WITH {} ", ctes.join(", ")));
     }
     let from = |rng: &mut Rng| -> String {
@@ -224,7 +225,8 @@ fn random_sql_never_panics_and_approvals_stay_within_the_grants() {
 #[test]
 fn mutated_corpus_queries_never_panic_and_stay_within_the_grants() {
     let corpus: serde_json::Value = serde_json::from_str(include_str!("corpus.json")).unwrap();
-    let queries: Vec<String> = corpus["cases"].as_array().unwrap().iter().map(|c| c["sql"].as_str().unwrap().to_string()).collect();
+    let queries: Vec<String> =
+        corpus["cases"].as_array().unwrap().iter().map(|c| c["sql"].as_str().unwrap().to_string()).collect();
     let granted = ["user_features", "item_features"];
     let grants = Grants::new(granted);
     let mut rng = Rng(42);

@@ -170,7 +170,9 @@ async fn run(
     }
     let as_of = match opts.as_of {
         Some(t) => t,
-        None => DateTime::parse_from_rfc3339(&meta.as_of).map_err(|_| SkewError::BadAsOf(meta.as_of.clone()))?.with_timezone(&Utc),
+        None => DateTime::parse_from_rfc3339(&meta.as_of)
+            .map_err(|_| SkewError::BadAsOf(meta.as_of.clone()))?
+            .with_timezone(&Utc),
     };
 
     let (tx, mut rx) = mpsc::channel::<RowBatch>(8);
@@ -285,14 +287,15 @@ impl Online<'_> {
             // reflexive (NaN included), so they match without decoding either.
             if offline_bytes == online_bytes.as_slice() {
                 if let Some(t) = self.stale_before {
-                    let ts = codec::event_ts(&online_bytes).map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
+                    let ts = codec::event_ts(&online_bytes)
+                        .map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
                     tally.stale += u64::from(ts < t);
                 }
                 continue;
             }
             let offline = codec::decode(offline_bytes, &self.schema).expect("rows the encoder wrote decode");
-            let online =
-                codec::decode(&online_bytes, &self.schema).map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
+            let online = codec::decode(&online_bytes, &self.schema)
+                .map_err(|reason| SkewError::Corrupt { entity: entity.to_string(), reason })?;
             if self.stale_before.is_some_and(|t| online.event_ts_micros < t) {
                 tally.stale += 1;
             }

@@ -33,7 +33,9 @@ use daeda_catalog::Catalog;
 use daeda_policy::{duckdb::agree, Approved, Grants, Limits};
 use daeda_sql_wire::frame_len;
 use daeda_sql_wire::quack::{Answer, Ask};
-use duckdb::arrow::array::{Array, ArrayRef, BooleanArray, LargeStringArray, RecordBatch, StringArray, StringViewArray};
+use duckdb::arrow::array::{
+    Array, ArrayRef, BooleanArray, LargeStringArray, RecordBatch, StringArray, StringViewArray,
+};
 use duckdb::arrow::datatypes::DataType;
 use duckdb::vscalar::{ArrowFunctionSignature, VArrowScalar};
 use duckdb::Connection;
@@ -133,7 +135,9 @@ impl VArrowScalar for Authenticate {
         for (session, token) in sessions.into_iter().zip(tokens) {
             let (Some(session), Some(token)) = (session, token) else { return Err("no session or token".into()) };
             if token.len() > MAX_TOKEN_BYTES {
-                return Err(format!("daeda: the token is {} bytes; at most {MAX_TOKEN_BYTES} are read", token.len()).into());
+                return Err(
+                    format!("daeda: the token is {} bytes; at most {MAX_TOKEN_BYTES} are read", token.len()).into()
+                );
             }
             match link.ask(&Ask::Authenticate { session, token }) {
                 Answer::Admitted => out.push(true),
@@ -178,7 +182,9 @@ impl VArrowScalar for Authorize {
             // Quack server shows a callback's own error only as "Authorization
             // failed", and the client should see why, as over HTTP.
             let text = match link.ask(&Ask::Authorize { session: id, query }) {
-                Answer::Approved(q) => checked(session, &q.sql, &q.grants, &q.relations).unwrap_or_else(|why| refusal(&why)),
+                Answer::Approved(q) => {
+                    checked(session, &q.sql, &q.grants, &q.relations).unwrap_or_else(|why| refusal(&why))
+                }
                 Answer::Refused(why) => refusal(&why),
                 Answer::Admitted => return Err("the gateway answered out of turn".into()),
             };
@@ -218,7 +224,9 @@ fn checked(session: &Session, sql: &str, grants: &[String], relations: &[String]
 /// its own token, and ours is never shown to anyone.
 fn server_token() -> Result<String, String> {
     let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(|e| format!("random server token: {e}"))?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("random server token: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -244,7 +252,10 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
         ))
         .map_err(|e| format!("setting the Quack callbacks: {e}"))
     };
-    let session = Arc::new(Session::open_with(catalog, private.path(), &settings.limits, &hook).map_err(|e| format!("SQL session: {e}"))?);
+    let session = Arc::new(
+        Session::open_with(catalog, private.path(), &settings.limits, &hook)
+            .map_err(|e| format!("SQL session: {e}"))?,
+    );
     let _ = link.session.set(session.clone());
     let conn = session.query_connection().map_err(|e| e.to_string())?;
     let uri = format!("quack:{listen}");

@@ -98,7 +98,11 @@ fn exposure(def: &ServiceDef, i: usize) -> Exposure {
             )
         }
     };
-    Exposure { attach, dirs, view: format!("CREATE VIEW main.{} AS SELECT {columns} FROM {relation}", ident(&def.name)) }
+    Exposure {
+        attach,
+        dirs,
+        view: format!("CREATE VIEW main.{} AS SELECT {columns} FROM {relation}", ident(&def.name)),
+    }
 }
 
 /// Why the session could not be built, or a connection or parse of it had.
@@ -152,8 +156,12 @@ impl Session {
         for s in catalog.services().filter(|s| s.serving.allowed && daeda_offline::s3::source_is_remote(&s.source)) {
             eprintln!("daeda sql-worker: warning: `{}` reads object storage and is not served over SQL", s.name);
         }
-        let exposures: Vec<(String, Exposure)> =
-            catalog.services().filter(|s| exposed(s)).enumerate().map(|(i, s)| (s.name.clone(), exposure(s, i))).collect();
+        let exposures: Vec<(String, Exposure)> = catalog
+            .services()
+            .filter(|s| exposed(s))
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), exposure(s, i)))
+            .collect();
         let needs_ducklake = catalog.services().any(|s| exposed(s) && matches!(s.source, Source::DuckLake { .. }));
         {
             let build = Connection::open(&file)?;
@@ -162,7 +170,9 @@ impl Session {
                 for a in &e.attach {
                     build.execute_batch(a).map_err(|source| SessionError::Service { service: name.clone(), source })?;
                 }
-                build.execute_batch(&e.view).map_err(|source| SessionError::Service { service: name.clone(), source })?;
+                build
+                    .execute_batch(&e.view)
+                    .map_err(|source| SessionError::Service { service: name.clone(), source })?;
             }
             build.execute_batch("CHECKPOINT")?;
         }
@@ -339,13 +349,17 @@ fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
     let timed_out = |e: &duckdb::Error| Instant::now() >= deadline || e.to_string().contains("INTERRUPT");
     let mut stream = match ArrowStream::start(conn, &q.sql) {
         Ok(s) => s,
-        Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
+        Err(e) if timed_out(&e) => {
+            return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms))
+        }
         Err(e) => return Reply::QueryError(e.to_string()),
     };
     // Each batch is encoded as it arrives, so the byte cap is exact and
     // applies before the whole result is held.
     let schema = stream.schema();
-    let too_large = || Reply::TooLarge(format!("the result is over {} bytes; select fewer columns or rows, or aggregate", q.max_bytes));
+    let too_large = || {
+        Reply::TooLarge(format!("the result is over {} bytes; select fewer columns or rows, or aggregate", q.max_bytes))
+    };
     let mut w = match arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema) {
         Ok(w) => w,
         Err(e) => return Reply::Internal(format!("encoding the result: {e}")),
@@ -355,7 +369,9 @@ fn run_statement(conn: &Connection, q: &Query, deadline: Instant) -> Reply {
         let mut batch = match stream.next_batch() {
             Ok(Some(b)) => b,
             Ok(None) => break,
-            Err(e) if timed_out(&e) => return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms)),
+            Err(e) if timed_out(&e) => {
+                return Reply::Timeout(format!("the query ran past its deadline of {} ms", q.timeout_ms))
+            }
             Err(e) => return Reply::QueryError(e.to_string()),
         };
         if rows + batch.num_rows() > q.max_rows {

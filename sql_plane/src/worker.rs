@@ -77,7 +77,8 @@ pub fn confine(private: &std::path::Path) -> Result<Confinement, String> {
 /// Confines this process (Landlock, nice, `RLIMIT_AS`) before DuckDB starts,
 /// and returns the private folder the session may write (its views and spill files).
 pub fn confine_process(settings: &WorkerSettings) -> Result<tempfile::TempDir, String> {
-    let private = tempfile::Builder::new().prefix("daeda-sql-").tempdir().map_err(|e| format!("private folder: {e}"))?;
+    let private =
+        tempfile::Builder::new().prefix("daeda-sql-").tempdir().map_err(|e| format!("private folder: {e}"))?;
     match confine(private.path())? {
         Confinement::Enforced => {}
         Confinement::Unavailable => {
@@ -97,7 +98,8 @@ pub fn confine_process(settings: &WorkerSettings) -> Result<tempfile::TempDir, S
 /// The worker's main loop; returns when the gateway hangs up.
 pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String> {
     let private = confine_process(settings)?;
-    let session = Arc::new(Session::open(catalog, private.path(), &settings.limits).map_err(|e| format!("SQL session: {e}"))?);
+    let session =
+        Arc::new(Session::open(catalog, private.path(), &settings.limits).map_err(|e| format!("SQL session: {e}"))?);
     let stream = UnixStream::connect(&settings.socket).map_err(|e| format!("connecting to the gateway: {e}"))?;
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(|e| e.to_string())?));
     let running: Arc<Mutex<HashMap<u64, CancelSlot>>> = Arc::default();
@@ -124,7 +126,8 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String>
                     let mut r = running.lock().expect("running lock");
                     if r.len() >= MAX_IN_FLIGHT {
                         drop(r);
-                        let reply = Reply::Internal(format!("the SQL worker is already running {MAX_IN_FLIGHT} queries"));
+                        let reply =
+                            Reply::Internal(format!("the SQL worker is already running {MAX_IN_FLIGHT} queries"));
                         writer.lock().expect("writer lock").write_all(&reply.encode(id)).map_err(|e| e.to_string())?;
                         continue;
                     }

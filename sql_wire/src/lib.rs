@@ -180,7 +180,14 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        let q = Query { sql: "SELECT 1".into(), grants: vec!["a".into()], relations: vec![], max_rows: 10, max_bytes: 100, timeout_ms: 5 };
+        let q = Query {
+            sql: "SELECT 1".into(),
+            grants: vec!["a".into()],
+            relations: vec![],
+            max_rows: 10,
+            max_bytes: 100,
+            timeout_ms: 5,
+        };
         for r in [Request::Query(q), Request::Cancel] {
             assert_eq!(Request::decode(payload(&r.encode(7))).unwrap(), (7, r));
         }

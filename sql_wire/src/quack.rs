@@ -80,7 +80,14 @@ mod tests {
         ] {
             assert_eq!(Ask::decode(&a.encode(3)[4..]).unwrap(), (3, a));
         }
-        let q = Query { sql: "SELECT 1".into(), grants: vec![], relations: vec![], max_rows: 1, max_bytes: 1, timeout_ms: 1 };
+        let q = Query {
+            sql: "SELECT 1".into(),
+            grants: vec![],
+            relations: vec![],
+            max_rows: 1,
+            max_bytes: 1,
+            timeout_ms: 1,
+        };
         for a in [Answer::Admitted, Answer::Approved(q), Answer::Refused("no".into())] {
             assert_eq!(Answer::decode(&a.encode(4)[4..]).unwrap(), (4, a));
         }

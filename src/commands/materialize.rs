@@ -149,7 +149,8 @@ pub fn run(o: &Overrides, a: &Args) -> Result<ExitCode> {
         }
         let mut req = req.clone();
         if let Some(why) = drift(&def) {
-            let note = format!("run with --allow-unlocked: definition does not match {}: {why}", daeda_catalog::LOCK_FILE);
+            let note =
+                format!("run with --allow-unlocked: definition does not match {}: {why}", daeda_catalog::LOCK_FILE);
             if !a.json {
                 eprintln!("warning: {}: {note}", def.name);
             }
@@ -228,7 +229,11 @@ fn line(s: &daeda_materializer::RunSummary) -> String {
             s.previous_generation.as_deref().map(|p| format!(" (replaced {p})")).unwrap_or_default()
         ),
         (false, Mode::Incremental) => {
-            format!("generation {} updated ({} kept as newer online)", s.generation.as_deref().unwrap_or("?"), s.rows_kept)
+            format!(
+                "generation {} updated ({} kept as newer online)",
+                s.generation.as_deref().unwrap_or("?"),
+                s.rows_kept
+            )
         }
     };
     format!(

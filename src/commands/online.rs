@@ -63,13 +63,16 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             let body = rt.block_on(async {
                 // A malformed request is refused before Redis is asked anything.
                 lookup::entity_keys(&def, &req.entities, cfg.max_batch)?;
-                let meta = store.current(&def.name).await?.ok_or_else(|| lookup::LookupError::NoLiveGeneration(def.name.clone()))?;
+                let meta = store
+                    .current(&def.name)
+                    .await?
+                    .ok_or_else(|| lookup::LookupError::NoLiveGeneration(def.name.clone()))?;
                 lookup::lookup(&store, &def, &meta, &req, cfg.max_batch).await
             });
             let body = body.map_err(|e| match e {
-                lookup::LookupError::BadRequest(_) | lookup::LookupError::TooMany { .. } | lookup::LookupError::UnknownFeature { .. } => {
-                    anyhow::Error::new(UsageError(e.to_string()))
-                }
+                lookup::LookupError::BadRequest(_)
+                | lookup::LookupError::TooMany { .. }
+                | lookup::LookupError::UnknownFeature { .. } => anyhow::Error::new(UsageError(e.to_string())),
                 e => anyhow::Error::new(e),
             })?;
             outln!("{}", pretty(&body));
@@ -182,15 +185,20 @@ const GC_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 /// lease, as a run does, so a run cannot start between gc deciding what is
 /// garbage and removing it (a starting run's new generation is not yet live
 /// and would look like garbage). A service whose lease a run holds is skipped.
-async fn gc(store: &OnlineStore, catalog: &daeda_catalog::Catalog, dry_run: bool, force: &[String]) -> Result<GcReport> {
+async fn gc(
+    store: &OnlineStore,
+    catalog: &daeda_catalog::Catalog,
+    dry_run: bool,
+    force: &[String],
+) -> Result<GcReport> {
     let holder = format!("gc-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
     let mut report = GcReport { removed: Vec::new(), skipped: Vec::new() };
     for service in store.services_online().await? {
         if !catalog.contains(&service) && !force.contains(&service) {
             if let Some(live) = store.current_generation(&service).await? {
-                report
-                    .skipped
-                    .push(format!("{service}: not in the catalog but generation {live} is live; pass --force {service} to remove it"));
+                report.skipped.push(format!(
+                    "{service}: not in the catalog but generation {live} is live; pass --force {service} to remove it"
+                ));
                 continue;
             }
         }
@@ -253,7 +261,9 @@ async fn gc_service(
         let n = store.retire(service, &g).await?;
         out.push(format!("{service} generation {g} (not live), {n} rows"));
         if !store.renew_lease(service, holder, GC_LEASE).await? {
-            anyhow::bail!("gc lost its lease on `{service}` while removing generation {g}; stopped before removing more");
+            anyhow::bail!(
+                "gc lost its lease on `{service}` while removing generation {g}; stopped before removing more"
+            );
         }
     }
     Ok(())
@@ -263,7 +273,8 @@ async fn gc_service(
 mod tests {
     #[test]
     fn pretty_prints_like_serde_json_and_keeps_every_digit() {
-        let body = r#"{"a":[1.1500000000000001,null,-2e-7],"b":{},"c":[],"d":"x, {\\\"y\\\": [z]}","e":{"f":[[1],[]]}}"#;
+        let body =
+            r#"{"a":[1.1500000000000001,null,-2e-7],"b":{},"c":[],"d":"x, {\\\"y\\\": [z]}","e":{"f":[[1],[]]}}"#;
         let ours = super::pretty(body.as_bytes());
         assert!(ours.contains("1.1500000000000001"), "{ours}");
         // Same layout as serde_json's pretty printer (on a value it reads back exactly).

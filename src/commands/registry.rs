@@ -69,7 +69,10 @@ fn lock(dir: &Path) -> Result<ExitCode> {
             for v in &report.violations {
                 eprintln!("error: {}: {}", v.service, v.message);
             }
-            eprintln!("error: {} not written: bump the versions above, then run `daeda registry lock` again", path.display());
+            eprintln!(
+                "error: {} not written: bump the versions above, then run `daeda registry lock` again",
+                path.display()
+            );
             return Ok(ExitCode::from(1));
         }
         if report.matches() && std::fs::read_to_string(&path).ok().as_deref() == Some(current.to_json().as_str()) {
@@ -96,9 +99,11 @@ fn base_lock(catalog: &Catalog, git_ref: Option<&str>) -> Result<(Lock, String)>
     match git_ref {
         None => match catalog.lock() {
             Some(l) => Ok((l.clone(), LOCK_FILE.to_string())),
-            None => {
-                Err(UsageError(format!("no {LOCK_FILE} in {}: run `daeda registry lock` to create it", catalog.dir().display())).into())
-            }
+            None => Err(UsageError(format!(
+                "no {LOCK_FILE} in {}: run `daeda registry lock` to create it",
+                catalog.dir().display()
+            ))
+            .into()),
         },
         Some(r) => Ok((lock_at_ref(catalog.dir(), r)?, format!("{r}:{LOCK_FILE}"))),
     }
@@ -108,9 +113,12 @@ fn base_lock(catalog: &Catalog, git_ref: Option<&str>) -> Result<(Lock, String)>
 /// lock (before the Version Protocol was adopted) is an empty lock.
 fn lock_at_ref(dir: &Path, git_ref: &str) -> Result<Lock> {
     let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output();
-    let verify = git(&["rev-parse", "--verify", "--quiet", &format!("{git_ref}^{{commit}}")]).context("cannot run git")?;
+    let verify =
+        git(&["rev-parse", "--verify", "--quiet", &format!("{git_ref}^{{commit}}")]).context("cannot run git")?;
     if !verify.status.success() {
-        return Err(UsageError(format!("`{git_ref}` is not a commit of the git repository holding {}", dir.display())).into());
+        return Err(
+            UsageError(format!("`{git_ref}` is not a commit of the git repository holding {}", dir.display())).into()
+        );
     }
     let out = git(&["show", &format!("{git_ref}:./{LOCK_FILE}")]).context("cannot run git")?;
     let origin = format!("{git_ref}:{LOCK_FILE}");
@@ -157,13 +165,16 @@ fn check_cmd(dir: &Path, against: Option<&str>, as_json: bool) -> Result<ExitCod
         }
     }
     if !local.matches() {
-        let stale: Vec<String> = local.version_changes.iter().map(|(s, old, new)| format!("{s} ({old} -> {new})")).collect();
+        let stale: Vec<String> =
+            local.version_changes.iter().map(|(s, old, new)| format!("{s} ({old} -> {new})")).collect();
         errors.push(if local.violations.is_empty() && local.changes.is_empty() {
             format!("versions bumped without a lock update: {}: run `daeda registry lock`", stale.join(", "))
         } else if local.violations.is_empty() {
             format!("{LOCK_FILE} does not match the definitions: run `daeda registry lock`")
         } else {
-            format!("{LOCK_FILE} does not match the definitions: bump the versions above, then run `daeda registry lock`")
+            format!(
+                "{LOCK_FILE} does not match the definitions: bump the versions above, then run `daeda registry lock`"
+            )
         });
     }
     let ok = errors.is_empty();

@@ -43,7 +43,15 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             if json {
                 super::print_json(&list)?;
             } else {
-                outln!("{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  generation", "run id", "kind", "service", "mode", "status", "rows");
+                outln!(
+                    "{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  generation",
+                    "run id",
+                    "kind",
+                    "service",
+                    "mode",
+                    "status",
+                    "rows"
+                );
                 for r in list {
                     outln!(
                         "{:<48} {:<12} {:<22} {:<11} {:<10} {:>10}  {}",
@@ -59,9 +67,11 @@ pub fn run(o: &Overrides, c: Command) -> Result<ExitCode> {
             }
         }
         Command::Prune { older_than, dry_run } => {
-            let age = daeda_catalog::parse_ttl(&older_than)
-                .ok_or_else(|| crate::UsageError(format!("--older-than `{older_than}` is not a duration (e.g. 90d)")))?;
-            let age = chrono::Duration::from_std(age).map_err(|_| crate::UsageError(format!("--older-than `{older_than}` is too long")))?;
+            let age = daeda_catalog::parse_ttl(&older_than).ok_or_else(|| {
+                crate::UsageError(format!("--older-than `{older_than}` is not a duration (e.g. 90d)"))
+            })?;
+            let age = chrono::Duration::from_std(age)
+                .map_err(|_| crate::UsageError(format!("--older-than `{older_than}` is too long")))?;
             let cutoff = (chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let (runs, records) = store.prune(&cutoff, dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };

@@ -53,13 +53,17 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     let cfg = Config::load(o)?;
     let catalog = super::catalog(&cfg)?;
     let listen_text = a.listen.clone().unwrap_or_else(|| cfg.listen.clone());
-    let listen: SocketAddr =
-        listen_text.parse().map_err(|_| UsageError(format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:7070)")))?;
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| UsageError(format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:7070)")))?;
     let mut gw = GatewayConfig::new(listen, auth_settings(&cfg));
     gw.allow_remote = a.allow_remote || cfg.allow_remote;
     gw.admin_listen = match &cfg.admin_listen {
         None => None,
-        Some(text) => Some(text.parse().map_err(|_| UsageError(format!("admin_listen `{text}` is not host:port (e.g. 127.0.0.1:9090)")))?),
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| UsageError(format!("admin_listen `{text}` is not host:port (e.g. 127.0.0.1:9090)")))?,
+        ),
     };
     gw.max_batch = cfg.max_batch;
     gw.request_timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
@@ -90,7 +94,10 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     gw.quack_timeout = Duration::from_millis(cfg.quack_timeout_ms);
     gw.quack_listen = match &cfg.quack_listen {
         None => None,
-        Some(text) => Some(text.parse().map_err(|_| UsageError(format!("quack.listen `{text}` is not host:port (e.g. 127.0.0.1:9494)")))?),
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| UsageError(format!("quack.listen `{text}` is not host:port (e.g. 127.0.0.1:9494)")))?,
+        ),
     };
     // The SQL plane runs in a worker process this one starts and supervises:
     // the same binary, `daeda sql-worker`, on the same catalog. If it cannot
@@ -133,7 +140,8 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
 
 /// `daeda sql-worker` with this gateway's catalog and SQL bounds.
 fn worker_args(cfg: &Config) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = vec!["--catalog".into(), cfg.catalog.clone().into_os_string(), "sql-worker".into()];
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["--catalog".into(), cfg.catalog.clone().into_os_string(), "sql-worker".into()];
     for (flag, value) in [
         ("--memory-limit", cfg.sql.memory_limit.clone()),
         ("--threads", cfg.sql.threads.to_string()),
@@ -177,8 +185,10 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
     };
     match &a.quack {
         None => daeda_sql_plane::serve(&catalog, &settings).map_err(|e| anyhow::anyhow!("sql-worker: {e}"))?,
-        Some(listen) => daeda_sql_plane::quack::serve(&catalog, &settings, listen, Duration::from_millis(a.quack_deadline_ms))
-            .map_err(|e| anyhow::anyhow!("sql-worker --quack: {e}"))?,
+        Some(listen) => {
+            daeda_sql_plane::quack::serve(&catalog, &settings, listen, Duration::from_millis(a.quack_deadline_ms))
+                .map_err(|e| anyhow::anyhow!("sql-worker --quack: {e}"))?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -187,7 +197,11 @@ pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
 /// again and serves it: serving, grant and key changes take effect at once.
 /// A catalog or key set that does not load is reported and the one in use kept.
 #[cfg(unix)]
-async fn reload_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>, reloader: daeda_gateway::Reloader, dir: std::path::PathBuf) {
+async fn reload_on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    reloader: daeda_gateway::Reloader,
+    dir: std::path::PathBuf,
+) {
     {
         let mut hup = match hup {
             Ok(s) => s,
@@ -197,7 +211,9 @@ async fn reload_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>, rel
             match reloader.reload_keys() {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(keys = n, "SIGHUP: reloaded the JWT key set"),
-                Err(e) => tracing::warn!(error = %e, "SIGHUP: the JWT key set did not load; still verifying with the previous one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: the JWT key set did not load; still verifying with the previous one")
+                }
             }
             match tokio::task::spawn_blocking({
                 let dir = dir.clone();
@@ -210,7 +226,9 @@ async fn reload_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>, rel
                     reloader.reload(catalog);
                     tracing::info!(services = n, "SIGHUP: reloaded the catalog");
                 }
-                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "SIGHUP: the catalog did not load; still serving the previous one"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "SIGHUP: the catalog did not load; still serving the previous one")
+                }
                 Err(e) => tracing::warn!(error = %e, "SIGHUP: reloading the catalog failed"),
             }
         }
@@ -238,7 +256,8 @@ pub fn token(o: &Overrides, c: TokenCommand) -> Result<ExitCode> {
     let TokenCommand::Mint { sub, services, planes, ttl } = c;
     let cfg = Config::load(o)?;
     let secret = cfg.jwt_secret.clone().ok_or_else(|| UsageError("set DAEDA_JWT_SECRET to mint tokens".into()))?;
-    let ttl = daeda_catalog::parse_ttl(&ttl).ok_or_else(|| UsageError(format!("--ttl `{ttl}` is not a duration (e.g. 1h)")))?;
+    let ttl = daeda_catalog::parse_ttl(&ttl)
+        .ok_or_else(|| UsageError(format!("--ttl `{ttl}` is not a duration (e.g. 1h)")))?;
     let planes = super::split_list(&[planes])
         .iter()
         .map(|p| match p.as_str() {

@@ -51,7 +51,15 @@ pub fn list(o: &Overrides, a: &Args) -> Result<ExitCode> {
         super::print_json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("{:<24} {:<13} {:<9} {:<8} {:<24} {:>7}  fingerprint", "service", "version", "source", "serving", "join keys", "columns");
+    outln!(
+        "{:<24} {:<13} {:<9} {:<8} {:<24} {:>7}  fingerprint",
+        "service",
+        "version",
+        "source",
+        "serving",
+        "join keys",
+        "columns"
+    );
     for s in catalog.services() {
         outln!(
             "{:<24} {:<13} {:<9} {:<8} {:<24} {:>7}  {}",
@@ -94,11 +102,13 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
         Ok(None) => json!(null),
         Err(e) => json!({"error": format!("{e:#}")}),
     };
-    let records = MetadataStore::open(&cfg.run_root)
-        .map_err(anyhow::Error::from)
-        .and_then(|m| Ok((m.latest_of(name, RunKind::Materialize, last)?, m.latest_of(name, RunKind::SkewCheck, last)?)));
+    let records = MetadataStore::open(&cfg.run_root).map_err(anyhow::Error::from).and_then(|m| {
+        Ok((m.latest_of(name, RunKind::Materialize, last)?, m.latest_of(name, RunKind::SkewCheck, last)?))
+    });
     let (runs, skews) = match &records {
-        Ok((r, s)) => (json!(r.iter().map(run_json).collect::<Vec<_>>()), json!(s.iter().map(skew_json).collect::<Vec<_>>())),
+        Ok((r, s)) => {
+            (json!(r.iter().map(run_json).collect::<Vec<_>>()), json!(s.iter().map(skew_json).collect::<Vec<_>>()))
+        }
         Err(e) => (json!({"error": format!("{e:#}")}), json!({"error": format!("{e:#}")})),
     };
     if as_json {
@@ -144,7 +154,11 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
             v["row_count"],
             text(v, "as_of"),
             text(v, "materialized_at"),
-            if v["fingerprint_matches"] == json!(true) { "" } else { "; its schema fingerprint differs from the definition's" }
+            if v["fingerprint_matches"] == json!(true) {
+                ""
+            } else {
+                "; its schema fingerprint differs from the definition's"
+            }
         ),
     }
     match &records {
@@ -164,8 +178,12 @@ fn show(o: &Overrides, name: &str, as_json: bool, last: usize) -> Result<ExitCod
             }
             outln!("last skew checks:{}", if skews.is_empty() { " none" } else { "" });
             for r in skews {
-                let rate =
-                    r.details.as_ref().and_then(|d| d.get("mismatch_rate")).map(|x| format!("mismatch rate {x}")).unwrap_or_default();
+                let rate = r
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.get("mismatch_rate"))
+                    .map(|x| format!("mismatch rate {x}"))
+                    .unwrap_or_default();
                 outln!(
                     "  {:<44} {:<10} {:>9} compared  {}  {rate}",
                     r.run_id,

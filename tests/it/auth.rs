@@ -79,7 +79,11 @@ async fn an_empty_or_blank_sub_is_401() {
         assert_eq!(status(&gw, &token).await, 401, "sub {sub:?}, second time");
     }
     assert_eq!(status(&gw, &hs256(&claims(), SECRET.as_bytes())).await, 200);
-    assert_eq!(status(&gw, &hs256(&with("sub", json!(" padded ")), SECRET.as_bytes())).await, 200, "a sub with text is a sub");
+    assert_eq!(
+        status(&gw, &hs256(&with("sub", json!(" padded ")), SECRET.as_bytes())).await,
+        200,
+        "a sub with text is a sub"
+    );
     gw.stop().await;
 }
 
@@ -131,14 +135,27 @@ async fn rs256_es256_and_eddsa_pass_with_their_key_and_not_with_another() {
     let sign = |alg: Algorithm, key: EncodingKey| jsonwebtoken::encode(&Header::new(alg), &c, &key).unwrap();
 
     let gw = start_with_public_key(&env, RSA_A_PUBLIC).await;
-    assert_eq!(status(&gw, &sign(Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap())).await, 200);
-    assert_eq!(status(&gw, &sign(Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_B_PRIVATE.as_bytes()).unwrap())).await, 401);
+    assert_eq!(
+        status(&gw, &sign(Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap())).await,
+        200
+    );
+    assert_eq!(
+        status(&gw, &sign(Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_B_PRIVATE.as_bytes()).unwrap())).await,
+        401
+    );
     // Same key, other RSA algorithm: the key is for RS256 only.
-    assert_eq!(status(&gw, &sign(Algorithm::RS512, EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap())).await, 401);
-    assert_eq!(status(&gw, &sign(Algorithm::PS256, EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap())).await, 401);
+    assert_eq!(
+        status(&gw, &sign(Algorithm::RS512, EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap())).await,
+        401
+    );
+    assert_eq!(
+        status(&gw, &sign(Algorithm::PS256, EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap())).await,
+        401
+    );
     gw.stop().await;
 
-    for (alg, rc_alg) in [(Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256), (Algorithm::EdDSA, &rcgen::PKCS_ED25519)] {
+    for (alg, rc_alg) in [(Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256), (Algorithm::EdDSA, &rcgen::PKCS_ED25519)]
+    {
         let right = rcgen::KeyPair::generate_for(rc_alg).unwrap();
         let other = rcgen::KeyPair::generate_for(rc_alg).unwrap();
         let encoding = |k: &rcgen::KeyPair| match alg {
@@ -163,9 +180,10 @@ async fn an_hs256_token_keyed_with_the_rsa_public_key_is_401() {
     env.materialize(&["--all"]);
     let gw = start_with_public_key(&env, RSA_A_PUBLIC).await;
     let c = claims();
-    for (what, secret) in
-        [("the PEM as written", RSA_A_PUBLIC.as_bytes().to_vec()), ("the PEM trimmed", RSA_A_PUBLIC.trim().as_bytes().to_vec())]
-    {
+    for (what, secret) in [
+        ("the PEM as written", RSA_A_PUBLIC.as_bytes().to_vec()),
+        ("the PEM trimmed", RSA_A_PUBLIC.trim().as_bytes().to_vec()),
+    ] {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             let token = jsonwebtoken::encode(&Header::new(alg), &c, &EncodingKey::from_secret(&secret)).unwrap();
             let r = send(gw.addr, "POST", USERS, &[("authorization", &bearer(&token))], BODY).await;

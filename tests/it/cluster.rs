@@ -13,7 +13,11 @@ use crate::support::{output, Cluster, TestEnv};
 
 fn run(env: &TestEnv, cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
     let out = output(env.command(args).env("DAEDA_REDIS_URL", cluster.url()));
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn json(env: &TestEnv, cluster: &Cluster, args: &[&str]) -> Value {
@@ -89,8 +93,11 @@ async fn the_whole_job_runs_against_a_cluster() {
             late.join("late.parquet").display()
         ))
         .unwrap();
-    let out =
-        json(&env, &cluster, &["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--json", at[0], at[1]]);
+    let out = json(
+        &env,
+        &cluster,
+        &["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--json", at[0], at[1]],
+    );
     assert_eq!(out["runs"][0]["rows_written"], 50, "{out}");
     for service in ["user_features", "item_features", "user_item_reranker"] {
         let report = json(&env, &cluster, &["skew", "check", "--service", service, "--all", "--json"]);
@@ -144,7 +151,8 @@ async fn flips_under_load_on_a_cluster_never_mix_generations() {
     gw.stop().await;
 
     report.assert_no_wrong_answer(&known);
-    let versions: std::collections::BTreeSet<u32> = report.samples.iter().filter_map(|s| s.answer.as_ref().map(|a| a.1)).collect();
+    let versions: std::collections::BTreeSet<u32> =
+        report.samples.iter().filter_map(|s| s.answer.as_ref().map(|a| a.1)).collect();
     eprintln!(
         "cluster flips at refresh {:?}: {} lookups ({} × 503), versions answered {versions:?}",
         cfg.refresh,

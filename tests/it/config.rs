@@ -47,7 +47,13 @@ fn runs_with(env: &TestEnv, mut cmd: std::process::Command, want: &Layer, all: &
     assert_eq!(ran, want.services, "the catalog came from the wrong layer");
     for l in all {
         let landed = dbsize(env, l.db) > 0;
-        assert_eq!(landed, l.db == want.db, "redis_url: database {} {}", l.db, if landed { "was written" } else { "is empty" });
+        assert_eq!(
+            landed,
+            l.db == want.db,
+            "redis_url: database {} {}",
+            l.db,
+            if landed { "was written" } else { "is empty" }
+        );
         let recorded = l.run_root.exists();
         assert_eq!(
             recorded,
@@ -73,7 +79,12 @@ fn toml_then_environment_then_flags_and_unknown_keys_are_errors() {
     let toml = env.dir.path().join("daeda.toml");
     std::fs::write(
         &toml,
-        format!("catalog = {:?}\nredis_url = {:?}\nrun_root = {:?}\n", file.catalog, redis_url(&env, file.db), file.run_root),
+        format!(
+            "catalog = {:?}\nredis_url = {:?}\nrun_root = {:?}\n",
+            file.catalog,
+            redis_url(&env, file.db),
+            file.run_root
+        ),
     )
     .unwrap();
     let base = || {
@@ -97,7 +108,11 @@ fn toml_then_environment_then_flags_and_unknown_keys_are_errors() {
 
     // The flags win over both.
     let mut c = with_env();
-    c.arg("--catalog").arg(&flags.catalog).args(["--redis", &redis_url(&env, flags.db)]).arg("--run-root").arg(&flags.run_root);
+    c.arg("--catalog")
+        .arg(&flags.catalog)
+        .args(["--redis", &redis_url(&env, flags.db)])
+        .arg("--run-root")
+        .arg(&flags.run_root);
     runs_with(&env, c, &flags, &all);
 
     // A typo in the file is an error naming the file and the key.

@@ -13,7 +13,14 @@ use crate::support::{output, Redis, TestEnv};
 /// One lookup of `ha` entity 1: its status and body.
 async fn lookup(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
     let auth = bearer(&mint(&["ha"], &[Plane::Online]));
-    let r = send(addr, "POST", "/v1/features/ha", &[("authorization", &auth)], r#"{"entities": {"id": [1]}, "include_stale": true}"#).await;
+    let r = send(
+        addr,
+        "POST",
+        "/v1/features/ha",
+        &[("authorization", &auth)],
+        r#"{"entities": {"id": [1]}, "include_stale": true}"#,
+    )
+    .await;
     (r.status.as_u16(), serde_json::from_slice(&r.body).unwrap_or_default())
 }
 
@@ -27,7 +34,19 @@ async fn a_password_or_an_acl_user_in_the_url_is_used_and_never_printed() {
     std::fs::create_dir_all(&dir).unwrap();
     let redis = Redis::start_with(
         &dir,
-        &["--appendonly", "no", "--requirepass", "s3cret-default", "--user", "app", "on", ">app-pw", "~*", "&*", "+@all"],
+        &[
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "s3cret-default",
+            "--user",
+            "app",
+            "on",
+            ">app-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ],
     );
     write_ha(&env, 1);
     let (code, generation, stderr) = materialize_ha(&env, &redis.url());
@@ -40,7 +59,11 @@ async fn a_password_or_an_acl_user_in_the_url_is_used_and_never_printed() {
     let (status, body) = lookup(gw.addr).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["columns"]["v"], serde_json::json!([1001.0]));
-    assert_ne!(Some(body["generation"].as_str().unwrap()), generation.as_deref(), "the ACL user's run flipped a new generation");
+    assert_ne!(
+        Some(body["generation"].as_str().unwrap()),
+        generation.as_deref(),
+        "the ACL user's run flipped a new generation"
+    );
     gw.stop().await;
 
     let wrong = format!("redis://app:not-the-pw@127.0.0.1:{}/0", redis.port);
@@ -87,7 +110,8 @@ fn rediss_urls_reach_redis_over_tls() {
     );
     let url = format!("rediss://127.0.0.1:{tls_port}/0");
     let other_ca = dir.join("other-ca.pem");
-    std::fs::write(&other_ca, rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap().cert.pem()).unwrap();
+    std::fs::write(&other_ca, rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap().cert.pem())
+        .unwrap();
     write_ha(&env, 1);
     let run = |args: &[&str], trust: bool| {
         let mut cmd = env.command(args);
@@ -100,11 +124,13 @@ fn rediss_urls_reach_redis_over_tls() {
         let out = output(&mut cmd);
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
     };
-    let (code, text) = run(&["materialize", "--online", "--service", "ha", "--json", "--as-of", crate::support::FIXED_AS_OF], true);
+    let (code, text) =
+        run(&["materialize", "--online", "--service", "ha", "--json", "--as-of", crate::support::FIXED_AS_OF], true);
     assert_eq!(code, Some(0), "{text}");
     // The rows went over TLS into the server the plain port also serves.
     assert_eq!(redis.count("daeda:row:ha:*"), 200);
-    let (code, text) = run(&["online", "get", "--service", "ha", "--entities", r#"{"id": [1, 2]}"#, "--include-stale"], true);
+    let (code, text) =
+        run(&["online", "get", "--service", "ha", "--entities", r#"{"id": [1, 2]}"#, "--include-stale"], true);
     assert_eq!(code, Some(0), "{text}");
     let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(body["columns"]["v"], serde_json::json!([1001.0, 1002.0]));
@@ -127,7 +153,8 @@ async fn more_lookups_than_pooled_connections_queue_then_fail_cleanly_never_hang
     let gw = http::start_at(&env, http::config(&env), false, &env.redis.url(), 2).await;
     let burst = |addr| async move {
         let started = Instant::now();
-        let tasks: Vec<_> = (0..64).map(|_| tokio::spawn(async move { (lookup(addr).await.0, started.elapsed()) })).collect();
+        let tasks: Vec<_> =
+            (0..64).map(|_| tokio::spawn(async move { (lookup(addr).await.0, started.elapsed()) })).collect();
         let mut out = Vec::new();
         for t in tasks {
             out.push(tokio::time::timeout(BOUND, t).await.expect("a lookup hung").unwrap());
@@ -183,7 +210,10 @@ async fn redis_restarting_empty_is_answered_honestly_and_a_new_run_is_served() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let report = load.finish().await;
     gw.stop().await;
-    assert_eq!(g1, g2, "the counter restarted with Redis's data and this host has no history; the gateway tells the runs apart");
+    assert_eq!(
+        g1, g2,
+        "the counter restarted with Redis's data and this host has no history; the gateway tells the runs apart"
+    );
     // No row of the lost data after the restart, no wrong answer at all.
     let wrong: Vec<_> = report.samples.iter().filter(|s| s.wrong.is_some()).collect();
     assert!(wrong.is_empty(), "{:?}", wrong.first());
@@ -195,6 +225,10 @@ async fn redis_restarting_empty_is_answered_honestly_and_a_new_run_is_served() {
     let empty = report.samples.iter().filter(|s| s.at >= restarted && s.at < flipped && s.status == 404).count();
     assert!(empty > 0, "no lookup saw the empty Redis");
     let first = report.first_success_after(flipped).expect("the new run was never served");
-    assert!(first.at - flipped < Duration::from_secs(2), "the new run was served {:?} after its flip", first.at - flipped);
+    assert!(
+        first.at - flipped < Duration::from_secs(2),
+        "the new run was served {:?} after its flip",
+        first.at - flipped
+    );
     assert_eq!(report.last_answer().unwrap().1, 2);
 }

@@ -87,7 +87,14 @@ async fn lookups_answer_the_same_body_as_online_get_and_arrow_on_request() {
     assert_eq!(r.json()["status"][1], "missing");
 
     // Arrow IPC.
-    let r = send(gw.addr, "POST", USERS, &[("authorization", &auth), ("accept", "application/vnd.apache.arrow.stream")], body).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        USERS,
+        &[("authorization", &auth), ("accept", "application/vnd.apache.arrow.stream")],
+        body,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/vnd.apache.arrow.stream");
     let mut reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(r.body.to_vec()), None).unwrap();
@@ -103,7 +110,8 @@ async fn lookups_answer_the_same_body_as_online_get_and_arrow_on_request() {
     assert!(arrow_array::Array::is_null(emb, 2));
     let first = emb.value(0);
     let first = first.as_any().downcast_ref::<arrow_array::Float32Array>().unwrap();
-    let want: Vec<f32> = cli["columns"]["embedding"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let want: Vec<f32> =
+        cli["columns"]["embedding"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     assert_eq!(first.values().to_vec(), want);
     gw.stop().await;
 }
@@ -193,7 +201,8 @@ async fn scope_and_serving_allowed_are_enforced_on_every_route() {
 
     // The listing shows what the token may read, never pii_features.
     let r = send(gw.addr, "GET", "/v1/services", &[("authorization", &star)], "").await;
-    let names: Vec<String> = r.json()["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> =
+        r.json()["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["item_features", "user_features", "user_item_reranker"]);
     assert_eq!(r.json()["services"][1]["generation"], "1");
     let r = send(gw.addr, "GET", "/v1/services", &[("authorization", &items_only)], "").await;
@@ -223,7 +232,10 @@ async fn bad_requests_get_their_status_and_code() {
     let gw = http::start(&env, http::config(&env)).await;
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     let h = [("authorization", auth.as_str())];
-    let too_many = format!(r#"{{"entities": {{"user_id": [{}]}}}}"#, (0..101).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let too_many = format!(
+        r#"{{"entities": {{"user_id": [{}]}}}}"#,
+        (0..101).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+    );
     let huge = format!(r#"{{"entities": {{"user_id": [1]}}, "pad": "{}"}}"#, "x".repeat(70_000));
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("malformed JSON", "{not json".into(), 400, "bad_request"),
@@ -238,9 +250,21 @@ async fn bad_requests_get_their_status_and_code() {
     ];
     for (what, body, status, code) in cases {
         let r = send(gw.addr, "POST", USERS, &h, &body).await;
-        assert_eq!((r.status.as_u16(), r.code()), (status, code.to_string()), "{what}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (status, code.to_string()),
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
-    let r = send(gw.addr, "POST", "/v1/features/user_item_reranker", &h, r#"{"entities": {"user_id": [1, 2], "item_id": [1]}}"#).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/features/user_item_reranker",
+        &h,
+        r#"{"entities": {"user_id": [1, 2], "item_id": [1]}}"#,
+    )
+    .await;
     assert_eq!(r.status, 400, "columns of unequal length");
     let r = send(gw.addr, "POST", "/v1/features/nope", &h, r#"{"entities": {}}"#).await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found".into()));
@@ -263,16 +287,32 @@ async fn a_generation_written_for_another_schema_is_decoded_with_its_own() {
     env.edit("user_features", "{name: ctr_30d,        type: DOUBLE}", "{name: ctr_30d, type: FLOAT}");
     let gw = http::start(&env, http::config(&env)).await;
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
-    let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}, "features": ["ctr_30d"]}"#).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        USERS,
+        &[("authorization", &auth)],
+        r#"{"entities": {"user_id": [1]}, "features": ["ctr_30d"]}"#,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let (cli, _) =
-        env.expect(0, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#, "--features", "ctr_30d"]);
+    let (cli, _) = env.expect(
+        0,
+        &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#, "--features", "ctr_30d"],
+    );
     let cli: serde_json::Value = serde_json::from_str(&cli).unwrap();
     assert_eq!(r.json()["columns"]["ctr_30d"], cli["columns"]["ctr_30d"]);
     env.edit("user_features", "join_keys: [user_id]", "join_keys: [user_id, country]");
     gw.stop().await;
     let gw = http::start(&env, http::config(&env)).await;
-    let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1], "country": ["DE"]}}"#).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        USERS,
+        &[("authorization", &auth)],
+        r#"{"entities": {"user_id": [1], "country": ["DE"]}}"#,
+    )
+    .await;
     assert_eq!((r.status.as_u16(), r.code()), (409, "schema_mismatch".into()), "{}", String::from_utf8_lossy(&r.body));
     gw.stop().await;
 }
@@ -293,7 +333,9 @@ async fn redis_going_away_is_a_fast_503_and_the_gateway_recovers_by_itself() {
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     let body = r#"{"entities": {"user_id": [1]}}"#;
     assert_eq!(send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await.status, 200);
-    let errors = |text: &str| metric(text, "daeda_redis_errors_total").unwrap_or_else(|| panic!("no daeda_redis_errors_total: {text}"));
+    let errors = |text: &str| {
+        metric(text, "daeda_redis_errors_total").unwrap_or_else(|| panic!("no daeda_redis_errors_total: {text}"))
+    };
     let m = send(gw.addr, "GET", "/metrics", &[], "").await;
     assert_eq!(errors(&String::from_utf8_lossy(&m.body)), 0.0);
 
@@ -303,7 +345,12 @@ async fn redis_going_away_is_a_fast_503_and_the_gateway_recovers_by_itself() {
     for _ in 0..3 {
         let t = Instant::now();
         let r = send(gw.addr, "POST", USERS, &[("authorization", &auth)], body).await;
-        assert_eq!((r.status.as_u16(), r.code()), (503, "redis_unavailable".into()), "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (503, "redis_unavailable".into()),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
         // A hang would end at the request deadline as a 504: the Redis timeout
         // answered first.
         assert!(t.elapsed() < deadline, "503 took {:?}", t.elapsed());
@@ -379,7 +426,8 @@ async fn a_flip_under_load_never_mixes_or_loses_rows() {
                 assert!(j["status"].as_array().unwrap().iter().all(|s| s == "ok"), "a row went missing or stale: {j}");
                 let mut values: std::collections::BTreeSet<String> = Default::default();
                 for col in ["ctr_7d", "clicks_7d"] {
-                    values.extend(j["columns"][col].as_array().unwrap().iter().map(|v| v.as_f64().unwrap().to_string()));
+                    values
+                        .extend(j["columns"][col].as_array().unwrap().iter().map(|v| v.as_f64().unwrap().to_string()));
                 }
                 assert_eq!(values.len(), 1, "one response, several generations: {j}");
                 seen.entry(j["generation"].as_str().unwrap().to_string()).or_default().extend(values);
@@ -412,7 +460,8 @@ async fn a_flip_under_load_never_mixes_or_loses_rows() {
         let seen = c.await.unwrap();
         assert!(!seen.is_empty(), "a client got no answer");
         for (generation, values) in seen {
-            let want = marker_of.get(&generation).unwrap_or_else(|| panic!("served generation {generation}, never written"));
+            let want =
+                marker_of.get(&generation).unwrap_or_else(|| panic!("served generation {generation}, never written"));
             assert_eq!(values, [want.to_string()].into(), "generation {generation} served another generation's values");
             generations.insert(generation);
         }
@@ -437,9 +486,14 @@ async fn tls_serves_https_and_remote_binds_need_tls_and_consent() {
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
-    let r =
-        http::send_on(hyper_util::rt::TokioIo::new(tls), "POST", USERS, &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#)
-            .await;
+    let r = http::send_on(
+        hyper_util::rt::TokioIo::new(tls),
+        "POST",
+        USERS,
+        &[("authorization", &auth)],
+        r#"{"entities": {"user_id": [1]}}"#,
+    )
+    .await;
     assert_eq!(r.status, 200);
     gw.stop().await;
 
@@ -469,7 +523,11 @@ fn serve_refuses_a_remote_address_and_token_mint_prints_a_token() {
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap();
     assert_eq!(token.trim().split('.').count(), 3);
-    let v = daeda_gateway::auth::Verifier::new(&daeda_gateway::AuthSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
+    let v = daeda_gateway::auth::Verifier::new(&daeda_gateway::AuthSettings {
+        secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
     let p = v.verify(Some(&bearer(token.trim()))).unwrap();
     assert_eq!(p.sub, "svc");
     assert_eq!(p.planes, [Plane::Online, Plane::Sql]);
@@ -488,8 +546,12 @@ async fn http2_with_prior_knowledge_is_served() {
     let env = env_with_data();
     let gw = http::start(&env, http::config(&env)).await;
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     for _ in 0..3 {

@@ -45,8 +45,10 @@ pub fn write_ha(env: &TestEnv, version: u32) {
 /// `daeda materialize` of `ha` against `url`: the exit code, the generation
 /// it reports (on success), and everything it printed (stdout, then stderr).
 pub fn materialize_ha(env: &TestEnv, url: &str) -> (i32, Option<String>, String) {
-    let out =
-        output(env.command(&["materialize", "--online", "--service", "ha", "--json", "--as-of", FIXED_AS_OF]).env("DAEDA_REDIS_URL", url));
+    let out = output(
+        env.command(&["materialize", "--online", "--service", "ha", "--json", "--as-of", FIXED_AS_OF])
+            .env("DAEDA_REDIS_URL", url),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let generation = serde_json::from_str::<serde_json::Value>(&stdout)
         .ok()
@@ -101,7 +103,8 @@ impl Load {
                                 .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(-1.0)).collect())
                                 .unwrap_or_default();
                             let version = v.first().map(|v0| ((v0 - 1.0) / 1000.0).round() as u32).unwrap_or(0);
-                            let expected: Vec<f64> = IDS.iter().map(|i| (*i + 1000 * i64::from(version)) as f64).collect();
+                            let expected: Vec<f64> =
+                                IDS.iter().map(|i| (*i + 1000 * i64::from(version)) as f64).collect();
                             if v != expected {
                                 wrong = Some(format!("rows of mixed or missing versions: {j}"));
                             }
@@ -197,7 +200,10 @@ impl SentinelSet {
             d
         };
         let primary = Redis::start_with(&sub("primary"), &["--appendonly", "no"]);
-        let replica = Redis::start_with(&sub("replica"), &["--appendonly", "no", "--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let replica = Redis::start_with(
+            &sub("replica"),
+            &["--appendonly", "no", "--replicaof", "127.0.0.1", &primary.port.to_string()],
+        );
         poll(Duration::from_secs(30), "the replica did not sync", || {
             let info: String = redis::cmd("INFO").arg("replication").query(&mut replica.conn()).unwrap();
             info.contains("master_link_status:up").then_some(())
@@ -207,13 +213,16 @@ impl SentinelSet {
              sentinel failover-timeout {MASTER} 5000\nsentinel parallel-syncs {MASTER} 1\n",
             primary.port
         );
-        let sentinels: Vec<Redis> = (0..3).map(|i| Redis::start_sentinel(&sub(&format!("sentinel-{i}")), &conf)).collect();
+        let sentinels: Vec<Redis> =
+            (0..3).map(|i| Redis::start_sentinel(&sub(&format!("sentinel-{i}")), &conf)).collect();
         // Sentinels find the replica (INFO) and each other (hello messages, every 2 s).
         for s in &sentinels {
             poll(Duration::from_secs(30), "the sentinels did not discover the set", || {
                 let mut c = s.conn();
-                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER).query(&mut c).unwrap();
-                let peers: Vec<redis::Value> = redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER).query(&mut c).unwrap();
+                let replicas: Vec<redis::Value> =
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER).query(&mut c).unwrap();
+                let peers: Vec<redis::Value> =
+                    redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER).query(&mut c).unwrap();
                 (replicas.len() == 1 && peers.len() == 2).then_some(())
             });
         }
@@ -281,7 +290,12 @@ async fn failover_under_load(env: &TestEnv, url: &str, what: &str, fault: impl F
     let outcome = if out.status.success() {
         "completed".to_string()
     } else {
-        format!("failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim())
+        format!(
+            "failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
     };
     eprintln!(
         "{what}: promotion {:?} after the kill; first success {recovered:?} after it; {} × 200, {} × 503; worst latency {:?}; run during the failover: {outcome}",
@@ -291,7 +305,11 @@ async fn failover_under_load(env: &TestEnv, url: &str, what: &str, fault: impl F
         report.worst_latency(),
     );
     assert!(recovered <= RECOVERY, "lookups recovered {recovered:?} after the promotion");
-    assert_eq!(report.failures_after(promoted + RECOVERY), 0, "lookups failed more than {RECOVERY:?} after the promotion");
+    assert_eq!(
+        report.failures_after(promoted + RECOVERY),
+        0,
+        "lookups failed more than {RECOVERY:?} after the promotion"
+    );
     // The run completed and is served, or failed and the previous generation is.
     let (served, version) = report.last_answer().unwrap();
     match &g2 {
@@ -310,7 +328,9 @@ async fn a_sentinel_failover_under_load_recovers_within_5s_with_no_wrong_answer(
         let old = set.primary.port;
         let killed = Instant::now();
         set.primary.kill();
-        let promoted = poll(Duration::from_secs(30), "no promotion", || set.primary_port().is_some_and(|p| p != old).then(Instant::now));
+        let promoted = poll(Duration::from_secs(30), "no promotion", || {
+            set.primary_port().is_some_and(|p| p != old).then(Instant::now)
+        });
         assert_eq!(set.primary_port(), Some(set.replica.port));
         (killed, promoted)
     })
@@ -336,8 +356,9 @@ async fn a_sentinel_failover_with_a_hung_sentinel_still_recovers_within_5s() {
                 redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER).query(&mut s.conn()).ok()?;
             addr?.1.parse().ok()
         };
-        let promoted =
-            poll(Duration::from_secs(30), "no promotion", || named(&set.sentinels[1]).is_some_and(|p| p != old).then(Instant::now));
+        let promoted = poll(Duration::from_secs(30), "no promotion", || {
+            named(&set.sentinels[1]).is_some_and(|p| p != old).then(Instant::now)
+        });
         (killed, promoted)
     })
     .await;
@@ -355,7 +376,9 @@ async fn a_cluster_failover_under_load_recovers_within_5s_with_no_wrong_answer()
     failover_under_load(&env, &url, "cluster failover", || {
         // The primary that owns the service's slot answers for its pointer; others redirect (MOVED).
         let victim = (0..3)
-            .find(|i| redis::cmd("EXISTS").arg("daeda:{svc:ha}:current").query::<i64>(&mut cluster.nodes[*i].conn()).is_ok())
+            .find(|i| {
+                redis::cmd("EXISTS").arg("daeda:{svc:ha}:current").query::<i64>(&mut cluster.nodes[*i].conn()).is_ok()
+            })
             .expect("a primary owns the service's slot");
         let heir = cluster.replica_of(victim);
         let killed = Instant::now();
@@ -387,8 +410,10 @@ async fn chaos_under_load_answers_only_200_or_503_and_recovers_quickly() {
     let env = TestEnv::new(10);
     let dir = env.dir.path().join("chaos");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut redis =
-        Redis::start_with(&dir, &["--appendonly", "no", "--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024"]);
+    let mut redis = Redis::start_with(
+        &dir,
+        &["--appendonly", "no", "--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024"],
+    );
     let url = redis.url();
     write_ha(&env, 1);
     let (code, g1, stderr) = materialize_ha(&env, &url);
@@ -462,7 +487,11 @@ async fn chaos_under_load_answers_only_200_or_503_and_recovers_quickly() {
 /// The resident set size of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// Soak (issue 14): `daeda serve` answers mixed lookups (JSON and Arrow,
@@ -479,7 +508,9 @@ async fn soak_lookups_while_generations_flip_keep_rss_flat() {
     let (code, _, text) = materialize_ha(&env, &env.redis.url());
     assert_eq!(code, 0, "{text}");
     let addr: std::net::SocketAddr =
-        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).parse().unwrap();
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+            .parse()
+            .unwrap();
     let log = std::fs::File::create(env.dir.path().join("serve.log")).unwrap();
     let mut serve = env
         .command(&["serve", "--listen", &addr.to_string()])
@@ -514,7 +545,8 @@ async fn soak_lookups_while_generations_flip_keep_rss_flat() {
                         failed.push(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)));
                     } else if !arrow {
                         // One data version per answer.
-                        let v: Vec<f64> = r.json()["columns"]["v"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+                        let v: Vec<f64> =
+                            r.json()["columns"]["v"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
                         let version = ((v[0] - batch[0] as f64) / 1000.0).round();
                         if v.iter().zip(&batch).any(|(v, id)| *v != *id as f64 + 1000.0 * version) {
                             failed.push(format!("mixed versions: {v:?}"));
@@ -575,7 +607,11 @@ async fn soak_lookups_while_generations_flip_keep_rss_flat() {
 fn calls(server: &Redis, command: &str) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.conn()).unwrap();
     let prefix = format!("cmdstat_{command}:calls=");
-    info.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `read_from_replicas` (off by default): the gateway's lookups go to the
@@ -590,7 +626,11 @@ async fn replica_reads_send_lookups_to_the_sentinel_replica_only_when_asked() {
     let (code, _, text) = materialize_ha(&env, &set.url());
     assert_eq!(code, 0, "{text}");
     for replicas in [true, false] {
-        let settings = daeda_online::StoreSettings { pool_size: 4, timeout: Duration::from_millis(500), read_from_replicas: replicas };
+        let settings = daeda_online::StoreSettings {
+            pool_size: 4,
+            timeout: Duration::from_millis(500),
+            read_from_replicas: replicas,
+        };
         let store = daeda_online::OnlineStore::connect(&set.url(), &settings).unwrap();
         let gw = http::start_with_store(&env, http::config(&env), false, store).await;
         let before = (calls(&set.primary, "mget"), calls(&set.replica, "mget"));
@@ -603,9 +643,15 @@ async fn replica_reads_send_lookups_to_the_sentinel_replica_only_when_asked() {
         let after = (calls(&set.primary, "mget"), calls(&set.replica, "mget"));
         let (on_primary, on_replica) = (after.0 - before.0, after.1 - before.1);
         if replicas {
-            assert!(on_replica >= report.samples.len() as u64 && on_primary == 0, "primary {on_primary}, replica {on_replica}");
+            assert!(
+                on_replica >= report.samples.len() as u64 && on_primary == 0,
+                "primary {on_primary}, replica {on_replica}"
+            );
         } else {
-            assert!(on_primary >= report.samples.len() as u64 && on_replica == 0, "primary {on_primary}, replica {on_replica}");
+            assert!(
+                on_primary >= report.samples.len() as u64 && on_replica == 0,
+                "primary {on_primary}, replica {on_replica}"
+            );
         }
     }
 }
@@ -621,10 +667,17 @@ async fn replica_reads_send_lookups_to_cluster_replicas_only_when_asked() {
     assert_eq!(code, 0, "{text}");
     let primaries: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.is_primary(*i)).collect();
     let mgets = |primary: bool| -> u64 {
-        (0..cluster.nodes.len()).filter(|i| primaries.contains(i) == primary).map(|i| calls(&cluster.nodes[i], "mget")).sum()
+        (0..cluster.nodes.len())
+            .filter(|i| primaries.contains(i) == primary)
+            .map(|i| calls(&cluster.nodes[i], "mget"))
+            .sum()
     };
     for replicas in [true, false] {
-        let settings = daeda_online::StoreSettings { pool_size: 4, timeout: Duration::from_millis(500), read_from_replicas: replicas };
+        let settings = daeda_online::StoreSettings {
+            pool_size: 4,
+            timeout: Duration::from_millis(500),
+            read_from_replicas: replicas,
+        };
         let store = daeda_online::OnlineStore::connect(&cluster.url(), &settings).unwrap();
         let gw = http::start_with_store(&env, http::config(&env), false, store).await;
         let before = (mgets(true), mgets(false));

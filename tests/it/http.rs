@@ -116,13 +116,28 @@ pub async fn start_with_sql(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sq
 
 /// A gateway whose online store is at `url` (a Sentinel set, a cluster, a
 /// password-protected server), with `pool_size` connections.
-pub async fn start_at(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sql: bool, url: &str, pool_size: usize) -> Running {
-    let settings = daeda_online::StoreSettings { pool_size, timeout: std::time::Duration::from_millis(500), read_from_replicas: false };
+pub async fn start_at(
+    env: &TestEnv,
+    cfg: daeda_gateway::GatewayConfig,
+    sql: bool,
+    url: &str,
+    pool_size: usize,
+) -> Running {
+    let settings = daeda_online::StoreSettings {
+        pool_size,
+        timeout: std::time::Duration::from_millis(500),
+        read_from_replicas: false,
+    };
     start_with_store(env, cfg, sql, daeda_online::OnlineStore::connect(url, &settings).unwrap()).await
 }
 
 /// A gateway on `store`.
-pub async fn start_with_store(env: &TestEnv, cfg: daeda_gateway::GatewayConfig, sql: bool, store: daeda_online::OnlineStore) -> Running {
+pub async fn start_with_store(
+    env: &TestEnv,
+    cfg: daeda_gateway::GatewayConfig,
+    sql: bool,
+    store: daeda_online::OnlineStore,
+) -> Running {
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
     let engine = sql.then(|| daeda_gateway::sql::WorkerCommand {
         program: env!("CARGO_BIN_EXE_daeda").into(),

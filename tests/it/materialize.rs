@@ -44,7 +44,8 @@ fn all_three_source_kinds_serve_the_latest_row_per_entity() {
     assert_eq!(cols["ctr_7d"][0].as_f64().unwrap(), ctr);
     assert_eq!(cols["country"][0].as_str().map(String::from), country);
     assert_eq!(cols["ltv"][0].as_str().unwrap(), ltv, "decimals are exact strings");
-    let online_emb: Vec<f32> = cols["embedding"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let online_emb: Vec<f32> =
+        cols["embedding"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     let offline_emb: Vec<f32> = emb.trim_matches(['[', ']']).split(", ").map(|v| v.parse().unwrap()).collect();
     assert_eq!(online_emb, offline_emb);
     assert_eq!(cols["embedding"][1], Value::Null);
@@ -120,7 +121,14 @@ fn fresh_rows_are_served_ok_with_values_and_the_ttl_boundary_is_the_ttl() {
             |r| r.get(0),
         )
         .unwrap();
-    let body = env.json(&["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1, 1000001, 1000002, 999999999]}"#]);
+    let body = env.json(&[
+        "online",
+        "get",
+        "--service",
+        "user_features",
+        "--entities",
+        r#"{"user_id": [1, 1000001, 1000002, 999999999]}"#,
+    ]);
     assert_eq!(body["status"], serde_json::json!(["ok", "ok", "stale", "missing"]), "{body}");
     let cols = &body["columns"];
     assert_eq!(cols["ctr_7d"][0].as_f64(), Some(ctr), "an ok row carries its values: {body}");
@@ -129,7 +137,15 @@ fn fresh_rows_are_served_ok_with_values_and_the_ttl_boundary_is_the_ttl() {
     assert_eq!(cols["ctr_7d"][2], Value::Null, "just outside the ttl, values are withheld: {body}");
     assert_eq!(cols["embedding"][2], Value::Null);
     assert!(body["event_ts"][2].as_str().unwrap().starts_with(&outside[..10]), "{body}");
-    let body = env.json(&["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1000002]}"#, "--include-stale"]);
+    let body = env.json(&[
+        "online",
+        "get",
+        "--service",
+        "user_features",
+        "--entities",
+        r#"{"user_id": [1000002]}"#,
+        "--include-stale",
+    ]);
     assert_eq!(body["columns"]["ctr_7d"][0].as_f64(), Some(ctr), "asked for, a stale row's values are returned");
 
     // The skew check counts the one stale row without calling it skew.
@@ -215,7 +231,11 @@ fn schema_drift_stops_the_run_with_a_column_by_column_diff() {
     let env = TestEnv::new(500);
     env.materialize(&["--service", "user_features"]);
     env.edit("user_features", "{name: ctr_30d,        type: DOUBLE}", "{name: ctr_30d, type: FLOAT}");
-    env.edit("user_features", "{name: age_bucket,     type: INTEGER}", "{name: age_bucket, type: INTEGER}\n  - {name: gone, type: DOUBLE}");
+    env.edit(
+        "user_features",
+        "{name: age_bucket,     type: INTEGER}",
+        "{name: age_bucket, type: INTEGER}\n  - {name: gone, type: DOUBLE}",
+    );
     let (_, stderr) = env.expect(1, &["materialize", "--online", "--service", "user_features"]);
     assert!(stderr.contains("schema drift in `user_features`: 2 declared column(s)"), "{stderr}");
     assert!(stderr.contains("! ctr_30d: declared FLOAT, source has DOUBLE"), "{stderr}");
@@ -242,7 +262,11 @@ fn an_array_of_the_wrong_length_fails_before_the_flip() {
 #[test]
 fn a_null_in_a_non_nullable_column_fails_the_run() {
     let env = TestEnv::new(300);
-    env.edit("user_features", "{name: country,        type: VARCHAR}", "{name: country, type: VARCHAR, nullable: false}");
+    env.edit(
+        "user_features",
+        "{name: country,        type: VARCHAR}",
+        "{name: country, type: VARCHAR, nullable: false}",
+    );
     let (_, stderr) = env.expect(1, &["materialize", "--online", "--service", "user_features"]);
     assert!(stderr.contains("column `country` is declared nullable: false but is NULL for entity"), "{stderr}");
     assert_eq!(env.redis.current("user_features"), None);
@@ -270,7 +294,13 @@ fn redis_unreachable_at_start_is_one_sentence_and_exit_1() {
 fn a_second_run_of_the_same_service_is_refused_while_the_lease_is_held() {
     let env = TestEnv::new(100);
     let mut c = env.redis.conn();
-    let _: () = redis::cmd("SET").arg("daeda:{svc:user_features}:lease").arg("other-run").arg("PX").arg(60_000).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("daeda:{svc:user_features}:lease")
+        .arg("other-run")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut c)
+        .unwrap();
     let (_, stderr) = env.expect(1, &["materialize", "--online", "--service", "user_features"]);
     assert!(stderr.contains("another run (other-run) is materializing `user_features`"), "{stderr}");
     assert_eq!(env.redis.current("user_features"), None);
@@ -283,7 +313,8 @@ fn serving_not_allowed_is_never_materialized() {
     let env = TestEnv::new(100);
     let (_, stderr) = env.expect(2, &["materialize", "--online", "--service", "pii_features"]);
     assert!(stderr.contains("not approved for serving"), "{stderr}");
-    let (_, stderr) = env.expect(2, &["online", "get", "--service", "pii_features", "--entities", r#"{"user_id":[1]}"#]);
+    let (_, stderr) =
+        env.expect(2, &["online", "get", "--service", "pii_features", "--entities", r#"{"user_id":[1]}"#]);
     assert!(stderr.contains("not approved for serving"), "{stderr}");
     env.materialize(&["--all"]);
     assert_eq!(env.redis.count("daeda:*pii_features*"), 0);
@@ -304,7 +335,10 @@ fn usage_and_definition_errors_exit_2() {
             &["online", "get", "--service", "user_features", "--entities", r#"{"user_id":["x"]}"#],
             r#"entities.user_id[0] is "x", expected an integer"#,
         ),
-        (&["online", "get", "--service", "user_features", "--entities", "[1]"], "--entities must be a JSON object of arrays"),
+        (
+            &["online", "get", "--service", "user_features", "--entities", "[1]"],
+            "--entities must be a JSON object of arrays",
+        ),
     ] {
         let (_, stderr) = env.expect(2, args);
         assert!(stderr.contains(message), "daeda {args:?}: want {message:?} in {stderr}");
@@ -359,16 +393,20 @@ fn redis_killed_mid_run_keeps_the_previous_generation_whole() {
     assert_eq!(rows(&env, "user_features", "1"), USERS);
 
     let before = env.redis.dbsize();
-    let mut child = env.command(&["materialize", "--online", "--service", "user_features"]).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        env.command(&["materialize", "--online", "--service", "user_features"]).stderr(Stdio::null()).spawn().unwrap();
     let mut c = env.redis.conn();
     // DBSIZE is O(1): poll it, not a SCAN, so the pause lands early in the run.
-    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() >= before + 1000).then_some(()));
+    poll(Duration::from_secs(120), "the second run never started writing", || {
+        (env.redis.dbsize() >= before + 1000).then_some(())
+    });
     // Freeze writes where they are (mid-run: rows of generation 2 exist, its
     // metadata does not), then kill Redis under the writer.
     let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE").query(&mut c).unwrap();
     assert!(rows(&env, "user_features", "2") < USERS, "the run finished before it could be interrupted");
     env.redis.kill();
-    let status = crate::support::wait_timeout(&mut child, Duration::from_secs(120), "the materializer after Redis died");
+    let status =
+        crate::support::wait_timeout(&mut child, Duration::from_secs(120), "the materializer after Redis died");
     assert_eq!(status.code(), Some(1));
 
     env.redis.restart();
@@ -456,7 +494,9 @@ fn online_gc_removes_services_that_left_the_catalog() {
     // Its generation is still live (another catalog may serve it): only by name.
     let (stdout, _) = env.expect(0, &["online", "gc"]);
     assert!(
-        stdout.contains("skipped user_item_reranker: not in the catalog but generation 1 is live; pass --force user_item_reranker"),
+        stdout.contains(
+            "skipped user_item_reranker: not in the catalog but generation 1 is live; pass --force user_item_reranker"
+        ),
         "{stdout}"
     );
     assert!(env.redis.count("daeda:row:user_item_reranker:*") > 0);
@@ -538,7 +578,8 @@ fn conditional_writes_racing_from_two_writers_keep_the_newer_row_and_never_repla
     use daeda_online::ConditionalWrites;
     const N: i64 = 3000;
     let env = TestEnv::new(10);
-    let schema = RowSchema { names: vec!["x".into()], types: vec![daeda_catalog::ColumnType::parse("BIGINT", None).unwrap()] };
+    let schema =
+        RowSchema { names: vec!["x".into()], types: vec![daeda_catalog::ColumnType::parse("BIGINT", None).unwrap()] };
     let key = |k: i64| format!("daeda:row:t:1:{k}");
     let _: () = redis::cmd("SET").arg("daeda:{svc:t}:lease").arg("race").query(&mut env.redis.conn()).unwrap();
     // Writer `who` writes every key, in opposite orders, in batches of 100;
@@ -596,10 +637,21 @@ fn conditional_writes_racing_from_two_writers_keep_the_newer_row_and_never_repla
 fn two_incremental_processes_started_together_one_runs_and_one_is_refused() {
     let env = TestEnv::new(50_000);
     env.materialize(&["--service", "user_features", "--as-of", "2026-06-26T23:00:00Z"]);
-    let args = ["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--json", "--as-of", FIXED_AS_OF];
+    let args = [
+        "materialize",
+        "--online",
+        "--service",
+        "user_features",
+        "--mode",
+        "incremental",
+        "--json",
+        "--as-of",
+        FIXED_AS_OF,
+    ];
     let spawn = || env.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (spawn(), spawn());
-    let outs = [output_timeout(a, DAEDA_LIMIT, "incremental run a"), output_timeout(b, DAEDA_LIMIT, "incremental run b")];
+    let outs =
+        [output_timeout(a, DAEDA_LIMIT, "incremental run a"), output_timeout(b, DAEDA_LIMIT, "incremental run b")];
     let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
     let refused: Vec<_> = outs.iter().filter(|o| !o.status.success()).collect();
     let show = || {
@@ -652,9 +704,12 @@ fn a_run_that_loses_its_lease_never_flips() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() > before + 1).then_some(()));
+    poll(Duration::from_secs(120), "the second run never started writing", || {
+        (env.redis.dbsize() > before + 1).then_some(())
+    });
     // Another run takes the service over (as if this one had stalled past its lease).
-    let _: () = redis::cmd("SET").arg("daeda:{svc:user_features}:lease").arg("intruder").query(&mut env.redis.conn()).unwrap();
+    let _: () =
+        redis::cmd("SET").arg("daeda:{svc:user_features}:lease").arg("intruder").query(&mut env.redis.conn()).unwrap();
     let out = output_timeout(child, DAEDA_LIMIT, "the run that lost its lease");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -682,12 +737,23 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
     // Count only this run's compares.
     let base = calls(&env, "evalsha");
     let child = env
-        .command(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF])
+        .command(&[
+            "materialize",
+            "--online",
+            "--service",
+            "user_features",
+            "--mode",
+            "incremental",
+            "--as-of",
+            FIXED_AS_OF,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    poll(Duration::from_secs(120), "the incremental run never started writing", || (calls(&env, "evalsha") > base + 100).then_some(()));
+    poll(Duration::from_secs(120), "the incremental run never started writing", || {
+        (calls(&env, "evalsha") > base + 100).then_some(())
+    });
 
     // Another run takes the service over, as a full run does once this run's
     // lease has expired: it flips to its own generation and retires
@@ -720,12 +786,22 @@ fn an_incremental_run_that_loses_its_lease_stops_writing_and_leaves_nothing_in_a
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lost its lease"), "{stderr}");
-    assert_eq!(rows(&env, "user_features", "1"), 0, "rows written into the retired generation after the takeover remain");
+    assert_eq!(
+        rows(&env, "user_features", "1"),
+        0,
+        "rows written into the retired generation after the takeover remain"
+    );
     assert_eq!(env.redis.meta("user_features", "1", "row_count"), None);
-    let lease: Option<String> = redis::cmd("GET").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
+    let lease: Option<String> =
+        redis::cmd("GET").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
     assert_eq!(lease.as_deref(), Some("intruder"), "the losing run never releases another run's lease");
     let runs = env.json(&["runs", "list", "--json"]);
-    assert_eq!((runs[0]["mode"].as_str(), runs[0]["status"].as_str()), (Some("incremental"), Some("failed")), "{}", runs[0]);
+    assert_eq!(
+        (runs[0]["mode"].as_str(), runs[0]["status"].as_str()),
+        (Some("incremental"), Some("failed")),
+        "{}",
+        runs[0]
+    );
 }
 
 /// A full run frozen (SIGSTOP) past its lease while writing: meanwhile the
@@ -747,8 +823,12 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
-    poll(Duration::from_secs(120), "the second run never started writing", || (env.redis.dbsize() > before + 1000).then_some(()));
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success())
+    };
+    poll(Duration::from_secs(120), "the second run never started writing", || {
+        (env.redis.dbsize() > before + 1000).then_some(())
+    });
     signal("-STOP");
     // Let the SIGCHLD of the stop arrive before talking to Redis (it can
     // interrupt a blocking socket call).
@@ -775,7 +855,10 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
     // Batches (MSET, also inside a script) Redis ran so far: none may follow.
     let batches = calls(&env, "mset");
     signal("-CONT");
-    assert!(removed > 0 && removed + 10_000 < USERS, "the frozen run had written {removed} of {USERS} rows: not mid-run");
+    assert!(
+        removed > 0 && removed + 10_000 < USERS,
+        "the frozen run had written {removed} of {USERS} rows: not mid-run"
+    );
 
     let out = output_timeout(child, DAEDA_LIMIT, "the run that lost its lease");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -784,10 +867,15 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
     // Its clean-up removes what it wrote, but a run killed before that (or
     // whose clean-up fails) would leave it: no batch may land at all.
     assert_eq!(calls(&env, "mset"), batches, "the run wrote batches after it lost its lease");
-    assert_eq!(rows(&env, "user_features", "2"), 0, "rows written into the retired generation after the takeover remain");
+    assert_eq!(
+        rows(&env, "user_features", "2"),
+        0,
+        "rows written into the retired generation after the takeover remain"
+    );
     assert_eq!(env.redis.current("user_features").as_deref(), Some("1"));
     assert_eq!(rows(&env, "user_features", "1") as u64, USERS, "the live generation is whole");
-    let lease: Option<String> = redis::cmd("GET").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
+    let lease: Option<String> =
+        redis::cmd("GET").arg("daeda:{svc:user_features}:lease").query(&mut env.redis.conn()).unwrap();
     assert_eq!(lease.as_deref(), Some("intruder"), "the losing run never releases another run's lease");
 }
 
@@ -821,8 +909,13 @@ fn all_with_one_failing_service_runs_the_others_and_exits_1() {
     assert!(stderr.contains("error: item_features: the DuckLake catalog"), "{stderr}");
     assert!(stdout.contains("user_features: 200 entities") && stdout.contains("user_item_reranker:"), "{stdout}");
     let runs = env.json(&["runs", "list", "--json"]);
-    let statuses: Vec<(&str, &str)> =
-        runs.as_array().unwrap().iter().take(3).map(|r| (r["service"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+    let statuses: Vec<(&str, &str)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|r| (r["service"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
     assert!(statuses.contains(&("item_features", "failed")), "{statuses:?}");
 }
 
@@ -879,10 +972,22 @@ fn an_incremental_run_is_refused_when_the_definition_changed_since_the_live_gene
     let row = env.redis.get("daeda:row:user_features:1:7");
     // The source still has the column; the definition no longer declares it.
     env.edit("user_features", "  - {name: age_bucket,     type: INTEGER}\n", "");
-    let out = env.daeda(&["materialize", "--online", "--service", "user_features", "--mode", "incremental", "--as-of", FIXED_AS_OF]);
+    let out = env.daeda(&[
+        "materialize",
+        "--online",
+        "--service",
+        "user_features",
+        "--mode",
+        "incremental",
+        "--as-of",
+        FIXED_AS_OF,
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("an incremental run cannot mix them, run a full materialization (--mode full)"), "{stderr}");
+    assert!(
+        stderr.contains("an incremental run cannot mix them, run a full materialization (--mode full)"),
+        "{stderr}"
+    );
     assert_eq!(env.redis.get("daeda:row:user_features:1:7"), row, "nothing was written");
     assert_eq!(env.redis.meta("user_features", "1", "watermark_micros"), before);
     // A full run serves the new shape.
@@ -901,7 +1006,9 @@ fn full_run_writing(env: &TestEnv, before: u64, min_rows: u64) -> std::process::
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    poll(Duration::from_secs(120), "the run never started writing", || (env.redis.dbsize() > before + min_rows).then_some(()));
+    poll(Duration::from_secs(120), "the run never started writing", || {
+        (env.redis.dbsize() > before + min_rows).then_some(())
+    });
     child
 }
 

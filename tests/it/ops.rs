@@ -60,7 +60,14 @@ async fn online_get_prints_every_digit_the_gateway_answers() {
     env.materialize(&["--service", "doubles"]);
     let gw = http::start(&env, http::config(&env)).await;
     let auth = bearer(&mint(&["doubles"], &[Plane::Online]));
-    let r = send(gw.addr, "POST", "/v1/features/doubles", &[("authorization", &auth)], r#"{"entities": {"id": [1, 2, 3, 4]}}"#).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/features/doubles",
+        &[("authorization", &auth)],
+        r#"{"entities": {"id": [1, 2, 3, 4]}}"#,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let gateway = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(gateway.contains("[1.1500000000000001,0.30000000000000004,1e-7,null]"), "{gateway}");
@@ -107,7 +114,8 @@ fn online_gc_holds_the_lease_so_a_starting_run_cannot_race_it() {
     };
     assert!(holder.starts_with("gc-"), "{holder}");
     // What a starting run does (SET NX): refused while gc works.
-    let taken: Option<String> = redis::cmd("SET").arg(lease).arg("a-run").arg("NX").arg("PX").arg(30_000).query(&mut c).unwrap();
+    let taken: Option<String> =
+        redis::cmd("SET").arg(lease).arg("a-run").arg("NX").arg("PX").arg(30_000).query(&mut c).unwrap();
     assert_eq!(taken, None, "a run got the lease while gc held it");
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -121,7 +129,10 @@ fn online_gc_holds_the_lease_so_a_starting_run_cannot_race_it() {
     leftover_generation(&env, "user_features", "98", 10);
     let _: () = redis::cmd("SET").arg(lease).arg("20260101T000000Z-user_features-beef").query(&mut c).unwrap();
     let (stdout, _) = env.expect(0, &["online", "gc"]);
-    assert!(stdout.contains("skipped user_features: run 20260101T000000Z-user_features-beef holds its lease"), "{stdout}");
+    assert!(
+        stdout.contains("skipped user_features: run 20260101T000000Z-user_features-beef holds its lease"),
+        "{stdout}"
+    );
     assert_eq!(env.redis.count("daeda:row:user_features:98:*"), 10);
     let (stdout, _) = env.expect(0, &["online", "gc", "--dry-run"]);
     assert!(stdout.contains("skipped user_features"), "{stdout}");
@@ -274,7 +285,8 @@ fn an_outage_logs_one_line_per_interval_not_one_per_request() {
         send(addr, "GET", "/metrics", &[], "").await
     });
     let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
-    let want = format!(r#"daeda_request_errors_total{{route="/v1/features/{{service}}",code="redis_unavailable"}} {N}"#);
+    let want =
+        format!(r#"daeda_request_errors_total{{route="/v1/features/{{service}}",code="redis_unavailable"}} {N}"#);
     assert!(metrics.contains(&want), "{metrics}");
 
     let stderr = stop(child);
@@ -282,7 +294,9 @@ fn an_outage_logs_one_line_per_interval_not_one_per_request() {
     let summed: u64 = stderr
         .lines()
         .filter(|l| l.contains("more requests failed"))
-        .map(|l| l.split("suppressed=").nth(1).and_then(|v| v.split_whitespace().next()).unwrap().parse::<u64>().unwrap())
+        .map(|l| {
+            l.split("suppressed=").nth(1).and_then(|v| v.split_whitespace().next()).unwrap().parse::<u64>().unwrap()
+        })
         .sum();
     assert!((1..=3).contains(&full), "{full} full lines (one per 10 s interval expected):\n{stderr}");
     assert_eq!(full + summed, N, "every failure is logged or counted in a summary:\n{stderr}");
@@ -369,8 +383,12 @@ async fn slow_idle_and_surplus_connections_are_closed() {
 
     // So is an HTTP/2 connection once its last request is done.
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     let conn = tokio::spawn(conn);
     let auth = bearer(&mint(&["*"], &[Plane::Online]));
     let req = hyper::Request::builder()
@@ -381,7 +399,11 @@ async fn slow_idle_and_surplus_connections_are_closed() {
         .unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
     let t = Instant::now();
-    tokio::time::timeout(Duration::from_secs(10), conn).await.expect("an idle HTTP/2 connection stayed open").unwrap().ok();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("an idle HTTP/2 connection stayed open")
+        .unwrap()
+        .ok();
     assert!(t.elapsed() >= Duration::from_millis(1000), "{:?}", t.elapsed());
 
     let m = send(gw.addr, "GET", "/metrics", &[], "").await;
@@ -425,7 +447,11 @@ fn serve_limits_come_from_daeda_toml_and_the_environment() {
     bad("header_read_timeout_ms = 100\n", &[("DAEDA_HEADER_READ_TIMEOUT_MS", "0")], &["header_read_timeout_ms"]);
 
     // The file's values are used, the environment's win over them.
-    std::fs::write(&toml, "max_connections = 50\nheader_read_timeout_ms = 2000\nredis_pool_size = 4\nrequest_timeout_ms = 3000\n").unwrap();
+    std::fs::write(
+        &toml,
+        "max_connections = 50\nheader_read_timeout_ms = 2000\nredis_pool_size = 4\nrequest_timeout_ms = 3000\n",
+    )
+    .unwrap();
     let (child, addr) = serve(&env, &[("DAEDA_MAX_CONNECTIONS", "1")]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -460,7 +486,10 @@ async fn metrics_show_each_live_generations_age_rows_and_the_build() {
     let as_of_age = metric(&text, r#"daeda_live_generation_as_of_age_seconds{service="user_features"}"#);
     assert!((as_of_age - want).abs() < 60.0, "as-of age {as_of_age}, expected about {want}");
     assert_eq!(metric(&text, r#"daeda_live_generation_rows{service="user_features"}"#), 50.0);
-    assert!(!text.contains(r#"daeda_live_generation_rows{service="item_features"}"#), "nothing live, no series:\n{text}");
+    assert!(
+        !text.contains(r#"daeda_live_generation_rows{service="item_features"}"#),
+        "nothing live, no series:\n{text}"
+    );
     assert!(!text.contains("pii_features"), "not served, not listed");
     assert_eq!(metric(&text, &format!(r#"daeda_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))), 1.0);
     assert!(text.contains("# TYPE daeda_live_generation_age_seconds gauge"), "{text}");

@@ -83,7 +83,12 @@ async fn adding_a_column_flips_under_load_without_a_failed_lookup() {
         if r.status == 200 && r.json()["columns"].get("b").is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "the new schema was never served: {} {}", r.status, String::from_utf8_lossy(&r.body));
+        assert!(
+            Instant::now() < deadline,
+            "the new schema was never served: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -107,18 +112,24 @@ async fn a_generation_without_a_stored_schema_and_another_fingerprint_is_refused
     write_grow(&env, false);
     env.materialize(&["--service", "grow"]);
     let generation = env.redis.current("grow").unwrap();
-    let _: () = redis::cmd("HDEL").arg(format!("daeda:{{svc:grow}}:gen:{generation}")).arg("schema").query(&mut env.redis.conn()).unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(format!("daeda:{{svc:grow}}:gen:{generation}"))
+        .arg("schema")
+        .query(&mut env.redis.conn())
+        .unwrap();
     write_grow(&env, true);
     let gw = http::start(&env, http::config(&env)).await;
     let auth = bearer(&mint(&["grow"], &[Plane::Online]));
-    let r = send(gw.addr, "POST", "/v1/features/grow", &[("authorization", &auth)], r#"{"entities": {"id": [1]}}"#).await;
+    let r =
+        send(gw.addr, "POST", "/v1/features/grow", &[("authorization", &auth)], r#"{"entities": {"id": [1]}}"#).await;
     assert_eq!((r.status.as_u16(), r.code()), (409, "schema_mismatch".into()), "{}", String::from_utf8_lossy(&r.body));
     gw.stop().await;
 }
 
 /// `daeda serve` without the SQL plane, its logs on the test's stderr.
 pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
-    let env_vars: Vec<(&str, &str)> = [("DAEDA_SQL_ENABLED", "false")].into_iter().chain(extra_env.iter().copied()).collect();
+    let env_vars: Vec<(&str, &str)> =
+        [("DAEDA_SQL_ENABLED", "false")].into_iter().chain(extra_env.iter().copied()).collect();
     crate::support::serve(env, &env_vars, std::process::Stdio::inherit())
 }
 
@@ -171,7 +182,11 @@ fn other_catalog(env: &TestEnv, ns: &str, services: &[&str]) -> std::path::PathB
 
 fn in_ns(env: &TestEnv, ns: &str, catalog: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = crate::support::output(env.command(args).env("DAEDA_NAMESPACE", ns).env("DAEDA_CATALOG", catalog));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Issue 15: two catalogs on one Redis. Before namespaces every catalog wrote
@@ -189,7 +204,14 @@ fn two_namespaces_share_one_redis_and_gc_from_one_never_touches_the_other() {
         &env,
         "team-b",
         &b,
-        &["materialize", "--online", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features,user_item_reranker"],
+        &[
+            "materialize",
+            "--online",
+            "--as-of",
+            crate::support::FIXED_AS_OF,
+            "--service",
+            "user_features,user_item_reranker",
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
     // One generation of rows (numbered above the shared run history's
@@ -237,8 +259,13 @@ fn online_purge_removes_a_services_rows_generations_and_pointer_under_its_lease(
     env.materialize(&["--service", "user_features,item_features"]);
     let mut c = env.redis.conn();
     let _: () = redis::cmd("SADD").arg("daeda:{svc:user_features}:gens").arg("99").query(&mut c).unwrap();
-    let _: () =
-        redis::cmd("MSET").arg("daeda:row:user_features:99:1").arg("x").arg("daeda:row:user_features:77:1").arg("x").query(&mut c).unwrap();
+    let _: () = redis::cmd("MSET")
+        .arg("daeda:row:user_features:99:1")
+        .arg("x")
+        .arg("daeda:row:user_features:77:1")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
     let items = env.redis.count("daeda:row:item_features:*");
     assert!(items > 0);
 
@@ -257,7 +284,8 @@ fn online_purge_removes_a_services_rows_generations_and_pointer_under_its_lease(
     assert_eq!(env.redis.count("daeda:{svc:user_features}:gen*"), 1, "only the counter is left");
     assert_eq!(env.redis.get(lease), None, "purge releases the lease");
     assert_eq!(env.redis.count("daeda:row:item_features:*"), items, "other services are untouched");
-    let (_, stderr) = env.expect(1, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#]);
+    let (_, stderr) =
+        env.expect(1, &["online", "get", "--service", "user_features", "--entities", r#"{"user_id": [1]}"#]);
     assert!(stderr.contains("no live generation"), "{stderr}");
     let out = env.materialize(&["--service", "user_features"]);
     assert_eq!(out["runs"][0]["generation"], "2", "a generation id was reused: {out}");
@@ -284,7 +312,12 @@ async fn readyz_is_503_naming_the_service_when_redis_comes_back_empty() {
         if r.status == 503 && r.code() != "redis_unavailable" {
             break r;
         }
-        assert!(Instant::now() < deadline, "still {} after Redis came back empty: {}", r.status, String::from_utf8_lossy(&r.body));
+        assert!(
+            Instant::now() < deadline,
+            "still {} after Redis came back empty: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let j = r.json();
@@ -350,7 +383,14 @@ async fn jwt_keys_rotate_through_a_jwks_file_on_sighup() {
     std::fs::write(&jwks, serde_json::json!({"keys": [oct_key("k1", "first-secret")]}).to_string()).unwrap();
     let (mut child, addr) = serve(&env, &[("DAEDA_JWT_SECRET", ""), ("DAEDA_JWT_JWKS", jwks.to_str().unwrap())]);
     let lookup = |auth: String| async move {
-        send(addr, "POST", "/v1/features/user_features", &[("authorization", &auth)], r#"{"entities": {"user_id": [1]}}"#).await
+        send(
+            addr,
+            "POST",
+            "/v1/features/user_features",
+            &[("authorization", &auth)],
+            r#"{"entities": {"user_id": [1]}}"#,
+        )
+        .await
     };
     let message = |r: &http::Reply| r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
     assert_eq!(lookup(keyed_token("k1", "first-secret", 600)).await.status, 200);
@@ -364,8 +404,11 @@ async fn jwt_keys_rotate_through_a_jwks_file_on_sighup() {
     assert!(!String::from_utf8_lossy(&r.body).contains("secret"));
 
     // Rotation: add k2 beside k1, then retire k1.
-    std::fs::write(&jwks, serde_json::json!({"keys": [oct_key("k1", "first-secret"), oct_key("k2", "second-secret")]}).to_string())
-        .unwrap();
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [oct_key("k1", "first-secret"), oct_key("k2", "second-secret")]}).to_string(),
+    )
+    .unwrap();
     signal(&child, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while lookup(keyed_token("k2", "second-secret", 600)).await.status != 200 {
@@ -392,7 +435,8 @@ async fn jwt_keys_rotate_through_a_jwks_file_on_sighup() {
 fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     let env = TestEnv::new(10);
     env.materialize(&["--service", "user_features"]);
-    let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let addr =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
     let mut cmd = env.command(&["serve", "--listen", &addr]);
     cmd.env_remove("NO_COLOR")
         .env("DAEDA_LOG", "info")
@@ -419,7 +463,9 @@ async fn metrics_move_to_the_admin_address_when_one_is_set() {
     let env = TestEnv::new(10);
     env.materialize(&["--all"]);
     let admin: std::net::SocketAddr =
-        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).parse().unwrap();
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+            .parse()
+            .unwrap();
     let (mut child, addr) = serve(&env, &[("DAEDA_ADMIN_LISTEN", &admin.to_string())]);
     let r = send(admin, "GET", "/metrics", &[], "").await;
     assert_eq!(r.status, 200);
@@ -432,7 +478,9 @@ async fn metrics_move_to_the_admin_address_when_one_is_set() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     // A remote admin address without TLS is refused like a remote listen address.
     let out = crate::support::output(
-        env.command(&["serve", "--listen", "127.0.0.1:0"]).env("DAEDA_JWT_SECRET", "x").env("DAEDA_ADMIN_LISTEN", "0.0.0.0:0"),
+        env.command(&["serve", "--listen", "127.0.0.1:0"])
+            .env("DAEDA_JWT_SECRET", "x")
+            .env("DAEDA_ADMIN_LISTEN", "0.0.0.0:0"),
     );
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -471,7 +519,10 @@ async fn in_flight(addr: std::net::SocketAddr, path: &str, auth: &str, body_len:
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await.expect("no 100 Continue within 30 s").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("no 100 Continue within 30 s")
+            .unwrap();
         assert!(n > 0, "closed before 100 Continue: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
@@ -484,7 +535,10 @@ async fn finish(mut s: tokio::net::TcpStream, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(body.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await.expect("no response within 30 s").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .expect("no response within 30 s")
+        .unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("not a response: {text}"));
     // Both are small, whole bodies (content-length, not chunked).
@@ -523,12 +577,17 @@ async fn requests_in_flight_finish_on_sigterm_while_new_connections_are_refused(
 
     let (status, body) = finish(lookup, lookup_body).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["columns"]["country"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["columns"]["country"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
     let (status, body) = finish(query, sql_body).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"n\""), "{body}");
-    let status =
-        tokio::task::block_in_place(|| crate::support::wait_timeout(&mut child, Duration::from_secs(30), "daeda serve after SIGTERM"));
+    let status = tokio::task::block_in_place(|| {
+        crate::support::wait_timeout(&mut child, Duration::from_secs(30), "daeda serve after SIGTERM")
+    });
     assert_eq!(status.code(), Some(0));
 }
 

@@ -40,7 +40,8 @@ print(json.dumps(out))
 "#;
 
 fn python() -> std::path::PathBuf {
-    let deps = std::env::var("DAEDA_DEPS").unwrap_or_else(|_| format!("{}/.cache/daeda", std::env::var("HOME").unwrap()));
+    let deps =
+        std::env::var("DAEDA_DEPS").unwrap_or_else(|_| format!("{}/.cache/daeda", std::env::var("HOME").unwrap()));
     std::path::Path::new(&deps).join("quack-client-venv/bin/python")
 }
 
@@ -100,12 +101,15 @@ async fn wait_serving(port: u16, token: &str) {
 
 async fn run(port: u16, token: &str, attach: bool, queries: &[&str]) -> Value {
     let (t, q): (String, Vec<String>) = (token.to_string(), queries.iter().map(|s| s.to_string()).collect());
-    tokio::task::spawn_blocking(move || client(port, &t, attach, &q.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap()
+    tokio::task::spawn_blocking(move || client(port, &t, attach, &q.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
 }
 
 /// `POST /v1/sql`'s rows for `sql`, as the client prints them (strings).
 async fn http_rows(addr: std::net::SocketAddr, token: &str, sql: &str) -> Option<Vec<Vec<Option<String>>>> {
-    let r = send(addr, "POST", "/v1/sql", &[("authorization", &bearer(token))], &json!({ "sql": sql }).to_string()).await;
+    let r =
+        send(addr, "POST", "/v1/sql", &[("authorization", &bearer(token))], &json!({ "sql": sql }).to_string()).await;
     if r.status != 200 {
         return None;
     }
@@ -156,10 +160,12 @@ async fn quack_clients_read_exactly_what_the_token_grants() {
     assert_eq!(r[0]["rows"], json!([["600", "300"]]), "{r}");
     assert_eq!(
         Some(serde_json::from_value(r[1]["rows"].clone()).unwrap()),
-        http_rows(q.gw.addr, &user, "SELECT user_id, country FROM user_features ORDER BY user_id, event_ts LIMIT 3").await
+        http_rows(q.gw.addr, &user, "SELECT user_id, country FROM user_features ORDER BY user_id, event_ts LIMIT 3")
+            .await
     );
     assert!(
-        r[3]["error"].as_str().unwrap().contains("does not exist") && r[4]["error"].as_str().unwrap().contains("does not exist"),
+        r[3]["error"].as_str().unwrap().contains("does not exist")
+            && r[4]["error"].as_str().unwrap().contains("does not exist"),
         "{r}"
     );
     for i in 5..9 {
@@ -190,7 +196,12 @@ async fn quack_clients_read_exactly_what_the_token_grants() {
     // Refused at connect: no sql plane, expired, wrong signature, garbage.
     let claims = |exp: u64| json!({"sub": "x", "exp": exp, "services": ["*"], "planes": ["online", "sql"]});
     let sign = |c: &Value, secret: &str| {
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), c, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            c,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     for (what, token) in [
@@ -264,7 +275,8 @@ async fn the_policy_corpus_decides_the_same_over_quack_and_http() {
     let default: Vec<String> = serde_json::from_value(corpus["default_grants"].clone()).unwrap();
     let mut by_grants: std::collections::BTreeMap<Vec<String>, Vec<String>> = Default::default();
     for case in corpus["cases"].as_array().unwrap() {
-        let grants = case.get("grants").map(|g| serde_json::from_value(g.clone()).unwrap()).unwrap_or_else(|| default.clone());
+        let grants =
+            case.get("grants").map(|g| serde_json::from_value(g.clone()).unwrap()).unwrap_or_else(|| default.clone());
         by_grants.entry(grants).or_default().push(case["sql"].as_str().unwrap().to_string());
     }
     let mut compared = 0;
@@ -272,10 +284,26 @@ async fn the_policy_corpus_decides_the_same_over_quack_and_http() {
         let token = mint(&grants.iter().map(String::as_str).collect::<Vec<_>>(), &[Plane::Sql]);
         let r = run(q.port, &token, false, &cases.iter().map(String::as_str).collect::<Vec<_>>()).await;
         for (i, sql) in cases.iter().enumerate() {
-            let http = send(q.gw.addr, "POST", "/v1/sql", &[("authorization", &bearer(&token))], &json!({ "sql": sql }).to_string()).await;
+            let http = send(
+                q.gw.addr,
+                "POST",
+                "/v1/sql",
+                &[("authorization", &bearer(&token))],
+                &json!({ "sql": sql }).to_string(),
+            )
+            .await;
             let http_denied = http.status == 403;
-            let quack_denied = r[i]["error"].as_str().is_some_and(|e| e.contains("daeda:") || e.contains("reads this query differently"));
-            assert_eq!(quack_denied, http_denied, "{sql}: HTTP {} {}; Quack {}", http.status, String::from_utf8_lossy(&http.body), r[i]);
+            let quack_denied = r[i]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("daeda:") || e.contains("reads this query differently"));
+            assert_eq!(
+                quack_denied,
+                http_denied,
+                "{sql}: HTTP {} {}; Quack {}",
+                http.status,
+                String::from_utf8_lossy(&http.body),
+                r[i]
+            );
             compared += 1;
         }
     }
@@ -319,8 +347,14 @@ async fn the_online_plane_outlives_the_quack_worker() {
         let (addr, t) = (q.gw.addr, bearer(&token));
         async move {
             for _ in 0..n {
-                let r = send(addr, "POST", "/v1/features/user_features", &[("authorization", &t)], r#"{"entities": {"user_id": [1, 2]}}"#)
-                    .await;
+                let r = send(
+                    addr,
+                    "POST",
+                    "/v1/features/user_features",
+                    &[("authorization", &t)],
+                    r#"{"entities": {"user_id": [1, 2]}}"#,
+                )
+                .await;
                 assert_eq!(r.status, 200, "a lookup failed while the Quack worker was down or busy");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -329,7 +363,8 @@ async fn the_online_plane_outlives_the_quack_worker() {
 
     // Past the deadline: the worker ends, lookups go on.
     let pid = quack_pid(q.port).expect("a running Quack worker");
-    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let slow =
+        "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
     let port = q.port;
     let t = token.clone();
     let overrun = tokio::task::spawn_blocking(move || client(port, &t, false, &[slow]));
@@ -372,7 +407,8 @@ async fn a_token_expiring_mid_query_still_cools_its_subject_down() {
         &jsonwebtoken::EncodingKey::from_secret(http::SECRET.as_bytes()),
     )
     .unwrap();
-    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let slow =
+        "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
     let r = run(q.port, &late, false, &[slow]).await;
     assert!(r[0]["error"].is_string(), "the query should have ended with its worker: {r}");
     let fresh = http::mint_for("late", &["*"], &[Plane::Sql]);
@@ -421,7 +457,12 @@ fn flood(port: u16, token: &str, n: usize) -> Value {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("the Quack client venv (run scripts/bootstrap.sh)");
-    child.stdin.take().unwrap().write_all(json!({"port": port, "token": token, "n": n}).to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json!({"port": port, "token": token, "n": n}).to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }

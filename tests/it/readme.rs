@@ -106,7 +106,9 @@ fn flags(segment: &str) -> Vec<String> {
     while let Some(j) = segment[i..].find("--") {
         let start = i + j;
         let mut end = start + 2;
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'-') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'-')
+        {
             end += 1;
         }
         if end > start + 2 {
@@ -138,8 +140,11 @@ fn the_command_lines_in_the_readme_parse() {
             let path = subcommand(&alt_words);
             // A later alternative is a sibling subcommand (`registry lock | check`)
             // or, failing that, a whole command again (`runs list | runs show`).
-            let candidates: Vec<Vec<String>> =
-                if n == 0 { vec![path.clone()] } else { vec![parent.iter().cloned().chain(path.iter().cloned()).collect(), path.clone()] };
+            let candidates: Vec<Vec<String>> = if n == 0 {
+                vec![path.clone()]
+            } else {
+                vec![parent.iter().cloned().chain(path.iter().cloned()).collect(), path.clone()]
+            };
             let Some((path, text)) = candidates.into_iter().find_map(|p| help(&p).map(|h| (p, h))) else {
                 problems.push(format!("`{line}`: `daeda {}` is not a command", path.join(" ")));
                 continue;
@@ -156,7 +161,11 @@ fn the_command_lines_in_the_readme_parse() {
             checked += 1;
         }
     }
-    assert!(problems.is_empty(), "the README disagrees with the CLI ({checked} commands checked):\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "the README disagrees with the CLI ({checked} commands checked):\n{}",
+        problems.join("\n")
+    );
 }
 
 /// The extraction itself, on the shapes the README uses.
@@ -172,7 +181,10 @@ fn readme_command_extraction_reads_synopses() {
             "daeda token mint --sub ranker --services a",
         ]
     );
-    assert_eq!(alternatives("registry lock | check [--json | --x] | diff"), ["registry lock", "check [--json | --x]", "diff"]);
+    assert_eq!(
+        alternatives("registry lock | check [--json | --x] | diff"),
+        ["registry lock", "check [--json | --x]", "diff"]
+    );
     assert_eq!(subcommand(&["--catalog", "c", "online", "get", "--service", "x"]), ["online", "get"]);
     assert_eq!(flags(&lines[0]), ["--online", "--service", "--all", "--as-of", "--mode", "--json"]);
 }
@@ -215,7 +227,8 @@ fn the_readme_catalog_for_your_own_parquet_works() {
     std::fs::create_dir_all(env.dir.path().join("my_catalog")).unwrap();
     std::fs::write(env.dir.path().join("my_catalog/clicks.yaml"), yaml).unwrap();
 
-    let commands: Vec<String> = command_lines(README).into_iter().filter(|l| l.contains("--catalog my_catalog")).collect();
+    let commands: Vec<String> =
+        command_lines(README).into_iter().filter(|l| l.contains("--catalog my_catalog")).collect();
     assert_eq!(commands.len(), 3, "{commands:?}");
     let mut last = String::new();
     for line in &commands {

@@ -60,7 +60,8 @@ impl Cat {
     /// Runs daeda expecting `code`; returns stdout and stderr.
     fn expect(&self, code: i32, args: &[&str]) -> (String, String) {
         let out = self.run(args);
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        let (o, e) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
         assert_eq!(out.status.code(), Some(code), "daeda {args:?}\nstdout: {o}\nstderr: {e}");
         (o, e)
     }
@@ -96,7 +97,8 @@ fn check_without_a_lock_is_a_usage_error_and_lock_writes_stable_bytes() {
     assert!(out.contains("up to date"), "{out}");
     assert_eq!(std::fs::read(cat.lock_path()).unwrap(), first, "the same catalog locks to the same bytes");
     // The lock is the shipped one: same definitions, same file.
-    let shipped = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/registry.lock.json")).unwrap();
+    let shipped =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("feature_services/registry.lock.json")).unwrap();
     assert_eq!(first, shipped);
     cat.expect(0, &["registry", "check"]);
 }
@@ -135,7 +137,11 @@ fn every_change_class_goes_through_lock_change_check_lock() {
 
     // Breaking: array length and nullable -> not nullable.
     cat.edit("user_features", r#"type: "FLOAT[64]""#, r#"type: "FLOAT[128]""#);
-    cat.edit("user_features", "{name: country,        type: VARCHAR}", "{name: country, type: VARCHAR, nullable: false}");
+    cat.edit(
+        "user_features",
+        "{name: country,        type: VARCHAR}",
+        "{name: country, type: VARCHAR, nullable: false}",
+    );
     let (out, _) = cat.expect(1, &["registry", "check"]);
     assert!(out.contains("breaking: column `embedding` type FLOAT[64] -> FLOAT[128]"), "{out}");
     assert!(out.contains("breaking: column `country` nullable -> not nullable"), "{out}");
@@ -154,7 +160,10 @@ fn every_change_class_goes_through_lock_change_check_lock() {
     assert!(out.contains("pii_features: additive: new nullable column `phone` VARCHAR"), "{out}");
     assert!(out.contains("pii_features: additive: serving not allowed -> allowed"), "{out}");
     assert!(out.contains("pii_features: additive: ttl none -> 86400s"), "{out}");
-    assert!(err.contains("pii_features: additive changes (") && err.contains("needs a version above 2026-05-02"), "{err}");
+    assert!(
+        err.contains("pii_features: additive changes (") && err.contains("needs a version above 2026-05-02"),
+        "{err}"
+    );
     cat.edit("pii_features", "version: 2026-05-02", "version: 2026-05-02.1");
     cat.expect(0, &["registry", "lock"]);
     cat.expect(0, &["registry", "check"]);
@@ -173,7 +182,10 @@ fn every_change_class_goes_through_lock_change_check_lock() {
     cat.edit("item_features", r#"ref: "item_prices:price""#, r#"ref: "item_prices_v2:price""#);
     let (out, err) = cat.expect(1, &["registry", "check"]);
     assert!(out.contains("item_features: metadata: owner `catalog-team` -> `merch-team`"), "{out}");
-    assert!(out.contains("item_features: metadata: column `price` ref `item_prices:price` -> `item_prices_v2:price`"), "{out}");
+    assert!(
+        out.contains("item_features: metadata: column `price` ref `item_prices:price` -> `item_prices_v2:price`"),
+        "{out}"
+    );
     assert!(err.contains("run `daeda registry lock`") && !err.contains("needs a version"), "{err}");
     cat.expect(0, &["registry", "lock"]);
     cat.expect(0, &["registry", "check"]);
@@ -279,7 +291,9 @@ fn lineage_as_text_json_and_dot() {
     assert!(text.contains("ctr_7d         <- source.ctr_7d <- user_engagement_daily:ctr"), "{text}");
     assert!(text.contains("item_prices -> item_features, user_item_reranker (shared)"), "{text}");
     assert!(
-        text.contains("user_item_reranker 2026-07-01 <- duckdb ../data/user_item_reranker/reranker.duckdb#reranker_features"),
+        text.contains(
+            "user_item_reranker 2026-07-01 <- duckdb ../data/user_item_reranker/reranker.duckdb#reranker_features"
+        ),
         "{text}"
     );
 
@@ -304,7 +318,8 @@ fn lineage_as_text_json_and_dot() {
     assert!(dot.contains(r#""view:item_prices:ratio_to_median" -> "user_item_reranker.price_ratio";"#), "{dot}");
     assert!(dot.contains(r#""source:user_features" -> "user_features.embedding";"#), "{dot}");
     // Graphviz accepts it, when installed.
-    if let Ok(mut child) = Command::new("dot").arg("-Tsvg").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()
+    if let Ok(mut child) =
+        Command::new("dot").arg("-Tsvg").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()
     {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(dot.as_bytes()).unwrap();
@@ -335,7 +350,8 @@ async fn materialize_refuses_a_drifted_service_and_show_reports_it() {
 
     // Drift: the owner changed and the lock was not rewritten.
     env.edit("user_features", "owner: ranking-team", "owner: growth-team");
-    let (_, err) = env.expect(2, &["materialize", "--online", "--service", "user_features", "--as-of", "2026-06-28T12:00:00Z"]);
+    let (_, err) =
+        env.expect(2, &["materialize", "--online", "--service", "user_features", "--as-of", "2026-06-28T12:00:00Z"]);
     assert!(
         err.contains("user_features: definition does not match registry.lock.json: metadata: owner `ranking-team` -> `growth-team`"),
         "{err}"
@@ -346,7 +362,10 @@ async fn materialize_refuses_a_drifted_service_and_show_reports_it() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["failed"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["failed"][0]["service"], "user_features");
-    assert!(v["failed"][0]["error"].as_str().unwrap().starts_with("not started: user_features: definition does not match"));
+    assert!(v["failed"][0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("not started: user_features: definition does not match"));
     let ran: Vec<&str> = v["runs"].as_array().unwrap().iter().map(|r| r["service"].as_str().unwrap()).collect();
     assert_eq!(ran, ["item_features", "user_item_reranker"]);
 
@@ -356,8 +375,14 @@ async fn materialize_refuses_a_drifted_service_and_show_reports_it() {
     let last = records.as_array().unwrap().last().unwrap();
     assert_eq!(last["status"], "succeeded");
     let note = last["details"]["notes"][0].as_str().unwrap();
-    assert!(note.starts_with("run with --allow-unlocked: definition does not match registry.lock.json: metadata: owner"), "{note}");
-    assert_eq!(last["details"]["entities"], summary["runs"][0]["entities"], "the run's own details are kept beside the note");
+    assert!(
+        note.starts_with("run with --allow-unlocked: definition does not match registry.lock.json: metadata: owner"),
+        "{note}"
+    );
+    assert_eq!(
+        last["details"]["entities"], summary["runs"][0]["entities"],
+        "the run's own details are kept beside the note"
+    );
 
     // services show: definition, drift, live generation, runs and skew checks.
     let show = env.json(&["services", "show", "user_features", "--json"]);

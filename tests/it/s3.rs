@@ -13,7 +13,8 @@ const BUCKET: &str = "daeda-offline";
 const LOCAL_GLOB: &str = "../data/user_features/*/*.parquet";
 
 fn moto_python() -> PathBuf {
-    let deps = std::env::var("DAEDA_DEPS").unwrap_or_else(|_| format!("{}/.cache/daeda", std::env::var("HOME").unwrap()));
+    let deps =
+        std::env::var("DAEDA_DEPS").unwrap_or_else(|_| format!("{}/.cache/daeda", std::env::var("HOME").unwrap()));
     let py = std::path::Path::new(&deps).join("moto-venv/bin/python");
     assert!(py.is_file(), "{} is missing: run scripts/bootstrap.sh", py.display());
     py
@@ -46,7 +47,8 @@ impl Moto {
             cmd.env_remove("INITIAL_NO_AUTH_ACTION_COUNT");
         }
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}"), key_id: String::new(), secret: String::new() };
+        let mut moto =
+            Moto { child, endpoint: format!("http://127.0.0.1:{port}"), key_id: String::new(), secret: String::new() };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(moto.child.try_wait().unwrap().is_none(), "moto_server exited (port {port} taken?)");
@@ -90,7 +92,12 @@ impl Moto {
 
     fn json(&self, env: &TestEnv, args: &[&str]) -> serde_json::Value {
         let out = self.daeda(env, &self.secret, args);
-        assert!(out.status.success(), "daeda {args:?}: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "daeda {args:?}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -131,8 +138,10 @@ fn s3_parquet_materializes_like_local_files_and_the_skew_check_sees_a_changed_ob
     assert!(local.len() >= 100, "{}", local.len());
 
     env.edit("user_features", LOCAL_GLOB, &format!("s3://{BUCKET}/features/user_features/*/*.parquet"));
-    let summary =
-        moto.json(&env, &["materialize", "--online", "--json", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features"]);
+    let summary = moto.json(
+        &env,
+        &["materialize", "--online", "--json", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features"],
+    );
     let generation = env.redis.current("user_features").unwrap();
     assert_eq!(rows(&env, "user_features", &generation), local, "{summary}");
 
@@ -148,8 +157,8 @@ fn s3_parquet_materializes_like_local_files_and_the_skew_check_sees_a_changed_ob
 
     let check = |moto: &Moto| {
         let out = moto.daeda(&env, &moto.secret, &["skew", "check", "--service", "user_features", "--all", "--json"]);
-        let report: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code(), report)
     };
     let (code, report) = check(&moto);
@@ -191,7 +200,10 @@ fn wrong_credentials_and_a_missing_bucket_are_one_sentence_and_nothing_flips() {
     let file = file.to_str().unwrap();
     env.edit("pii_features", "../data/pii_features/*.parquet", &format!("s3://{BUCKET}/features/pii_features/{file}"));
     // The right secret reads (so the refusal below is about the secret alone).
-    moto.json(&env, &["materialize", "--online", "--json", "--as-of", crate::support::FIXED_AS_OF, "--service", "pii_features"]);
+    moto.json(
+        &env,
+        &["materialize", "--online", "--json", "--as-of", crate::support::FIXED_AS_OF, "--service", "pii_features"],
+    );
     let before = {
         let now = env.redis.current("pii_features").unwrap();
         assert_ne!(now, before);
@@ -217,7 +229,10 @@ fn wrong_credentials_and_a_missing_bucket_are_one_sentence_and_nothing_flips() {
     let out = moto.daeda(&env, &moto.secret, &["materialize", "--online", "--service", "pii_features"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no-such-bucket-here") && stderr.contains("the object or its bucket does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("no-such-bucket-here") && stderr.contains("the object or its bucket does not exist"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert_eq!(env.redis.current("pii_features").as_deref(), Some(before.as_str()));
 }
@@ -244,12 +259,27 @@ fn a_ducklake_whose_data_path_is_on_s3_materializes_like_the_local_lake() {
     let local = rows(&env, "item_features", &env.redis.current("item_features").unwrap());
     assert!(!local.is_empty());
 
-    env.edit("item_features", "data_path: ../data/item_features/files", &format!("data_path: s3://{BUCKET}/lake/item_features/"));
+    env.edit(
+        "item_features",
+        "data_path: ../data/item_features/files",
+        &format!("data_path: s3://{BUCKET}/lake/item_features/"),
+    );
     // The store's address from daeda.toml's [s3] this time, credentials from the environment.
     let toml = env.dir.path().join("daeda.toml");
-    std::fs::write(&toml, format!("[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nurl_style = \"path\"\n", moto.endpoint)).unwrap();
+    std::fs::write(
+        &toml,
+        format!("[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nurl_style = \"path\"\n", moto.endpoint),
+    )
+    .unwrap();
     let materialize = || {
-        let mut c = env.command(&["materialize", "--online", "--as-of", crate::support::FIXED_AS_OF, "--service", "item_features"]);
+        let mut c = env.command(&[
+            "materialize",
+            "--online",
+            "--as-of",
+            crate::support::FIXED_AS_OF,
+            "--service",
+            "item_features",
+        ]);
         c.env("AWS_ACCESS_KEY_ID", &moto.key_id)
             .env("AWS_SECRET_ACCESS_KEY", &moto.secret)
             .env_remove("AWS_ENDPOINT_URL")
@@ -282,9 +312,17 @@ async fn the_sql_plane_serves_local_services_beside_one_on_s3() {
     let gw = http::start_with_sql(&env, http::config(&env), true).await;
     let token = bearer(&mint(&["*"], &[daeda_gateway::Plane::Sql]));
     let body = |sql: &str| serde_json::json!({ "sql": sql }).to_string();
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &body("SELECT count(*) AS n FROM item_features")).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/sql",
+        &[("authorization", &token)],
+        &body("SELECT count(*) AS n FROM item_features"),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &body("SELECT count(*) FROM user_features")).await;
+    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &body("SELECT count(*) FROM user_features"))
+        .await;
     assert_ne!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     gw.stop().await;
 }

@@ -117,7 +117,8 @@ fn two_concurrent_runs_of_a_service_one_writes_it_and_the_other_exits_1_without_
     let entities = run["entities"].as_u64().unwrap();
     assert_eq!(env.redis.count(&format!("daeda:row:user_features:{generation}:*")) as u64, entities);
     assert_eq!(env.redis.count("daeda:row:user_features:*") as u64, entities, "no rows outside the live generation");
-    let gens: Vec<String> = redis::cmd("SMEMBERS").arg("daeda:{svc:user_features}:gens").query(&mut env.redis.conn()).unwrap();
+    let gens: Vec<String> =
+        redis::cmd("SMEMBERS").arg("daeda:{svc:user_features}:gens").query(&mut env.redis.conn()).unwrap();
     assert_eq!(gens, [generation]);
     let pttl: i64 = redis::cmd("PTTL").arg(LEASE).query(&mut env.redis.conn()).unwrap();
     assert_eq!(pttl, -2, "the lease is released");
@@ -129,8 +130,12 @@ fn two_concurrent_runs_of_a_service_one_writes_it_and_the_other_exits_1_without_
     let runs = env.json(&["runs", "list", "--json"]);
     let record = |id: &str| runs.as_array().unwrap().iter().find(|r| r["run_id"] == id).cloned();
     assert_eq!(record(&holder).unwrap()["status"], "succeeded");
-    let refused: Vec<&Value> =
-        runs.as_array().unwrap().iter().filter(|r| r["service"] == "user_features" && r["status"] == "failed").collect();
+    let refused: Vec<&Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["service"] == "user_features" && r["status"] == "failed")
+        .collect();
     assert_eq!(refused.len(), 2, "{runs}");
     for r in refused {
         assert!(r["error"].as_str().unwrap().contains("is materializing `user_features`"), "{r}");
@@ -185,7 +190,9 @@ fn the_cron_line_runs_as_cron_runs_it_silent_on_success_and_mailing_the_summary_
     for line in crontab.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let first = line.split_whitespace().next().unwrap();
         match first.split_once('=') {
-            Some((k, v)) if k.chars().all(|c| c.is_ascii_uppercase() || c == '_') => vars.push((k.to_string(), v.to_string())),
+            Some((k, v)) if k.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+                vars.push((k.to_string(), v.to_string()))
+            }
             _ => jobs.push(line.to_string()),
         }
     }
@@ -197,22 +204,30 @@ fn the_cron_line_runs_as_cron_runs_it_silent_on_success_and_mailing_the_summary_
     let command = fields[5].trim();
     // cron turns an unescaped % into a newline.
     assert!(!command.contains('%'), "{command}");
-    assert!(vars.iter().any(|(k, _)| k == "SHELL") && vars.iter().any(|(k, v)| k == "PATH" && v.contains(bin.to_str().unwrap())));
+    assert!(
+        vars.iter().any(|(k, _)| k == "SHELL")
+            && vars.iter().any(|(k, v)| k == "PATH" && v.contains(bin.to_str().unwrap()))
+    );
 
     let out = run_shell(&env, &vars, Path::new("/"), command);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "a run that succeeds mails nothing: {out:?}");
-    let summary: Value = serde_json::from_slice(&std::fs::read(env.dir.path().join("materialize.json")).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(env.dir.path().join("materialize.json")).unwrap()).unwrap();
     assert_eq!(summary["runs"].as_array().unwrap().len(), 3, "{summary}");
     assert_eq!(summary["skipped_not_allowed"], serde_json::json!(["pii_features"]));
     assert!(env.dir.path().join(".daeda/metadata.sqlite").is_file(), "the run root is the deployment's");
 
     // Overlapping a run that holds user_features: exit 1, and cron mails the summary.
-    let _: () = redis::cmd("SET").arg(LEASE).arg("other-run").arg("PX").arg(60_000).query(&mut env.redis.conn()).unwrap();
+    let _: () =
+        redis::cmd("SET").arg(LEASE).arg("other-run").arg("PX").arg(60_000).query(&mut env.redis.conn()).unwrap();
     let out = run_shell(&env, &vars, Path::new("/"), command);
     assert_eq!(out.status.code(), Some(0), "`|| cat` succeeds: cron mails on output, not on status");
     let mailed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(mailed["failed"][0]["error"].as_str().unwrap().contains("another run (other-run) is materializing"), "{mailed}");
+    assert!(
+        mailed["failed"][0]["error"].as_str().unwrap().contains("another run (other-run) is materializing"),
+        "{mailed}"
+    );
     assert_eq!(mailed["runs"].as_array().unwrap().len(), 2, "{mailed}");
 }
 
@@ -267,7 +282,10 @@ fn the_systemd_units_verify_and_the_service_runs_its_exec_start_as_systemd_would
     assert_eq!(get("Type").as_deref(), Some("oneshot"));
     let cwd = PathBuf::from(get("WorkingDirectory").unwrap());
     let exec = get("ExecStart").unwrap();
-    assert!(!exec.contains(['"', '\'', '$', '%', '\\']), "plain words only, so splitting on spaces is systemd's splitting: {exec}");
+    assert!(
+        !exec.contains(['"', '\'', '$', '%', '\\']),
+        "plain words only, so splitting on spaces is systemd's splitting: {exec}"
+    );
     let argv: Vec<&str> = exec.split_whitespace().collect();
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..]).current_dir(&cwd).env_clear().env("HOME", env.dir.path()).stdin(Stdio::null());
@@ -279,6 +297,9 @@ fn the_systemd_units_verify_and_the_service_runs_its_exec_start_as_systemd_would
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["runs"].as_array().unwrap().len(), 3, "{summary}");
-    assert!(summary["runs"].as_array().unwrap().iter().any(|r| r["source_snapshot"]["kind"] == "ducklake"), "the DuckLake source read");
+    assert!(
+        summary["runs"].as_array().unwrap().iter().any(|r| r["source_snapshot"]["kind"] == "ducklake"),
+        "the DuckLake source read"
+    );
     assert!(cwd.join(".daeda/metadata.sqlite").is_file());
 }

@@ -11,7 +11,8 @@ fn check(env: &TestEnv, service: &str, extra: &[&str]) -> (i32, Json) {
     let mut args = vec!["skew", "check", "--service", service, "--json"];
     args.extend_from_slice(extra);
     let out = env.daeda(&args);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let json =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap(), json)
 }
 
@@ -61,7 +62,8 @@ fn each_kind_of_skew_fails_the_gate_naming_column_and_entity() {
     env.edit("user_features", r#"type: "FLOAT[64]""#, r#"type: "FLOAT[]""#);
     env.materialize(&["--service", "user_features"]);
     let s = schema(&env);
-    let (ctr, country, emb, clicks) = (col(&s, "ctr_7d"), col(&s, "country"), col(&s, "embedding"), col(&s, "clicks_7d"));
+    let (ctr, country, emb, clicks) =
+        (col(&s, "ctr_7d"), col(&s, "country"), col(&s, "embedding"), col(&s, "clicks_7d"));
 
     // A float beyond the tolerance; within it, it passes.
     tamper(&env, "7", |r| {
@@ -99,7 +101,12 @@ fn each_kind_of_skew_fails_the_gate_naming_column_and_entity() {
     let (code, report) = check(&env, "user_features", &["--all"]);
     assert_eq!(code, 1, "{report}");
     let entities = |column: &str| -> Vec<String> {
-        report["columns"][column]["examples"].as_array().unwrap().iter().map(|e| e["entity"].as_str().unwrap().to_string()).collect()
+        report["columns"][column]["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["entity"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(entities("country"), ["8".to_string(), null_country.to_string()]);
     assert_eq!(report["columns"]["country"]["examples"][1]["offline"], Json::Null);
@@ -116,7 +123,10 @@ fn each_kind_of_skew_fails_the_gate_naming_column_and_entity() {
     // The human report names them too, and a lenient gate passes.
     let out = env.daeda(&["skew", "check", "--service", "user_features", "--all"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("country: 2 mismatches") && text.contains("entity 8: offline") && text.contains("=> SKEW"), "{text}");
+    assert!(
+        text.contains("country: 2 mismatches") && text.contains("entity 8: offline") && text.contains("=> SKEW"),
+        "{text}"
+    );
     let (code, _) = check(&env, "user_features", &["--all", "--max-mismatch-rate", "0.05"]);
     assert_eq!(code, 0);
     let runs = env.json(&["runs", "list", "--json"]);
@@ -165,7 +175,15 @@ fn the_check_reads_the_snapshot_the_generation_read() {
     // to get wrong: a rematerialized generation reads snapshot 3.
     let out = env.materialize(&["--service", "item_features"]);
     assert_eq!(out["runs"][0]["source_snapshot"]["snapshot_id"], 3, "{out}");
-    let body = env.json(&["online", "get", "--service", "item_features", "--entities", r#"{"item_id": [1]}"#, "--include-stale"]);
+    let body = env.json(&[
+        "online",
+        "get",
+        "--service",
+        "item_features",
+        "--entities",
+        r#"{"item_id": [1]}"#,
+        "--include-stale",
+    ]);
     assert_eq!(body["event_ts"][0], "2026-06-28T01:00:00.000000Z", "{body}");
     let (code, report) = check(&env, "item_features", &["--all"]);
     assert_eq!(code, 0, "{report}");

@@ -49,7 +49,10 @@ async fn approved_queries_run_and_denied_ones_say_why() {
     // Scope: the same join with a token for user_features only.
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &users_only)], &sql_body(q)).await;
     assert_eq!((r.status.as_u16(), r.code()), (403, "policy_denied".into()));
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("user_item_reranker is not an approved service granted"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("user_item_reranker is not an approved service granted"));
     // serving_allowed: never readable, not even with "*".
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body("SELECT * FROM pii_features")).await;
     assert_eq!((r.status.as_u16(), r.code()), (403, "policy_denied".into()));
@@ -69,11 +72,22 @@ async fn approved_queries_run_and_denied_ones_say_why() {
     ] {
         let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body(sql)).await;
         assert_eq!(r.status, 403, "{sql}");
-        assert!(r.json()["error"]["message"].as_str().unwrap().contains(reason), "{sql}: {}", String::from_utf8_lossy(&r.body));
+        assert!(
+            r.json()["error"]["message"].as_str().unwrap().contains(reason),
+            "{sql}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
 
     // Passed the policy, refused by DuckDB: 400 with DuckDB's message.
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body("SELECT no_such_column FROM user_features")).await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/sql",
+        &[("authorization", &all)],
+        &sql_body("SELECT no_such_column FROM user_features"),
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("no_such_column"));
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], "{\"query\": \"SELECT 1\"}").await;
@@ -103,11 +117,14 @@ async fn row_limits_and_timeouts_hold() {
     cfg.sql_timeout = Duration::from_millis(300);
     let gw = http::start_with_sql(&env, cfg, true).await;
     let all = bearer(&mint(&["*"], &[Plane::Sql]));
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body("SELECT user_id FROM user_features")).await;
+    let r =
+        send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body("SELECT user_id FROM user_features"))
+            .await;
     assert_eq!(r.json()["row_count"], 50);
     assert_eq!(r.json()["truncated"], true);
     let t = std::time::Instant::now();
-    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let slow =
+        "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body(slow)).await;
     assert_eq!((r.status.as_u16(), r.code()), (504, "timeout".into()), "{}", String::from_utf8_lossy(&r.body));
     // Uninterrupted, the triple self-join would run for many minutes.
@@ -122,8 +139,14 @@ async fn row_limits_and_timeouts_hold() {
     let big = "SELECT user_id, embedding FROM user_features LIMIT 500";
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all)], &sql_body(big)).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "result_too_large".into()), "{}", String::from_utf8_lossy(&r.body));
-    let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &all), ("accept", "application/vnd.apache.arrow.stream")], &sql_body(big))
-        .await;
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/sql",
+        &[("authorization", &all), ("accept", "application/vnd.apache.arrow.stream")],
+        &sql_body(big),
+    )
+    .await;
     assert_eq!(r.status, 200, "the same rows fit as Arrow");
     assert!(r.body.len() <= 200_000);
     // The interrupted query freed the session: the next one runs.
@@ -135,7 +158,10 @@ async fn row_limits_and_timeouts_hold() {
 /// The session as the worker builds it, confined as the worker confines
 /// itself, on a thread of its own (Landlock binds the thread that asks and
 /// the threads it starts later, DuckDB's included).
-fn with_confined_session<T: Send + 'static>(env: &TestEnv, f: impl FnOnce(&daeda_sql_plane::Session) -> T + Send + 'static) -> T {
+fn with_confined_session<T: Send + 'static>(
+    env: &TestEnv,
+    f: impl FnOnce(&daeda_sql_plane::Session) -> T + Send + 'static,
+) -> T {
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
     let private = env.dir.path().join("private");
     std::fs::create_dir_all(&private).unwrap();
@@ -198,9 +224,13 @@ fn the_session_refuses_writes_and_settings_with_every_other_wall_off() {
             format!("SELECT * FROM read_parquet('{}')", p(&data.join("pii_features/*.parquet"))),
             "SELECT * FROM pii_features".to_string(),
         ];
-        let refused: Vec<(String, bool)> = hostile.iter().map(|h| (h.clone(), conn.execute_batch(h).is_err())).collect();
+        let refused: Vec<(String, bool)> =
+            hostile.iter().map(|h| (h.clone(), conn.execute_batch(h).is_err())).collect();
         // Per-connection state dies with the connection.
-        conn.execute_batch("CREATE TEMP MACRO lower(x) AS 'pwned'; CREATE TEMP VIEW user_features AS SELECT 1 AS user_id").unwrap();
+        conn.execute_batch(
+            "CREATE TEMP MACRO lower(x) AS 'pwned'; CREATE TEMP VIEW user_features AS SELECT 1 AS user_id",
+        )
+        .unwrap();
         drop(conn);
         let fresh = session.query_connection().unwrap();
         let lower: String = fresh.query_row("SELECT lower('A')", [], |r| r.get(0)).unwrap();
@@ -260,7 +290,11 @@ fn exactly_one_select_runs_and_deadlines_hold_with_the_policy_off() {
         let slow_took = started.elapsed();
         let never = run("SELECT 1", 0);
         let big = session.execute(
-            &daeda_sql_wire::Query { max_bytes: 10_000, max_rows: 1_000_000, ..query("SELECT * FROM user_features", 2000) },
+            &daeda_sql_wire::Query {
+                max_bytes: 10_000,
+                max_rows: 1_000_000,
+                ..query("SELECT * FROM user_features", 2000)
+            },
             &cancel,
             std::time::Instant::now(),
         );
@@ -322,7 +356,11 @@ async fn sighup_rebuilds_the_sql_workers_views() {
             break r;
         }
         assert!([403, 503].contains(&r.status.as_u16()), "{} {}", r.status, String::from_utf8_lossy(&r.body));
-        assert!(std::time::Instant::now() < deadline, "pii_features not queryable 30 s after SIGHUP: {}", String::from_utf8_lossy(&r.body));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pii_features not queryable 30 s after SIGHUP: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(answered.json()["columns"]["n"][0], 10, "{}", answered.json());
@@ -333,7 +371,10 @@ async fn sighup_rebuilds_the_sql_workers_views() {
     crate::support::signal(&child, "-HUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while worker_pid(&env.catalog()).is_none_or(|p| p == second) {
-        assert!(std::time::Instant::now() < deadline, "the worker with pii_features' view still runs 30 s after SIGHUP");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker with pii_features' view still runs 30 s after SIGHUP"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(query().await.status, 403);
@@ -346,7 +387,14 @@ fn signal(pid: i32, sig: &str) {
 }
 
 async fn lookup_ok(addr: std::net::SocketAddr, token: &str) -> bool {
-    let r = send(addr, "POST", "/v1/features/user_features", &[("authorization", token)], r#"{"entities": {"user_id": [1, 2]}}"#).await;
+    let r = send(
+        addr,
+        "POST",
+        "/v1/features/user_features",
+        &[("authorization", token)],
+        r#"{"entities": {"user_id": [1, 2]}}"#,
+    )
+    .await;
     r.status == 200
 }
 
@@ -363,8 +411,14 @@ async fn hostile_sql_from_outside_is_refused_and_harms_nothing() {
     let user = bearer(&mint(&["user_features"], &[Plane::Sql, Plane::Online]));
     let all = bearer(&mint(&["*"], &[Plane::Sql]));
     let count = |who: String, table: &'static str| async move {
-        let r =
-            send(gw.addr, "POST", "/v1/sql", &[("authorization", &who)], &sql_body(&format!("SELECT count(*) AS n FROM {table}"))).await;
+        let r = send(
+            gw.addr,
+            "POST",
+            "/v1/sql",
+            &[("authorization", &who)],
+            &sql_body(&format!("SELECT count(*) AS n FROM {table}")),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json()["columns"]["n"][0].as_i64().unwrap()
     };
@@ -421,7 +475,13 @@ async fn hostile_sql_from_outside_is_refused_and_harms_nothing() {
     // parser), and nothing falls over.
     for sql in deep(4_000) {
         let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &user)], &sql_body(&sql)).await;
-        assert!(matches!(r.status.as_u16(), 200 | 400 | 403 | 504), "{}: {} {}", &sql[..60], r.status, String::from_utf8_lossy(&r.body));
+        assert!(
+            matches!(r.status.as_u16(), 200 | 400 | 403 | 504),
+            "{}: {} {}",
+            &sql[..60],
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(lookup_ok(gw.addr, &user).await);
     }
     // Read differently by the two parsers, but what runs is the printed text,
@@ -465,12 +525,14 @@ async fn the_online_plane_outlives_the_sql_worker() {
     let gw = http::start_with_sql(&env, cfg, true).await;
     let token = bearer(&mint(&["*"], &[Plane::Sql, Plane::Online]));
     let other = bearer(&http::mint_for("someone-else", &["*"], &[Plane::Sql]));
-    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let slow =
+        "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
     for (sig, status, code) in [("-KILL", 503, "sql_unavailable"), ("-STOP", 504, "timeout")] {
         let pid = worker_pid(&env.catalog()).expect("a running sql-worker");
         let addr = gw.addr;
         let t = token.clone();
-        let query = tokio::spawn(async move { send(addr, "POST", "/v1/sql", &[("authorization", &t)], &sql_body(slow)).await });
+        let query =
+            tokio::spawn(async move { send(addr, "POST", "/v1/sql", &[("authorization", &t)], &sql_body(slow)).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         signal(pid, sig);
         for _ in 0..20 {
@@ -478,7 +540,12 @@ async fn the_online_plane_outlives_the_sql_worker() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let r = query.await.unwrap();
-        assert_eq!((r.status.as_u16(), r.code()), (status, code.to_string()), "{sig}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (status, code.to_string()),
+            "{sig}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         // A fresh worker takes over (for another client: a token whose query
         // had to be killed with its worker cools down first).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -487,7 +554,11 @@ async fn the_online_plane_outlives_the_sql_worker() {
             if r.status == 200 {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "SQL did not recover after {sig}: {}", String::from_utf8_lossy(&r.body));
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SQL did not recover after {sig}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_ne!(worker_pid(&env.catalog()), Some(pid));
@@ -581,7 +652,8 @@ fn approved_means_duckdb_reads_only_what_was_granted() {
                 checked += 1;
                 let Ok(a) = daeda_policy::check(&sql, &grants) else { continue };
                 approved += usize::from(i >= corpus_len);
-                let json: String = conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [&a.sql], |r| r.get(0)).unwrap();
+                let json: String =
+                    conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [&a.sql], |r| r.get(0)).unwrap();
                 let parse: serde_json::Value = serde_json::from_str(&json).unwrap();
                 // DuckDB failing to parse what sqlparser accepted is a
                 // disagreement that wall 2 denies; nothing runs. A leak would
@@ -600,7 +672,12 @@ fn approved_means_duckdb_reads_only_what_was_granted() {
         .unwrap();
     let (failures, approved, checked) = failures;
     assert!(approved >= 300, "only {approved} of {checked} mutations approved: the property would be vacuous");
-    assert!(failures.is_empty(), "{} approved queries DuckDB reads differently:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} approved queries DuckDB reads differently:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Soak: hostile SQL (denied, timing out, killing its worker) and online
@@ -645,7 +722,8 @@ async fn soak_hostile_sql_beside_online_lookups() {
     let (idle, failed) = lookups(addr, &token, Duration::from_secs(3)).await;
     assert!(failed.is_empty(), "{failed:?}");
     let hostile = [
-        "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d".to_string(),
+        "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d"
+            .to_string(),
         "SELECT list_sort(list(a.ctr_7d)) AS x FROM user_features a, user_features b".to_string(),
         r"SELECT '\'' AS x, count(*) AS n FROM item_features --'".to_string(),
         "SELECT 1; DROP VIEW main.item_features".to_string(),
@@ -671,12 +749,15 @@ async fn soak_hostile_sql_beside_online_lookups() {
             let (mut i, mut identity) = (a, 0);
             let mut token = token;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = send(addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body(&hostile[i % hostile.len()])).await;
+                let r =
+                    send(addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body(&hostile[i % hostile.len()]))
+                        .await;
                 *statuses.entry(r.status.as_u16()).or_default() += 1;
                 if r.status == 429 {
                     // Cooled down: a many-user attack goes on under another name.
                     identity += 1;
-                    token = bearer(&http::mint_for(&format!("attacker-{a}-{identity}"), &["user_features"], &[Plane::Sql]));
+                    token =
+                        bearer(&http::mint_for(&format!("attacker-{a}-{identity}"), &["user_features"], &[Plane::Sql]));
                 }
                 i += 1;
             }
@@ -722,9 +803,11 @@ async fn a_hung_up_query_keeps_its_slot_until_it_ends() {
     cfg.sql_timeout = Duration::from_millis(1500);
     let gw = http::start_with_sql(&env, cfg, true).await;
     let token = bearer(&mint(&["*"], &[Plane::Sql]));
-    let slow = "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
+    let slow =
+        "SELECT count(*) FROM user_features a, user_features b, user_features c WHERE a.ctr_7d + b.ctr_7d > c.ctr_7d";
     let (addr, t) = (gw.addr, token.clone());
-    let hung_up = tokio::spawn(async move { send(addr, "POST", "/v1/sql", &[("authorization", &t)], &sql_body(slow)).await });
+    let hung_up =
+        tokio::spawn(async move { send(addr, "POST", "/v1/sql", &[("authorization", &t)], &sql_body(slow)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     hung_up.abort(); // the client goes away mid-query
     let started = std::time::Instant::now();

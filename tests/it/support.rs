@@ -211,7 +211,8 @@ impl Redis {
         let mut c = self.client().get_connection_with_timeout(Duration::from_secs(1)).map_err(|e| e.to_string())?;
         c.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
         let info: String = redis::cmd("INFO").arg("server").query(&mut c).map_err(|e| e.to_string())?;
-        let answering = info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse::<u32>().ok());
+        let answering =
+            info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse::<u32>().ok());
         if answering != Some(pid) {
             return Ok(false);
         }
@@ -280,8 +281,15 @@ impl Redis {
 
     pub fn count(&self, pattern: &str) -> usize {
         let mut c = self.conn();
-        let iter: redis::Iter<String> =
-            redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(pattern).arg("COUNT").arg(5000).clone().iter(&mut c).unwrap();
+        let iter: redis::Iter<String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(5000)
+            .clone()
+            .iter(&mut c)
+            .unwrap();
         iter.count()
     }
 
@@ -290,7 +298,11 @@ impl Redis {
     }
 
     pub fn meta(&self, service: &str, generation: &str, field: &str) -> Option<String> {
-        redis::cmd("HGET").arg(format!("daeda:{{svc:{service}}}:gen:{generation}")).arg(field).query(&mut self.conn()).unwrap()
+        redis::cmd("HGET")
+            .arg(format!("daeda:{{svc:{service}}}:gen:{generation}"))
+            .arg(field)
+            .query(&mut self.conn())
+            .unwrap()
     }
 }
 
@@ -409,7 +421,8 @@ impl TestEnv {
     /// Runs daeda expecting `code`; returns stdout, and stderr.
     pub fn expect(&self, code: i32, args: &[&str]) -> (String, String) {
         let out = self.daeda(args);
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
         assert_eq!(out.status.code(), Some(code), "daeda {args:?}\nstdout: {stdout}\nstderr: {stderr}");
         (stdout, stderr)
     }
@@ -506,11 +519,19 @@ impl Cluster {
             .spawn()
             .unwrap();
         let out = output_timeout(child, Duration::from_secs(60), "redis-cli --cluster create");
-        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         for n in &nodes {
             poll(Duration::from_secs(30), "the cluster did not become ok", || {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut n.conn()).unwrap();
-                let known: usize = info.lines().find_map(|l| l.strip_prefix("cluster_known_nodes:")).and_then(|v| v.trim().parse().ok())?;
+                let known: usize = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cluster_known_nodes:"))
+                    .and_then(|v| v.trim().parse().ok())?;
                 (info.contains("cluster_state:ok") && known == nodes.len()).then_some(())
             });
         }
@@ -525,7 +546,8 @@ impl Cluster {
             // topology from any of them).
             for n in &nodes {
                 poll(Duration::from_secs(30), "CLUSTER SLOTS does not list the replicas", || {
-                    let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut n.conn()).unwrap();
+                    let ranges: Vec<Vec<redis::Value>> =
+                        redis::cmd("CLUSTER").arg("SLOTS").query(&mut n.conn()).unwrap();
                     ranges.iter().all(|r| r.len() >= 3 + replicas).then_some(())
                 });
             }

@@ -27,7 +27,8 @@ pub struct SqlOutput {
 
 impl SqlOutput {
     pub fn from_ipc(ipc: &[u8], truncated: bool) -> Result<SqlOutput, String> {
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).map_err(|e| e.to_string())?;
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).map_err(|e| e.to_string())?;
         let schema = reader.schema();
         let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
         Ok(SqlOutput { schema, batches, truncated })
@@ -129,7 +130,9 @@ fn value(body: &mut String, col: &ArrayRef, row: usize) -> Result<(), String> {
             float(body, v, v.is_finite())
         }
         DataType::Utf8 => body.push_str(&serde_json::to_string(col.as_string::<i32>().value(row)).expect("string")),
-        DataType::LargeUtf8 => body.push_str(&serde_json::to_string(col.as_string::<i64>().value(row)).expect("string")),
+        DataType::LargeUtf8 => {
+            body.push_str(&serde_json::to_string(col.as_string::<i64>().value(row)).expect("string"))
+        }
         DataType::Timestamp(unit, _) => {
             let v = match unit {
                 TimeUnit::Second => col.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000),
@@ -147,7 +150,10 @@ fn value(body: &mut String, col: &ArrayRef, row: usize) -> Result<(), String> {
             None => body.push_str("null"),
         },
         DataType::Decimal128(_, scale) => {
-            let text = daeda_online::lookup::decimal_text(col.as_primitive::<Decimal128Type>().value(row), (*scale).max(0) as u8);
+            let text = daeda_online::lookup::decimal_text(
+                col.as_primitive::<Decimal128Type>().value(row),
+                (*scale).max(0) as u8,
+            );
             body.push_str(&serde_json::to_string(&text).expect("string"));
         }
         DataType::List(_) => list(body, &col.as_list::<i32>().value(row))?,

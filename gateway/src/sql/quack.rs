@@ -127,7 +127,12 @@ async fn supervise(state: Weak<State>, cmd: WorkerCommand, listen: std::net::Soc
 }
 
 /// One Quack worker's life; returns whether it came up, and why it ended.
-async fn run_one(state: &Weak<State>, cmd: &WorkerCommand, listen: std::net::SocketAddr, gate: &QuackGate) -> (bool, String) {
+async fn run_one(
+    state: &Weak<State>,
+    cmd: &WorkerCommand,
+    listen: std::net::SocketAddr,
+    gate: &QuackGate,
+) -> (bool, String) {
     let dir = match super::worker::private_dir() {
         Ok(d) => d,
         Err(e) => return (false, e),
@@ -224,7 +229,10 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             }
             let mut sessions = gate.sessions.lock().expect("session lock");
             if sessions.len() >= MAX_SESSIONS {
-                return refuse(503, format!("daeda: the Quack endpoint holds {MAX_SESSIONS} open connections; retry later"));
+                return refuse(
+                    503,
+                    format!("daeda: the Quack endpoint holds {MAX_SESSIONS} open connections; retry later"),
+                );
             }
             if sessions.iter().filter(|(_, (_, sub, _))| *sub == who.sub).count() >= MAX_SESSIONS_PER_SUB {
                 return refuse(
@@ -278,7 +286,10 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
                 Err(e) => return refuse(401, format!("daeda: {e}")),
             };
             if let Some(left) = cooling(plane, &who.sub) {
-                return refuse(429, format!("daeda: a query of this token had to be stopped; retry in {} s", left.as_secs().max(1)));
+                return refuse(
+                    429,
+                    format!("daeda: a query of this token had to be stopped; retry in {} s", left.as_secs().max(1)),
+                );
             }
             let granted: Vec<String> = state
                 .catalog()

@@ -219,7 +219,8 @@ async fn serve_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<Ended, End
         }
     };
     let _ = std::fs::remove_dir_all(&dir); // the socket is connected; nobody else may join
-    let (stream, _) = accepted.map_err(|_| "it did not connect within 120 s".to_string())?.map_err(|e| e.to_string())?;
+    let (stream, _) =
+        accepted.map_err(|_| "it did not connect within 120 s".to_string())?.map_err(|e| e.to_string())?;
     let (mut reader, writer) = stream.into_split();
     let (kill, mut kill_rx) = mpsc::channel(1);
     let conn = Arc::new(Conn { writer: tokio::sync::Mutex::new(writer), pending: Mutex::new(HashMap::new()), kill });
@@ -275,8 +276,13 @@ async fn serve_one(w: &Arc<SqlWorker>, cmd: &WorkerCommand) -> Result<Ended, End
 pub(crate) fn private_dir() -> Result<PathBuf, String> {
     use std::os::unix::fs::DirBuilderExt;
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!("daeda-gw-{}-{}-{nanos}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "daeda-gw-{}-{}-{nanos}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     Ok(dir)
 }

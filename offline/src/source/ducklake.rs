@@ -9,7 +9,13 @@ use super::Opened;
 use crate::sql::{attach_ducklake, qualified};
 use crate::OfflineError;
 
-pub fn open(conn: &Connection, catalog: &Path, data_path: &Path, table: &str, pinned: Option<u64>) -> Result<Opened, OfflineError> {
+pub fn open(
+    conn: &Connection,
+    catalog: &Path,
+    data_path: &Path,
+    table: &str,
+    pinned: Option<u64>,
+) -> Result<Opened, OfflineError> {
     if !catalog.is_file() {
         return Err(OfflineError::NoLakeCatalog(catalog.to_path_buf()));
     }

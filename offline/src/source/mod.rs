@@ -26,7 +26,9 @@ pub fn open(conn: &Connection, source: &Source) -> Result<Opened, OfflineError> 
     match source {
         Source::Parquet { path } => parquet::open(conn, path),
         Source::DuckDb { database, table } => duckdb_file::open(conn, database, table),
-        Source::DuckLake { catalog, data_path, table, snapshot } => ducklake::open(conn, catalog, data_path, table, *snapshot),
+        Source::DuckLake { catalog, data_path, table, snapshot } => {
+            ducklake::open(conn, catalog, data_path, table, *snapshot)
+        }
     }
 }
 
@@ -35,7 +37,11 @@ pub fn open(conn: &Connection, source: &Source) -> Result<Opened, OfflineError> 
 /// DuckDB file cannot be read as of a past state; if it changed since, the
 /// returned warnings say so, as they do for Parquet files whose size or mtime
 /// changed.
-pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) -> Result<(Opened, Vec<String>), OfflineError> {
+pub fn reopen(
+    conn: &Connection,
+    source: &Source,
+    recorded: &serde_json::Value,
+) -> Result<(Opened, Vec<String>), OfflineError> {
     let mut warnings = Vec::new();
     let stamp_changed = |stamp: &serde_json::Value, warnings: &mut Vec<String>| -> Result<(), OfflineError> {
         let path = stamp["path"].as_str().unwrap_or_default();
@@ -92,6 +98,9 @@ pub fn reopen(conn: &Connection, source: &Source, recorded: &serde_json::Value) 
 /// Size and modification time of a file, for snapshots.
 pub(crate) fn file_stamp(path: &std::path::Path) -> Result<serde_json::Value, OfflineError> {
     let md = std::fs::metadata(path).map_err(|source| OfflineError::Stat { path: path.to_path_buf(), source })?;
-    let mtime = md.modified().ok().map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    let mtime = md
+        .modified()
+        .ok()
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     Ok(serde_json::json!({"path": path.display().to_string(), "size": md.len(), "mtime": mtime}))
 }

@@ -26,7 +26,10 @@ pub fn open(conn: &Connection, glob: &str) -> Result<Opened, OfflineError> {
     } else {
         files.iter().map(|f| file_stamp(std::path::Path::new(f))).collect::<Result<Vec<_>, _>>()?
     };
-    Ok(Opened { relation: relation(&files), snapshot: serde_json::json!({"kind": "parquet", "glob": glob, "files": stamps}) })
+    Ok(Opened {
+        relation: relation(&files),
+        snapshot: serde_json::json!({"kind": "parquet", "glob": glob, "files": stamps}),
+    })
 }
 
 /// Reads exactly `files` (the snapshot's list), even if the glob matches more by now.
@@ -41,8 +44,9 @@ pub(super) fn relation(files: &[String]) -> String {
 pub(super) fn object_stamps(conn: &Connection, files: &[String]) -> Result<Vec<serde_json::Value>, OfflineError> {
     let list = files.iter().map(|f| literal(f)).collect::<Vec<_>>().join(", ");
     let rows: Vec<(String, i64, Option<i64>)> = (|| {
-        let mut stmt =
-            conn.prepare(&format!("SELECT filename, size, epoch_us(last_modified) FROM read_blob([{list}]) ORDER BY filename"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT filename, size, epoch_us(last_modified) FROM read_blob([{list}]) ORDER BY filename"
+        ))?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>();
         rows
     })()

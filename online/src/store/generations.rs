@@ -65,7 +65,8 @@ impl OnlineStore {
         if self.cluster {
             // Each service's keys live in its own slot: one pipeline each.
             for pair in &pairs {
-                let v: Vec<Option<String>> = pipe_for(std::slice::from_ref(pair)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+                let v: Vec<Option<String>> =
+                    pipe_for(std::slice::from_ref(pair)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
                 flat.extend(v);
             }
         } else {
@@ -74,7 +75,11 @@ impl OnlineStore {
         Ok(flat.chunks(2).zip(known).map(|(v, k)| (v[0].clone(), k.as_ref().and(v[1].clone()))).collect())
     }
 
-    pub async fn generation_meta(&self, service: &str, generation: &str) -> Result<Option<GenerationMeta>, OnlineError> {
+    pub async fn generation_meta(
+        &self,
+        service: &str,
+        generation: &str,
+    ) -> Result<Option<GenerationMeta>, OnlineError> {
         let mut c = self.conn().await?;
         let key = self.keys.generation_meta(service, generation);
         let m: HashMap<String, String> = c.hgetall(&key).await.map_err(|e| self.err(e))?;
@@ -114,7 +119,8 @@ impl OnlineStore {
     pub async fn services_online(&self) -> Result<Vec<String>, OnlineError> {
         let mut c = self.conn().await?;
         let found: Vec<String> = self.scan_all(&mut c, &self.keys.all_generation_sets()).await?;
-        let mut names: Vec<String> = found.iter().filter_map(|k| self.keys.service_of_generation_set(k)).map(str::to_string).collect();
+        let mut names: Vec<String> =
+            found.iter().filter_map(|k| self.keys.service_of_generation_set(k)).map(str::to_string).collect();
         names.sort();
         names.dedup();
         Ok(names)
@@ -133,7 +139,9 @@ impl OnlineStore {
         let s = &meta.service;
         if !self.cluster {
             let (acked, connected) =
-                crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait).await.map_err(|e| self.err(e))?;
+                crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait)
+                    .await
+                    .map_err(|e| self.err(e))?;
             if acked < connected {
                 return Err(OnlineError::unavailable(
                     &self.display_url,

@@ -17,7 +17,9 @@ impl MemoryInfo {
     /// that is not `noeviction`, the one worth a warning; a node without a
     /// limit makes the whole unlimited (see [`OnlineStore::memory`]).
     fn add(&mut self, info: &str, unlimited: &mut bool) {
-        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim);
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+        };
         self.used += field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
         let max: u64 = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
         *unlimited |= max == 0;

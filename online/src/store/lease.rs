@@ -48,7 +48,12 @@ impl OnlineStore {
     /// Removes the lease if `run_id` holds it.
     pub async fn release_lease(&self, service: &str, run_id: &str) -> Result<(), OnlineError> {
         let mut c = self.conn().await?;
-        let _: i64 = RELEASE_LEASE.key(self.keys.lease(service)).arg(run_id).invoke_async(&mut *c).await.map_err(|e| self.err(e))?;
+        let _: i64 = RELEASE_LEASE
+            .key(self.keys.lease(service))
+            .arg(run_id)
+            .invoke_async(&mut *c)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -60,7 +65,12 @@ impl OnlineStore {
     /// Fails with [`OnlineError::LeaseLost`] unless `run_id` holds the lease:
     /// the check before a batch on a cluster, where a row's script cannot
     /// read the lease (another slot).
-    pub(super) async fn check_lease(&self, c: &mut super::Connection, service: &str, run_id: &str) -> Result<(), OnlineError> {
+    pub(super) async fn check_lease(
+        &self,
+        c: &mut super::Connection,
+        service: &str,
+        run_id: &str,
+    ) -> Result<(), OnlineError> {
         let holder: Option<String> = c.get(self.keys.lease(service)).await.map_err(|e| self.err(e))?;
         if holder.as_deref() != Some(run_id) {
             return Err(OnlineError::LeaseLost { service: service.to_string() });

@@ -88,9 +88,11 @@ impl OnlineStore {
     /// Builds the pool; no connection is made until the first command.
     pub fn connect(url: &str, settings: &StoreSettings) -> Result<OnlineStore, OnlineError> {
         let display_url = redact(url);
-        let conn_config =
-            AsyncConnectionConfig::new().set_connection_timeout(Some(settings.timeout)).set_response_timeout(Some(settings.timeout));
-        let topology = Topology::parse(url).map_err(|reason| OnlineError::BadUrl { url: display_url.clone(), reason })?;
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout));
+        let topology =
+            Topology::parse(url).map_err(|reason| OnlineError::BadUrl { url: display_url.clone(), reason })?;
         let cluster = topology.is_cluster();
         let manager = RedisManager::new(&topology, settings.timeout, settings.read_from_replicas, conn_config)
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;

@@ -59,7 +59,8 @@ impl OnlineStore {
     /// never reused. Never blocks Redis (SCAN + UNLINK). Returns the row keys removed.
     pub async fn purge_service(&self, service: &str, holder: &str, lease_ttl: Duration) -> Result<u64, OnlineError> {
         let mut c = self.conn().await?;
-        let _: () = redis::cmd("UNLINK").arg(self.keys.current(service)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+        let _: () =
+            redis::cmd("UNLINK").arg(self.keys.current(service)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
         drop(c);
         let mut removed = 0;
         for g in self.generations(service).await? {
@@ -76,7 +77,11 @@ impl OnlineStore {
                 removed += n;
             }
         }
-        let _: () = redis::cmd("UNLINK").arg(self.keys.generations(service)).query_async(&mut *c).await.map_err(|e| self.err(e))?;
+        let _: () = redis::cmd("UNLINK")
+            .arg(self.keys.generations(service))
+            .query_async(&mut *c)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(removed)
     }
 }

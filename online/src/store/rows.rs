@@ -36,7 +36,13 @@ impl OnlineStore {
     /// the check and the MSET cost about a third of the run's throughput: Lua
     /// copies every row). A lost lease is [`OnlineError::LeaseLost`], and
     /// nothing of the batch is written (on one server).
-    pub async fn put_rows(&self, conn: &mut Connection, rows: &RowBatch, service: &str, run_id: &str) -> Result<(), OnlineError> {
+    pub async fn put_rows(
+        &self,
+        conn: &mut Connection,
+        rows: &RowBatch,
+        service: &str,
+        run_id: &str,
+    ) -> Result<(), OnlineError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -49,8 +55,14 @@ impl OnlineStore {
             return mset.query_async::<()>(&mut **conn).await.map_err(|e| self.err(e));
         }
         let lease = self.keys.lease(service);
-        let ((), holder): ((), Option<String>) =
-            redis::pipe().cmd("WATCH").arg(&lease).cmd("GET").arg(&lease).query_async(&mut **conn).await.map_err(|e| self.err(e))?;
+        let ((), holder): ((), Option<String>) = redis::pipe()
+            .cmd("WATCH")
+            .arg(&lease)
+            .cmd("GET")
+            .arg(&lease)
+            .query_async(&mut **conn)
+            .await
+            .map_err(|e| self.err(e))?;
         if holder.as_deref() != Some(run_id) {
             let _: () = redis::cmd("UNWATCH").query_async(&mut **conn).await.map_err(|e| self.err(e))?;
             return Err(OnlineError::LeaseLost { service: service.to_string() });

@@ -24,9 +24,14 @@ pub(super) struct KeyScan {
 
 impl KeyScan {
     /// The next page of keys (possibly empty), or None when every node is done.
-    pub(super) async fn next(&mut self, store: &OnlineStore, c: &mut Connection) -> Result<Option<Vec<String>>, OnlineError> {
+    pub(super) async fn next(
+        &mut self,
+        store: &OnlineStore,
+        c: &mut Connection,
+    ) -> Result<Option<Vec<String>>, OnlineError> {
         let Some(node) = self.nodes.get(self.node) else { return Ok(None) };
-        let cmd = redis::cmd("SCAN").arg(self.cursor).arg("MATCH").arg(&self.pattern).arg("COUNT").arg(self.count).clone();
+        let cmd =
+            redis::cmd("SCAN").arg(self.cursor).arg("MATCH").arg(&self.pattern).arg("COUNT").arg(self.count).clone();
         let (next, page): (u64, Vec<String>) = store.on_node(c, node.as_ref(), cmd).await?;
         if next == 0 {
             self.node += 1;
@@ -57,16 +62,22 @@ impl OnlineStore {
         let (Some(node), crate::pool::Inner::Cluster(cluster)) = (node, &mut c.inner) else {
             return cmd.query_async(&mut **c).await.map_err(|e| self.err(e));
         };
-        let routing = redis::cluster_routing::RoutingInfo::SingleNode(redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
-            host: node.host.clone(),
-            port: node.port,
-        });
+        let routing =
+            redis::cluster_routing::RoutingInfo::SingleNode(redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                host: node.host.clone(),
+                port: node.port,
+            });
         let value = cluster.route_command(cmd, routing).await.map_err(|e| self.err(e))?;
         redis::FromRedisValue::from_redis_value(value).map_err(|e| self.err(e.into()))
     }
 
     /// Starts a SCAN over every node that holds keys (each primary of a cluster).
-    pub(super) async fn key_scan(&self, c: &mut Connection, pattern: &str, count: usize) -> Result<KeyScan, OnlineError> {
+    pub(super) async fn key_scan(
+        &self,
+        c: &mut Connection,
+        pattern: &str,
+        count: usize,
+    ) -> Result<KeyScan, OnlineError> {
         Ok(KeyScan { nodes: self.nodes(c).await?, node: 0, cursor: 0, pattern: pattern.to_string(), count })
     }
 

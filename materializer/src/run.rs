@@ -90,7 +90,10 @@ impl Materializer {
                 record.join_key_null_rates = Some(s.join_key_null_rates.clone().into());
                 record.details = run.notes(serde_json::to_value(s).ok());
             }
-            Err(_) => {
+            Err(e) => {
+                if matches!(e, MaterializeError::Online(daeda_online::OnlineError::LeaseHeld { .. })) {
+                    record.status = RunStatus::Skipped;
+                }
                 record.generation = run.partial.clone();
                 record.details = run.notes(None);
             }

@@ -62,6 +62,10 @@ pub enum RunStatus {
     Skewed,
     /// The run stopped with an error.
     Failed,
+    /// The run did nothing: another run held the service's lease. Neither a
+    /// success nor a failure, so it adds no attempt (overlapping schedules are
+    /// the lease working, not the service failing).
+    Skipped,
 }
 
 macro_rules! names {
@@ -114,6 +118,7 @@ names!(RunStatus {
     Passed => "passed",
     Skewed => "skewed",
     Failed => "failed",
+    Skipped => "skipped",
 });
 
 impl RunStatus {
@@ -444,6 +449,21 @@ mod tests {
             source_snapshot: Some(serde_json::json!({"files": []})),
             ..Default::default()
         }
+    }
+
+    /// A run refused because another held the lease did nothing wrong: it
+    /// adds no attempt (two overlapping schedules are not a failing service).
+    #[test]
+    fn a_skipped_run_adds_no_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        store.append(&rec("r1", RunStatus::Failed)).unwrap();
+        for run in ["r2", "r3"] {
+            store.append(&rec(run, RunStatus::Running)).unwrap();
+            store.append(&rec(run, RunStatus::Skipped)).unwrap();
+        }
+        assert_eq!(store.next_attempt("s", RunKind::Materialize).unwrap(), 2, "only the failure counts");
+        assert!(!RunStatus::Skipped.is_success() && !RunStatus::Skipped.is_failure());
     }
 
     #[test]

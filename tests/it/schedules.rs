@@ -126,7 +126,8 @@ fn two_concurrent_runs_of_a_service_one_writes_it_and_the_other_exits_1_without_
     assert_eq!(check["passed"], true, "{check}");
     assert_eq!(check["entities_compared"].as_u64(), Some(entities));
 
-    // The MetadataStore has both: A succeeded, B failed with the reason.
+    // The MetadataStore has both: A succeeded, B skipped with the reason (and
+    // no attempt added: the lease working is not the service failing).
     let runs = env.json(&["runs", "list", "--json"]);
     let record = |id: &str| runs.as_array().unwrap().iter().find(|r| r["run_id"] == id).cloned();
     assert_eq!(record(&holder).unwrap()["status"], "succeeded");
@@ -134,9 +135,10 @@ fn two_concurrent_runs_of_a_service_one_writes_it_and_the_other_exits_1_without_
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["service"] == "user_features" && r["status"] == "failed")
+        .filter(|r| r["service"] == "user_features" && r["status"] == "skipped")
         .collect();
     assert_eq!(refused.len(), 2, "{runs}");
+    assert!(runs.as_array().unwrap().iter().all(|r| r["status"] != "failed"), "{runs}");
     for r in refused {
         assert!(r["error"].as_str().unwrap().contains("is materializing `user_features`"), "{r}");
         assert_eq!(r["generation"], Value::Null, "{r}");

@@ -323,11 +323,8 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         .map_err(|e| ApiError::BadRequest(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
     let plane =
         state.sql.as_ref().ok_or_else(|| ApiError::NotFound("the SQL plane is not enabled on this gateway".into()))?;
-    if let Some(until) = plane.cooldown.lock().expect("cooldown lock").get(&who.sub).copied() {
-        let left = until.saturating_duration_since(Instant::now());
-        if !left.is_zero() {
-            return Err(ApiError::SqlCooldown(left.as_secs().max(1) as u32));
-        }
+    if let Some(left) = plane.cooling(&who.sub) {
+        return Err(ApiError::SqlCooldown(left.as_secs().max(1) as u32));
     }
     let granted: Vec<String> = state
         .catalog()
@@ -375,9 +372,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         Ok(reply) => reply,
         Err(e @ crate::sql::WorkerError::Killed) => {
             tracing::warn!(sub = %who.sub, cooldown_secs = SQL_COOLDOWN.as_secs(), "{e}");
-            let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
-            cooldown.retain(|_, until| *until > Instant::now());
-            cooldown.insert(who.sub.to_string(), Instant::now() + SQL_COOLDOWN);
+            plane.cool_down(&who.sub);
             return Err(ApiError::Timeout(timeout.as_millis() as u64));
         }
         Err(e) => return Err(e.into()),

@@ -283,6 +283,24 @@ pub(crate) struct SqlPlane {
     supervisor: tokio::task::JoinHandle<()>,
 }
 
+impl SqlPlane {
+    /// How long `sub`'s SQL (HTTP and Quack) is still refused, if at all.
+    pub(crate) fn cooling(&self, sub: &str) -> Option<std::time::Duration> {
+        let until = self.cooldown.lock().expect("cooldown lock").get(sub).copied()?;
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Refuses `sub`'s SQL for [`handlers::SQL_COOLDOWN`]: a query of it had
+    /// to be killed with its worker.
+    pub(crate) fn cool_down(&self, sub: &str) {
+        let now = std::time::Instant::now();
+        let mut cooldown = self.cooldown.lock().expect("cooldown lock");
+        cooldown.retain(|_, until| *until > now);
+        cooldown.insert(sub.to_string(), now + handlers::SQL_COOLDOWN);
+    }
+}
+
 /// A bound, ready gateway.
 pub struct Gateway {
     state: Arc<State>,

@@ -254,9 +254,7 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             let sub = gate.sessions.lock().expect("session lock").get(&session).map(|(_, sub, _)| sub.clone());
             if let Some(sub) = sub {
                 tracing::warn!(sub = %sub, "a Quack query ran past its deadline; the Quack worker restarts");
-                let mut cooldown = plane.cooldown.lock().expect("cooldown lock");
-                cooldown.retain(|_, until| *until > Instant::now());
-                cooldown.insert(sub, Instant::now() + crate::handlers::SQL_COOLDOWN);
+                plane.cool_down(&sub);
             }
             (Answer::Admitted, 504)
         }
@@ -285,7 +283,7 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
                 // sweep): forgetting it here would not close it there.
                 Err(e) => return refuse(401, format!("daeda: {e}")),
             };
-            if let Some(left) = cooling(plane, &who.sub) {
+            if let Some(left) = plane.cooling(&who.sub) {
                 return refuse(
                     429,
                     format!("daeda: a query of this token had to be stopped; retry in {} s", left.as_secs().max(1)),
@@ -322,13 +320,6 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             }
         }
     }
-}
-
-/// How long `sub`'s SQL is still refused after a query of it had to be killed.
-fn cooling(plane: &crate::SqlPlane, sub: &str) -> Option<Duration> {
-    let until = plane.cooldown.lock().expect("cooldown lock").get(sub).copied()?;
-    let left = until.saturating_duration_since(Instant::now());
-    (!left.is_zero()).then_some(left)
 }
 
 fn literal(s: &str) -> String {

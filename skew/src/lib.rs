@@ -8,7 +8,7 @@
 
 mod compare;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -193,13 +193,42 @@ async fn run(
     };
     let mut tally = Tally::default();
     let mut failure = None;
-    while let Some(batch) = rx.recv().await {
-        if let Err(e) = online.compare(&batch, &mut tally).await {
-            failure = Some(e);
-            break;
+    // Up to READS_IN_FLIGHT batches are read from Redis at once while the
+    // earliest read is compared: the round trip and Redis's work overlap the
+    // comparison and DuckDB's next batch instead of following them.
+    let mut reads = VecDeque::new();
+    let mut more = true;
+    loop {
+        while more && reads.len() < READS_IN_FLIGHT {
+            let next = if reads.is_empty() {
+                rx.recv().await
+            } else {
+                match rx.try_recv() {
+                    Ok(b) => Some(b),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            match next {
+                Some(batch) => reads.push_back(online.read(batch)),
+                None => more = false,
+            }
         }
-        progress.rows_done(batch.len() as u64);
+        let Some(read) = reads.pop_front() else { break };
+        let compared = match read.await {
+            Ok(Ok((batch, rows))) => online.compare(&batch, rows, &mut tally).map(|()| batch.len()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(SkewError::ReaderDied(e)),
+        };
+        match compared {
+            Ok(n) => progress.rows_done(n as u64),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
+    reads.iter().for_each(tokio::task::JoinHandle::abort);
     drop(rx);
     let warnings = producer.await.map_err(SkewError::ReaderDied)??;
     if let Some(e) = failure {
@@ -271,13 +300,29 @@ struct Online<'a> {
     tol: f64,
 }
 
+/// Online rows read for a batch, or why they could not be.
+type Read = tokio::task::JoinHandle<Result<(RowBatch, Vec<Option<Vec<u8>>>), SkewError>>;
+
+/// How many batches' Redis reads a check keeps in flight.
+const READS_IN_FLIGHT: usize = 4;
+
 impl Online<'_> {
-    async fn compare(&self, batch: &RowBatch, tally: &mut Tally) -> Result<(), SkewError> {
-        let keys: Vec<String> = batch.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
-        let online = self.store.get_rows(&keys).await?;
-        for ((key, (_, offline_bytes)), online_bytes) in keys.iter().zip(batch.iter()).zip(online) {
+    /// Starts reading the online rows of `batch`'s keys (one MGET).
+    fn read(&self, batch: RowBatch) -> Read {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k).collect();
+            let rows = store.get_rows(&keys).await?;
+            drop(keys);
+            Ok((batch, rows))
+        })
+    }
+
+    fn compare(&self, batch: &RowBatch, online: Vec<Option<Vec<u8>>>, tally: &mut Tally) -> Result<(), SkewError> {
+        for ((key, offline_bytes), online_bytes) in batch.iter().zip(online) {
             tally.compared += 1;
-            let entity = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
+            let key = String::from_utf8_lossy(key);
+            let entity = key.strip_prefix(self.prefix.as_str()).unwrap_or(&key);
             let Some(online_bytes) = online_bytes else {
                 tally.missing += 1;
                 continue;

@@ -21,6 +21,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+#[path = "support/chart.rs"]
+mod chart;
+
 const SECRET: &str = "bench-secret";
 
 fn free_port() -> u16 {
@@ -267,13 +270,23 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut rows = Vec::new();
+    let mut scenarios = Vec::new();
     rt.block_on(async {
+        let mut mget_100 = None;
         // Warm up connections, caches and the page cache.
         measure(2, 1.0, |seed, until| gateway_worker(addr, token.clone(), 10, users, seed, until, false)).await;
         for (batch, conc) in [(1, 1), (1, 8), (100, 1), (100, 8)] {
             let g = measure(conc, secs, |seed, until| gateway_worker(addr, token.clone(), batch, users, seed, until, false)).await;
             let url = redis_url.clone();
             let r = measure(conc, secs, move |seed, until| redis_worker(url.clone(), batch, users, seed, until)).await;
+            scenarios.push(chart::Scenario {
+                label: format!("JSON batch {batch}, {conc} conn"),
+                daeda: (g.pct(0.5), g.pct(0.99)),
+                redis: Some((r.pct(0.5), r.pct(0.99))),
+            });
+            if (batch, conc) == (100, 1) {
+                mget_100 = Some((r.pct(0.5), r.pct(0.99)));
+            }
             rows.push(serde_json::json!({
                 "batch": batch, "concurrency": conc,
                 "gateway": {"rps": g.rps(), "p50_us": g.pct(0.5), "p99_us": g.pct(0.99), "errors": g.errors, "requests": g.latencies.len()},
@@ -284,6 +297,16 @@ fn main() {
         let json = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, false)).await;
         let arrow = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, true)).await;
         let sql = measure(1, secs, |seed, until| sql_worker(addr, token.clone(), users, seed, until)).await;
+        scenarios.push(chart::Scenario {
+            label: "Arrow batch 100, 1 conn".into(),
+            daeda: (arrow.pct(0.5), arrow.pct(0.99)),
+            redis: mget_100,
+        });
+        scenarios.push(chart::Scenario {
+            label: "SQL point query".into(),
+            daeda: (sql.pct(0.5), sql.pct(0.99)),
+            redis: None,
+        });
         rows.push(serde_json::json!({
             "sql_point_query": {"p50_us": sql.pct(0.5), "p99_us": sql.pct(0.99), "rps": sql.rps(), "errors": sql.errors}
         }));
@@ -299,4 +322,7 @@ fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target-bench-results");
     let _ = std::fs::create_dir_all(&out);
     let _ = std::fs::write(out.join("gateway.json"), serde_json::to_string_pretty(&report).unwrap());
+    let title = format!("Lookup latency, {users} entities: daeda gateway vs raw Redis (one run)");
+    let _ = std::fs::write(out.join("gateway.svg"), chart::svg(&title, &scenarios));
+    eprintln!("wrote {}", out.join("gateway.svg").display());
 }

@@ -123,12 +123,9 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
                 max_connections: state.cfg.max_connections,
                 live: served.iter().map(|s| (s.as_str(), state.generations.get(s))).collect(),
                 now: chrono::Utc::now(),
+                sql_worker: state.sql.as_ref().map(|p| (p.worker.is_up(), p.worker.restarts())),
             };
-            let mut text = state.metrics.render(&gauges);
-            if let Some(p) = &state.sql {
-                text.push_str(&crate::metrics::render_sql_worker(p.worker.is_up(), p.worker.restarts()));
-            }
-            Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))
+            Ok(respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, state.metrics.render(&gauges).into()))
         }
         "/openapi.json" => {
             only(Method::GET)?;

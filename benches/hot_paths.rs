@@ -52,13 +52,8 @@ fn user_features() -> daeda_catalog::ServiceDef {
 /// float32s in [-1, 1) and random ratios (short values like 0.5 would flatter
 /// the float formatting).
 fn random_row(seed: u64) -> codec::DecodedRow {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut next = move || rng.f64();
     codec::DecodedRow {
         event_ts_micros: 1_782_548_100_000_000 + (next() * 1e12) as i64,
         values: vec![

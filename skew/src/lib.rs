@@ -339,7 +339,8 @@ fn offline_rows(
     let mut stream = ArrowStream::start(&conn, &sql).map_err(OfflineError::from)?;
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut seen = 0u64;
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    // Seeded: the same generation samples the same entities on every check.
+    let mut rng = fastrand::Rng::with_seed(0x2545_F491_4F6C_DD1D);
     while let Some(batch) = stream.next_batch().map_err(OfflineError::from)? {
         if batch.num_rows() == 0 {
             continue;
@@ -356,10 +357,7 @@ fn offline_rows(
             if reservoir.len() < n {
                 reservoir.push((k.to_vec(), v.to_vec()));
             } else {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let j = (rng % seen) as usize;
+                let j = rng.u64(..seen) as usize;
                 if j < n {
                     reservoir[j] = (k.to_vec(), v.to_vec());
                 }

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use daeda_sql_wire::quack::{Answer, Ask};
+use daeda_sql_wire::quote::literal;
 use daeda_sql_wire::{frame_len, Query};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -319,10 +320,6 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             }
         }
     }
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The answer to an `ATTACH` client's catalog queries, built from the grants

@@ -103,9 +103,9 @@ impl LookupCase {
         let fetched =
             lookup::decode_rows(&self.def, self.schema.clone(), wanted, &self.meta, black_box(&self.raw)).unwrap();
         if arrow {
-            daeda_gateway::arrow::encode(&self.def, &req, &fetched).unwrap().len()
+            daeda_online::render::arrow::encode(&self.def, &req, &fetched).unwrap().len()
         } else {
-            lookup::json_body(&self.def, &self.meta, &req, &fetched).len()
+            daeda_online::render::json::body(&self.def, &self.meta, &req, &fetched).len()
         }
     }
 }
@@ -214,12 +214,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("render 100 entities as JSON", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(64 * 1024);
-            daeda_online::lookup::write_json(&def, &meta, &req, black_box(&fetched), &mut out);
+            daeda_online::render::json::write_json(&def, &meta, &req, black_box(&fetched), &mut out);
             out
         })
     });
     c.bench_function("render 100 entities as Arrow IPC", |b| {
-        b.iter(|| daeda_gateway::arrow::encode(&def, &req, black_box(&fetched)).unwrap())
+        b.iter(|| daeda_online::render::arrow::encode(&def, &req, black_box(&fetched)).unwrap())
     });
 
     for n in [1, 100] {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use daeda_catalog::{Listing, ServiceDef};
 use daeda_online::lookup::{self, EntityStatus, LookupRequest};
+use daeda_online::render::{self, arrow};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -14,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{self, Plane, Principal};
-use crate::{arrow, ApiError, State};
+use crate::{ApiError, State};
 
 pub type Body = Full<Bytes>;
 
@@ -287,7 +288,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         let bytes = arrow::encode(def, &lookup_req, &fetched)?;
         return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
     }
-    let body = lookup::json_body(def, &meta, &lookup_req, &fetched);
+    let body = render::json::body(def, &meta, &lookup_req, &fetched);
     Ok(respond(StatusCode::OK, "application/json", body.into()))
 }
 
@@ -383,8 +384,8 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         let json = plane
             .render
             .run(move || {
-                let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
-                Ok::<_, ApiError>(crate::sql::to_json(&output, max_bytes)?)
+                let output = render::sql::SqlOutput::from_ipc(&ipc, truncated)?;
+                Ok::<_, ApiError>(render::sql::to_json(&output, max_bytes)?)
             })
             .await??;
         respond(StatusCode::OK, "application/json", json.into())

@@ -20,7 +20,6 @@
 //!   `idle_timeout` is closed, so idle or slow clients cannot hold the
 //!   gateway's file descriptors.
 
-pub mod arrow;
 pub mod auth;
 mod error;
 mod events;

@@ -20,7 +20,7 @@ use daeda_metadata_store::{timestamp as rfc3339, MetadataStore, RunKind, RunReco
 use daeda_offline::stream::ArrowStream;
 use daeda_offline::{query, source, OfflineError};
 use daeda_online::codec::{self, RowSchema, Value};
-use daeda_online::{lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
+use daeda_online::{GenerationMeta, OnlineError, OnlineStore, RowBatch};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -113,7 +113,7 @@ const MAX_EXAMPLES: usize = 3;
 
 fn value_json(v: &Value) -> serde_json::Value {
     let mut out = Vec::new();
-    lookup::write_value(&mut out, v);
+    daeda_online::render::json::write_value(&mut out, v);
     serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
 }
 
@@ -302,7 +302,9 @@ impl Online<'_> {
             let mut differs = false;
             if offline.event_ts_micros != online.event_ts_micros {
                 differs = true;
-                let ts = |us| lookup::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default();
+                let ts = |us| {
+                    daeda_online::render::text::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default()
+                };
                 tally.mismatch(&self.def.timestamp, entity, ts(offline.event_ts_micros), ts(online.event_ts_micros));
             }
             for (i, name) in self.schema.names.iter().enumerate() {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fastrand::Rng;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
@@ -48,18 +49,6 @@ fn daeda(dir: &Path, redis_url: &str) -> Command {
         .env("DAEDA_MAX_BATCH", "1000")
         .stdin(Stdio::null());
     c
-}
-
-/// A small deterministic generator for entity ids.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[derive(Default)]
@@ -106,7 +95,7 @@ async fn http_worker(
     stream.set_nodelay(true).unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::with_seed(seed);
     let mut run = Run::default();
     let auth = format!("Bearer {token}");
     while Instant::now() < until {
@@ -149,7 +138,7 @@ async fn gateway_worker(
 ) -> Run {
     let accept = arrow.then_some("application/vnd.apache.arrow.stream");
     http_worker(addr, token, "/v1/features/user_features", accept, seed, until, |rng| {
-        let ids: Vec<String> = (0..batch).map(|_| rng.next(users).to_string()).collect();
+        let ids: Vec<String> = (0..batch).map(|_| rng.u64(..users).to_string()).collect();
         format!(r#"{{"entities": {{"user_id": [{}]}}, "include_stale": true}}"#, ids.join(","))
     })
     .await
@@ -160,7 +149,7 @@ async fn sql_worker(addr: SocketAddr, token: Arc<String>, users: u64, seed: u64,
     http_worker(addr, token, "/v1/sql", None, seed, until, |rng| {
         format!(
             r#"{{"sql": "SELECT user_id, event_ts, ctr_7d, country FROM user_features WHERE user_id = {}"}}"#,
-            rng.next(users)
+            rng.u64(..users)
         )
     })
     .await
@@ -169,10 +158,10 @@ async fn sql_worker(addr: SocketAddr, token: Arc<String>, users: u64, seed: u64,
 async fn redis_worker(url: String, batch: usize, users: u64, seed: u64, until: Instant) -> Run {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::with_seed(seed);
     let mut run = Run::default();
     while Instant::now() < until {
-        let keys: Vec<String> = (0..batch).map(|_| format!("daeda:row:user_features:1:{}", rng.next(users))).collect();
+        let keys: Vec<String> = (0..batch).map(|_| format!("daeda:row:user_features:1:{}", rng.u64(..users))).collect();
         let t = Instant::now();
         let r: redis::RedisResult<()> = if batch == 1 {
             redis::cmd("GET").arg(&keys[0]).query_async::<Option<Vec<u8>>>(&mut conn).await.map(|_| ())

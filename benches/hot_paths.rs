@@ -52,13 +52,8 @@ fn user_features() -> daeda_catalog::ServiceDef {
 /// float32s in [-1, 1) and random ratios (short values like 0.5 would flatter
 /// the float formatting).
 fn random_row(seed: u64) -> codec::DecodedRow {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut next = move || rng.f64();
     codec::DecodedRow {
         event_ts_micros: 1_782_548_100_000_000 + (next() * 1e12) as i64,
         values: vec![
@@ -108,9 +103,9 @@ impl LookupCase {
         let fetched =
             lookup::decode_rows(&self.def, self.schema.clone(), wanted, &self.meta, black_box(&self.raw)).unwrap();
         if arrow {
-            daeda_gateway::arrow::encode(&self.def, &req, &fetched).unwrap().len()
+            daeda_online::render::arrow::encode(&self.def, &req, &fetched).unwrap().len()
         } else {
-            lookup::json_body(&self.def, &self.meta, &req, &fetched).len()
+            daeda_online::render::json::body(&self.def, &self.meta, &req, &fetched).len()
         }
     }
 }
@@ -219,12 +214,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("render 100 entities as JSON", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(64 * 1024);
-            daeda_online::lookup::write_json(&def, &meta, &req, black_box(&fetched), &mut out);
+            daeda_online::render::json::write_json(&def, &meta, &req, black_box(&fetched), &mut out);
             out
         })
     });
     c.bench_function("render 100 entities as Arrow IPC", |b| {
-        b.iter(|| daeda_gateway::arrow::encode(&def, &req, black_box(&fetched)).unwrap())
+        b.iter(|| daeda_online::render::arrow::encode(&def, &req, black_box(&fetched)).unwrap())
     });
 
     for n in [1, 100] {

@@ -142,6 +142,17 @@ struct Verified {
 }
 
 /// Verified tokens kept at most; the cache is emptied when it is full.
+///
+/// Why a `RwLock<HashMap>` and not `moka` (issue 13 item 6 asked): the cache is
+/// read on every request and written once per new token, its entries never
+/// need eviction order (a token's own `exp` is checked on each hit, and a full
+/// cache is rebuilt from the next requests at one verification each), and
+/// clearing it whole on a key reload is one call. Measured (release, 1,000
+/// tokens, the value a `Principal` clone): a hit costs about 330–400 ns with the
+/// map against 750 ns with `moka::sync::Cache` on one thread, 640–880 ns against
+/// 1,030–1,400 ns on two; `moka` would also add five crates (crossbeam-*,
+/// tagptr, uuid). Revisit if tokens become so many that clearing at 10,000
+/// costs more than the verifications it repeats.
 const CACHE_CAPACITY: usize = 10_000;
 
 /// The keys tokens are verified with, each with the one algorithm it is for.

@@ -9,7 +9,8 @@ use daeda_sql_wire::Reply;
 use hyper::StatusCode;
 
 use crate::sql::policy_runner::RunnerError;
-use crate::sql::{JsonError, WorkerError};
+use crate::sql::WorkerError;
+use daeda_online::render::sql::JsonError;
 
 /// `Retry-After` of a 503: the pool reconnects and Redis finishes loading in
 /// about this time, and clients that honour it do not hammer a recovering Redis.
@@ -221,6 +222,14 @@ impl From<RunnerError> for ApiError {
 impl From<WorkerError> for ApiError {
     fn from(e: WorkerError) -> ApiError {
         ApiError::SqlUnavailable(e.to_string())
+    }
+}
+
+/// Arrow refusing a batch daeda built (a lookup's, or the worker's result
+/// stream) is a bug on this side, never the client's.
+impl From<arrow_schema::ArrowError> for ApiError {
+    fn from(e: arrow_schema::ArrowError) -> ApiError {
+        ApiError::Internal(format!("arrow: {e}"))
     }
 }
 

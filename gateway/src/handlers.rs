@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use daeda_catalog::{Listing, ServiceDef};
 use daeda_online::lookup::{self, EntityStatus, LookupRequest};
+use daeda_online::render::{self, arrow};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -14,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{self, Plane, Principal};
-use crate::{arrow, ApiError, State};
+use crate::{ApiError, State};
 
 pub type Body = Full<Bytes>;
 
@@ -32,26 +33,21 @@ async fn handle_on(state: Arc<State>, req: Request<Incoming>, admin: bool) -> Re
         Ok(r) => r,
         Err(_) => Err(ApiError::Timeout(deadline.as_millis() as u64)),
     };
-    let resp = result.unwrap_or_else(|e| {
-        state.metrics.error(route, e.code());
-        if e.status().is_server_error() {
-            // One line per interval, not per request: an outage fails them all.
-            state.failures.failed(route, e.status().as_u16(), &e);
+    let e = match result {
+        Ok(resp) => {
+            state.events.request(route, resp.status().as_u16(), start.elapsed(), None);
+            return resp;
         }
-        if matches!(e, ApiError::Unavailable(_)) {
-            state.metrics.redis_error();
-        }
-        let mut resp = respond(e.status(), "application/json", e.body().into());
-        if let Some(secs) = e.retry_after() {
-            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if let Some(m) = e.allow() {
-            resp.headers_mut().insert(ALLOW, HeaderValue::from_str(m.as_str()).expect("a method is a header value"));
-        }
-        resp
-    });
-    tracing::debug!(route, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
-    state.metrics.observe(route, resp.status().as_u16(), start.elapsed());
+        Err(e) => e,
+    };
+    state.events.request(route, e.status().as_u16(), start.elapsed(), Some(&e));
+    let mut resp = respond(e.status(), "application/json", e.body().into());
+    if let Some(secs) = e.retry_after() {
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(m) = e.allow() {
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_str(m.as_str()).expect("a method is a header value"));
+    }
     resp
 }
 
@@ -123,12 +119,9 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
                 max_connections: state.cfg.max_connections,
                 live: served.iter().map(|s| (s.as_str(), state.generations.get(s))).collect(),
                 now: chrono::Utc::now(),
+                sql_worker: state.sql.as_ref().map(|p| (p.worker.is_up(), p.worker.restarts())),
             };
-            let mut text = state.metrics.render(&gauges);
-            if let Some(p) = &state.sql {
-                text.push_str(&crate::metrics::render_sql_worker(p.worker.is_up(), p.worker.restarts()));
-            }
-            Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))
+            Ok(respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, state.events.render_metrics(&gauges).into()))
         }
         "/openapi.json" => {
             only(Method::GET)?;
@@ -269,7 +262,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
     let t = Instant::now();
     let schema = state.schema_for(def, &meta)?;
     let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
-    state.metrics.redis_latency(t.elapsed());
+    state.events.lookup_fetched(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
     // the pointer, and if it moved (or names the same id under another run,
     // issued again after Redis lost its data), answer from the new generation
@@ -286,7 +279,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
             Some(_) => {}
         }
     }
-    state.metrics.entities(
+    state.events.entities_served(
         fetched.count(EntityStatus::Ok),
         fetched.count(EntityStatus::Missing),
         fetched.count(EntityStatus::Stale),
@@ -295,7 +288,7 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         let bytes = arrow::encode(def, &lookup_req, &fetched)?;
         return Ok(respond(StatusCode::OK, arrow::CONTENT_TYPE, bytes.into()));
     }
-    let body = lookup::json_body(def, &meta, &lookup_req, &fetched);
+    let body = render::json::body(def, &meta, &lookup_req, &fetched);
     Ok(respond(StatusCode::OK, "application/json", body.into()))
 }
 
@@ -334,7 +327,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         .collect();
     let decision = plane.policy.check(&request.sql, granted.clone()).await?;
     let approved = decision.map_err(|d| {
-        state.metrics.sql_denied();
+        state.events.sql_denied("http", &who.sub, &d.reason);
         ApiError::PolicyDenied(d.reason)
     })?;
     // The worker's deadline, its cancel grace and its kill grace all fit
@@ -378,8 +371,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         Err(e) => return Err(e.into()),
     };
     if let daeda_sql_wire::Reply::Disagreement(m) = &reply {
-        state.metrics.sql_disagreement();
-        tracing::warn!(sub = %who.sub, reason = %m, "the policy and DuckDB's parser disagree; query denied");
+        state.events.sql_disagreement(&who.sub, m);
     }
     let (ipc, truncated) = crate::error::sql_rows(reply, timeout)?;
     tracing::debug!(sub = %who.sub, "sql query ran");
@@ -392,8 +384,8 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
         let json = plane
             .render
             .run(move || {
-                let output = crate::sql::SqlOutput::from_ipc(&ipc, truncated).map_err(ApiError::Internal)?;
-                Ok::<_, ApiError>(crate::sql::to_json(&output, max_bytes)?)
+                let output = render::sql::SqlOutput::from_ipc(&ipc, truncated)?;
+                Ok::<_, ApiError>(render::sql::to_json(&output, max_bytes)?)
             })
             .await??;
         respond(StatusCode::OK, "application/json", json.into())

@@ -20,7 +20,6 @@
 //!   `idle_timeout` is closed, so idle or slow clients cannot hold the
 //!   gateway's file descriptors.
 
-pub mod arrow;
 pub mod auth;
 mod error;
 mod events;
@@ -160,8 +159,8 @@ pub(crate) struct State {
     pub(crate) store: OnlineStore,
     pub(crate) verifier: auth::Verifier,
     pub(crate) generations: Arc<generations::Generations>,
-    pub(crate) metrics: metrics::Metrics,
-    pub(crate) failures: events::FailureLog,
+    /// Every outcome, logged and counted in one place.
+    pub(crate) events: events::Events,
     /// One permit per open connection, `max_connections` in all.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) sql: Option<SqlPlane>,
@@ -392,8 +391,7 @@ impl Gateway {
             store,
             verifier,
             generations,
-            metrics: Default::default(),
-            failures: Default::default(),
+            events: Default::default(),
             slots,
             sql,
             schemas,
@@ -430,7 +428,7 @@ impl Gateway {
                 let mut tick = tokio::time::interval(events::FAILURE_LOG_INTERVAL / 2);
                 loop {
                     tick.tick().await;
-                    state.failures.flush(false);
+                    state.events.flush(false);
                 }
             })
         };
@@ -445,8 +443,7 @@ impl Gateway {
                     Ok(a) => a,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
-                        self.state.metrics.connection_event(metrics::ConnEvent::AcceptFailed);
-                        self.state.failures.failed("accept", 0, &e);
+                        self.state.events.accept_failed(&e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -454,7 +451,7 @@ impl Gateway {
                 _ = &mut shutdown => break,
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                self.state.metrics.connection_event(metrics::ConnEvent::Refused);
+                self.state.events.connection_refused();
                 if self.tls.is_none() {
                     // Best effort, without waiting: a fresh socket's send buffer is empty.
                     let _ = stream.try_write(&refusal(self.state.cfg.max_connections));
@@ -495,18 +492,14 @@ impl Gateway {
                     }
                     .unwrap_or_else(|e| {
                         let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_timeout());
-                        if timed_out {
-                            state.metrics.connection_event(metrics::ConnEvent::HeaderTimeout);
-                        }
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        state.events.connection_failed(peer, timed_out, &e);
                     })
                 };
                 tokio::select! {
                     () = served => {}
                     () = activity.idle_for(idle) => {
                         // No request in flight: dropping the connection closes it.
-                        state.metrics.connection_event(metrics::ConnEvent::IdleClosed);
-                        tracing::debug!(%peer, "closed an idle connection");
+                        state.events.idle_closed(peer);
                     }
                 }
             });
@@ -525,7 +518,7 @@ impl Gateway {
             sql.supervisor.abort(); // drops the worker's process handle, which kills it
         }
         flusher.abort();
-        self.state.failures.flush(true);
+        self.state.events.flush(true);
     }
 }
 

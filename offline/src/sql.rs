@@ -4,15 +4,8 @@
 
 use std::path::Path;
 
-/// A single-quoted SQL string literal.
-pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A double-quoted SQL identifier.
-pub fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+/// Quoting lives in `sql_wire` so the gateway, which links no DuckDB, uses the same copy.
+pub use daeda_sql_wire::quote::{ident, literal};
 
 /// `schema.table` as quoted parts under a catalog alias.
 pub fn qualified(alias: &str, table: &str) -> String {
@@ -47,9 +40,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quotes_are_doubled_so_a_name_cannot_end_its_literal_or_identifier() {
-        assert_eq!(literal("it's"), "'it''s'");
-        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+    fn each_part_of_a_qualified_name_is_quoted() {
         assert_eq!(qualified("src", "main.t\"x"), "src.\"main\".\"t\"\"x\"");
     }
 }

@@ -1,7 +1,8 @@
 //! The online store: daeda's binary row format ([`codec`]), its Redis key layout
 //! ([`keys`]), generation metadata ([`GenerationMeta`]) and every Redis operation
-//! ([`OnlineStore`]). Shared by the materializer (writes), the gateway and
-//! `daeda online get` (reads) and the skew checker (reads), and free of DuckDB.
+//! ([`OnlineStore`]), and the rendering of rows as JSON and Arrow ([`render`]).
+//! Shared by the materializer (writes), the gateway and `daeda online get`
+//! (reads) and the skew checker (reads), and free of DuckDB.
 
 mod batch;
 pub mod codec;
@@ -12,6 +13,7 @@ pub mod lookup;
 mod meta;
 mod pool;
 mod redact;
+pub mod render;
 mod store;
 
 pub use batch::RowBatch;

@@ -8,6 +8,7 @@
 use std::ops::ControlFlow;
 
 use daeda_policy::{check, Grants};
+use fastrand::Rng;
 use sqlparser::ast::{ObjectName, Query, Visit, Visitor};
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::Parser;
@@ -92,17 +93,6 @@ const MIN_RANDOM_APPROVALS: usize = 60;
 const MIN_MUTATED_APPROVALS: usize = 500;
 const MIN_SCOPED_APPROVALS: usize = 1000;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 /// The oracle: each relation an approved query names, and whether a CTE of
 /// that name is in scope where it is named. Scopes follow DuckDB's binding:
 /// a CTE is visible in its query's body (and that body's subqueries) and in
@@ -183,24 +173,25 @@ fn assert_only_granted(sql: &str, grants: &Grants, granted: &[&str]) -> bool {
 fn scoped_query(rng: &mut Rng, depth: usize) -> String {
     const NAMES: &[&str] = &["x", "y", "user_features", "item_features", "pii_features"];
     let mut q = String::new();
-    if depth < 3 && rng.next(2) == 0 {
-        let n = 1 + rng.next(2);
-        let ctes: Vec<String> =
-            (0..n).map(|_| format!("{} AS ({})", NAMES[rng.next(NAMES.len())], scoped_query(rng, depth + 1))).collect();
+    if depth < 3 && rng.usize(..2) == 0 {
+        let n = 1 + rng.usize(..2);
+        let ctes: Vec<String> = (0..n)
+            .map(|_| format!("{} AS ({})", NAMES[rng.usize(..NAMES.len())], scoped_query(rng, depth + 1)))
+            .collect();
         q.push_str(&format!("WITH {} ", ctes.join(", ")));
     }
     let from = |rng: &mut Rng| -> String {
-        match rng.next(5) {
+        match rng.usize(..5) {
             0 if depth < 3 => format!("({}) AS s{depth}", scoped_query(rng, depth + 1)),
-            1 => format!("main.{}", NAMES[rng.next(NAMES.len())]),
-            _ => NAMES[rng.next(NAMES.len())].to_string(),
+            1 => format!("main.{}", NAMES[rng.usize(..NAMES.len())]),
+            _ => NAMES[rng.usize(..NAMES.len())].to_string(),
         }
     };
     q.push_str(&format!("SELECT 1 AS one FROM {}", from(rng)));
-    if rng.next(3) == 0 {
+    if rng.usize(..3) == 0 {
         q.push_str(&format!(" CROSS JOIN {}", from(rng)));
     }
-    if depth < 3 && rng.next(3) == 0 {
+    if depth < 3 && rng.usize(..3) == 0 {
         q.push_str(&format!(" WHERE EXISTS ({})", scoped_query(rng, depth + 1)));
     }
     q
@@ -210,11 +201,11 @@ fn scoped_query(rng: &mut Rng, depth: usize) -> String {
 fn random_sql_never_panics_and_approvals_stay_within_the_grants() {
     let granted = ["user_features", "item_features"];
     let grants = Grants::new(granted);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let mut approved = 0;
     for _ in 0..20_000 {
-        let n = 1 + rng.next(14);
-        let sql = (0..n).map(|_| VOCAB[rng.next(VOCAB.len())]).collect::<Vec<_>>().join(" ");
+        let n = 1 + rng.usize(..14);
+        let sql = (0..n).map(|_| VOCAB[rng.usize(..VOCAB.len())]).collect::<Vec<_>>().join(" ");
         approved += usize::from(assert_only_granted(&sql, &grants, &granted));
     }
     // Without approvals the oracle checks nothing.
@@ -229,19 +220,19 @@ fn mutated_corpus_queries_never_panic_and_stay_within_the_grants() {
         corpus["cases"].as_array().unwrap().iter().map(|c| c["sql"].as_str().unwrap().to_string()).collect();
     let granted = ["user_features", "item_features"];
     let grants = Grants::new(granted);
-    let mut rng = Rng(42);
+    let mut rng = Rng::with_seed(42);
     let mut approved = 0;
     for _ in 0..20_000 {
-        let base = &queries[rng.next(queries.len())];
+        let base = &queries[rng.usize(..queries.len())];
         let mut tokens: Vec<&str> = base.split(' ').collect();
-        for _ in 0..1 + rng.next(3) {
-            let at = rng.next(tokens.len() + 1);
-            match rng.next(3) {
-                0 => tokens.insert(at, VOCAB[rng.next(VOCAB.len())]),
+        for _ in 0..1 + rng.usize(..3) {
+            let at = rng.usize(..tokens.len() + 1);
+            match rng.usize(..3) {
+                0 => tokens.insert(at, VOCAB[rng.usize(..VOCAB.len())]),
                 1 if at < tokens.len() => {
                     tokens.remove(at);
                 }
-                _ if at < tokens.len() => tokens[at] = VOCAB[rng.next(VOCAB.len())],
+                _ if at < tokens.len() => tokens[at] = VOCAB[rng.usize(..VOCAB.len())],
                 _ => {}
             }
         }
@@ -255,7 +246,7 @@ fn mutated_corpus_queries_never_panic_and_stay_within_the_grants() {
 fn nested_scopes_never_let_a_cte_name_hide_a_service_outside_its_scope() {
     let granted = ["user_features", "item_features"];
     let grants = Grants::new(granted);
-    let mut rng = Rng(7);
+    let mut rng = Rng::with_seed(7);
     let mut approved = 0;
     for _ in 0..20_000 {
         let sql = scoped_query(&mut rng, 0);

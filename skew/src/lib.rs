@@ -20,7 +20,7 @@ use daeda_metadata_store::{timestamp as rfc3339, MetadataStore, RunKind, RunReco
 use daeda_offline::stream::ArrowStream;
 use daeda_offline::{query, source, OfflineError};
 use daeda_online::codec::{self, RowSchema, Value};
-use daeda_online::{lookup, GenerationMeta, OnlineError, OnlineStore, RowBatch};
+use daeda_online::{GenerationMeta, OnlineError, OnlineStore, RowBatch};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -113,7 +113,7 @@ const MAX_EXAMPLES: usize = 3;
 
 fn value_json(v: &Value) -> serde_json::Value {
     let mut out = Vec::new();
-    lookup::write_value(&mut out, v);
+    daeda_online::render::json::write_value(&mut out, v);
     serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
 }
 
@@ -347,7 +347,9 @@ impl Online<'_> {
             let mut differs = false;
             if offline.event_ts_micros != online.event_ts_micros {
                 differs = true;
-                let ts = |us| lookup::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default();
+                let ts = |us| {
+                    daeda_online::render::text::timestamp_text(us).map(serde_json::Value::from).unwrap_or_default()
+                };
                 tally.mismatch(&self.def.timestamp, entity, ts(offline.event_ts_micros), ts(online.event_ts_micros));
             }
             for (i, name) in self.schema.names.iter().enumerate() {
@@ -384,7 +386,8 @@ fn offline_rows(
     let mut stream = ArrowStream::start(&conn, &sql).map_err(OfflineError::from)?;
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut seen = 0u64;
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    // Seeded: the same generation samples the same entities on every check.
+    let mut rng = fastrand::Rng::with_seed(0x2545_F491_4F6C_DD1D);
     while let Some(batch) = stream.next_batch().map_err(OfflineError::from)? {
         if batch.num_rows() == 0 {
             continue;
@@ -401,10 +404,7 @@ fn offline_rows(
             if reservoir.len() < n {
                 reservoir.push((k.to_vec(), v.to_vec()));
             } else {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let j = (rng % seen) as usize;
+                let j = rng.u64(..seen) as usize;
                 if j < n {
                     reservoir[j] = (k.to_vec(), v.to_vec());
                 }

@@ -9,10 +9,13 @@
 //!
 //! Invariant: a frame is never longer than [`MAX_FRAME`]; a longer length
 //! prefix is a broken peer, and the connection is dropped.
+//!
+//! [`quote`] is the other thing both sides share without DuckDB: SQL quoting.
 
 use serde::{Deserialize, Serialize};
 
 pub mod quack;
+pub mod quote;
 
 /// The largest frame either side accepts: a result is capped well below it.
 pub const MAX_FRAME: usize = 256 << 20;

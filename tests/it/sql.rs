@@ -623,13 +623,8 @@ fn approved_means_duckdb_reads_only_what_was_granted() {
         " AS ",
         "user",
     ];
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1d);
+    let mut next = move |n: usize| rng.usize(..n);
     let (mut approved, mut checked) = (0usize, 0usize);
     let corpus_len = corpus.cases.len();
     let stack = daeda_policy::Limits::default().stack_bytes();

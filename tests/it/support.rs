@@ -42,13 +42,8 @@ fn cluster_port() -> u16 {
         hi if hi >= 12_000 => (10_000u32, hi),
         _ => (10_000, 55_536),
     };
-    let mut seed = u64::from(std::process::id()) << 32
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     for _ in 0..1000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let port = lo + (seed % u64::from(hi - lo)) as u32;
+        let port = fastrand::u32(lo..hi);
         let (port, bus) = (port as u16, (port + 10_000) as u16);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", bus)).is_ok() {
             return port;

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use daeda_sql_wire::quack::{Answer, Ask};
+use daeda_sql_wire::quote::literal;
 use daeda_sql_wire::{frame_len, Query};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -207,7 +208,7 @@ async fn answer(state: &State, gate: &QuackGate, ask: Ask) -> Answer {
     let counted = !matches!(ask, Ask::Alive { .. });
     let (answer, status) = decide(state, gate, ask).await;
     if counted {
-        state.metrics.observe("quack", status, started.elapsed());
+        state.events.request("quack", status, started.elapsed(), None);
     }
     answer
 }
@@ -313,17 +314,12 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
             match decision {
                 Ok(a) => (Answer::Approved(query_for(a.sql, granted, a.relations.into_iter().collect())), 200),
                 Err(d) => {
-                    state.metrics.sql_denied();
-                    tracing::debug!(sub = %who.sub, reason = %d.reason, "a Quack query was denied");
+                    state.events.sql_denied("quack", &who.sub, &d.reason);
                     refuse(403, format!("daeda: {}", d.reason))
                 }
             }
         }
     }
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The answer to an `ATTACH` client's catalog queries, built from the grants

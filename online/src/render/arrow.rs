@@ -11,12 +11,11 @@ use arrow_array::builder::{
 use arrow_array::types::{ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type};
 use arrow_array::{ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use daeda_catalog::{ColumnType, ElemType, ScalarType, ServiceDef};
-use daeda_online::codec::{Array, Value};
-use daeda_online::lookup::{EntityStatus, Fetched, LookupRequest};
 
-use crate::ApiError;
+use crate::codec::{Array, Value};
+use crate::lookup::{EntityStatus, Fetched, LookupRequest};
 
 pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 
@@ -194,7 +193,7 @@ fn data_type(ty: ColumnType) -> DataType {
 }
 
 /// Encodes a fetched batch as one Arrow IPC stream.
-pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<u8>, ApiError> {
+pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<u8>, ArrowError> {
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
     let n = f.rows.len();
@@ -234,13 +233,12 @@ pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<
     debug_assert!(arrays.iter().all(|a| a.len() == n));
 
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
+    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     // Sized from the arrays (plus the schema message) so the body is not copied as it grows.
     let mut out = Vec::with_capacity(4096 + batch.get_array_memory_size());
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)
-        .map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
-    w.write(&batch).map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
-    w.finish().map_err(|e| ApiError::Internal(format!("arrow: {e}")))?;
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
+    w.write(&batch)?;
+    w.finish()?;
     drop(w);
     Ok(out)
 }

@@ -128,6 +128,9 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
             if let Some(p) = &state.sql {
                 text.push_str(&crate::metrics::render_sql_worker(p.worker.is_up(), p.worker.restarts()));
             }
+            if let Some(c) = &state.cache {
+                text.push_str(&crate::metrics::render_cache(c.stats(), c.max_bytes()));
+            }
             Ok(respond(StatusCode::OK, "text/plain; version=0.0.4", text.into()))
         }
         "/openapi.json" => {
@@ -268,7 +271,16 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
     let t = Instant::now();
     let schema = state.schema_for(def, &meta)?;
-    let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
+    let mut fetched = lookup::fetch(
+        &state.store,
+        state.cache.as_deref(),
+        def,
+        schema.clone(),
+        &meta,
+        &lookup_req,
+        state.cfg.max_batch,
+    )
+    .await?;
     state.metrics.redis_latency(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
     // the pointer, and if it moved (or names the same id under another run,
@@ -281,7 +293,16 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
             Some(now) if now.generation != meta.generation || now.run_id != meta.run_id => {
                 meta = now;
                 let schema = state.schema_for(def, &meta)?;
-                fetched = lookup::fetch(&state.store, def, schema, &meta, &lookup_req, state.cfg.max_batch).await?;
+                fetched = lookup::fetch(
+                    &state.store,
+                    state.cache.as_deref(),
+                    def,
+                    schema,
+                    &meta,
+                    &lookup_req,
+                    state.cfg.max_batch,
+                )
+                .await?;
             }
             Some(_) => {}
         }

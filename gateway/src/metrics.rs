@@ -262,3 +262,34 @@ pub fn render_sql_worker(up: bool, restarts: u64) -> String {
         u8::from(up)
     )
 }
+
+/// The row cache's counters (see `daeda_online::cache::CacheStats`).
+pub fn render_cache(s: &daeda_online::cache::CacheStats, max_bytes: usize) -> String {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+    for (name, help, v) in [
+        ("hits", "Entities answered from the row cache.", n(&s.hits)),
+        ("misses", "Entities read from Redis while the row cache was in use.", n(&s.misses)),
+        ("invalidations", "Keys named by Redis invalidation messages.", n(&s.invalidations)),
+        ("evictions", "Rows dropped from the row cache to stay within its bound.", n(&s.evictions)),
+        ("refused_inserts", "Rows read on a miss and not cached: an invalidation raced the read.", n(&s.refused)),
+        ("flushes", "Times the row cache was emptied (tracking lost, FLUSHALL).", n(&s.flushes)),
+        ("tracking_connects", "Row cache tracking connections established.", n(&s.connects)),
+    ] {
+        let _ = writeln!(out, "# HELP daeda_cache_{name}_total {help}\n# TYPE daeda_cache_{name}_total counter\ndaeda_cache_{name}_total {v}");
+    }
+    for (name, help, v) in [
+        ("bytes", "Bytes held by the row cache.", n(&s.bytes)),
+        ("max_bytes", "The row cache's bound (cache_max_bytes).", max_bytes as u64),
+        ("entries", "Rows held by the row cache.", n(&s.entries)),
+        (
+            "tracking_up",
+            "Whether the row cache's tracking connection is up (the cache is used only then).",
+            u64::from(s.tracking.load(Ordering::Relaxed)),
+        ),
+    ] {
+        let _ =
+            writeln!(out, "# HELP daeda_cache_{name} {help}\n# TYPE daeda_cache_{name} gauge\ndaeda_cache_{name} {v}");
+    }
+    out
+}

@@ -4,6 +4,7 @@
 //! `daeda online get` (reads) and the skew checker (reads), and free of DuckDB.
 
 mod batch;
+pub mod cache;
 pub mod codec;
 mod connect;
 mod error;

@@ -129,7 +129,10 @@ impl OnlineStore {
     }
 
     /// The rows under `keys`, in order, in one round trip.
-    pub async fn get_rows(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
+    pub async fn get_rows<K: redis::ToRedisArgs + Sync>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }

@@ -63,10 +63,9 @@ fn ctr(body: &serde_json::Value) -> f64 {
     body["columns"]["ctr_7d"][0].as_f64().unwrap_or_else(|| panic!("no ctr_7d: {body}"))
 }
 
-/// Writes user `user`'s row again with `ctr_7d` = `value` and an event time
-/// `bump` µs newer, the way an incremental run does (the lease-fenced
-/// conditional write), holding the lease as run `cache-test`.
-async fn incremental_write(env: &TestEnv, store: &daeda_online::OnlineStore, user: i64, value: f64, bump: i64) {
+/// User `user`'s row key and its row again with `ctr_7d` = `value` and an
+/// event time `bump` µs newer.
+fn rewritten(env: &TestEnv, user: i64, value: f64, bump: i64) -> (String, Vec<u8>) {
     let catalog = daeda_catalog::Catalog::load(env.catalog()).unwrap();
     let def = catalog.get("user_features").unwrap();
     let schema = RowSchema::of(def);
@@ -79,8 +78,16 @@ async fn incremental_write(env: &TestEnv, store: &daeda_online::OnlineStore, use
         _ => Value::Double(value),
     };
     row.event_ts_micros += bump;
+    let bytes = codec::encode(&schema, &row);
+    (key, bytes)
+}
+
+/// Writes user `user`'s row as [`rewritten`] makes it, the way an incremental
+/// run does (the lease-fenced conditional write), holding the lease as run `cache-test`.
+async fn incremental_write(env: &TestEnv, store: &daeda_online::OnlineStore, user: i64, value: f64, bump: i64) {
+    let (key, bytes) = rewritten(env, user, value, bump);
     let mut batch = daeda_online::RowBatch::default();
-    batch.push(key.as_bytes(), &codec::encode(&schema, &row));
+    batch.push(key.as_bytes(), &bytes);
     let mut conn = store.conn().await.unwrap();
     let w = store.put_rows_if_newer(&mut conn, &batch, "user_features", "cache-test").await.unwrap();
     assert_eq!(w.replaced, 1, "the write replaced the row");
@@ -243,9 +250,23 @@ async fn a_killed_tracking_connection_flushes_the_cache_and_a_write_meanwhile_is
             .unwrap_or_else(|| panic!("no tracking connection in {list}"))
             .to_string();
         assert!(list.lines().any(|l| l.contains(&format!("id={id} ")) && l.contains("flags=t")), "{list}");
-        let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(&id).query(&mut c).unwrap();
+        // The kill and the write in one transaction: the write's invalidation
+        // is certainly lost with the connection.
         let value = (round * 10 + 5) as f64;
-        incremental_write(&env, &store, 1, value, 1).await;
+        let (key, bytes) = rewritten(&env, 1, value, 1);
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .ignore()
+            .cmd("SET")
+            .arg(&key)
+            .arg(bytes)
+            .ignore()
+            .query(&mut c)
+            .unwrap();
         wait_metric(gw.addr, "daeda_cache_flushes_total", flushes + 1.0).await;
         assert_eq!(ctr(&lookup(gw.addr, 1).await), value, "round {round}: read while tracking is down");
         wait_metric(gw.addr, "daeda_cache_tracking_connects_total", connects + 1.0).await;

@@ -331,3 +331,25 @@ async fn the_cache_is_off_at_zero_and_stays_within_its_byte_bound() {
     assert_eq!(metric(&m, "daeda_cache_max_bytes"), MAX as f64);
     gw.stop().await;
 }
+
+/// `daeda serve` takes the bound from `DAEDA_CACHE_MAX_BYTES` (and refuses a
+/// value that is not a number).
+#[tokio::test(flavor = "multi_thread")]
+async fn daeda_serve_turns_the_cache_on_from_its_configuration() {
+    let env = TestEnv::new(10);
+    env.materialize(&["--service", "user_features"]);
+    let (mut child, addr) =
+        crate::support::serve(&env, &[("DAEDA_CACHE_MAX_BYTES", "1048576")], std::process::Stdio::null());
+    wait_metric(addr, "daeda_cache_tracking_up", 1.0).await;
+    assert_eq!(metric(&metrics(addr).await, "daeda_cache_max_bytes"), 1_048_576.0);
+    lookup(addr, 1).await;
+    lookup(addr, 1).await;
+    assert!(metric(&metrics(addr).await, "daeda_cache_hits_total") >= 1.0);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let out =
+        crate::support::output(env.command(&["serve", "--listen", "127.0.0.1:0"]).env("DAEDA_CACHE_MAX_BYTES", "lots"));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DAEDA_CACHE_MAX_BYTES"));
+}

@@ -197,11 +197,10 @@ impl RowCache {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut evicted = 0u64;
-        let mut freed = 0usize;
+        let (mut gone, mut freed, mut evicted) = (0u64, 0usize, 0u64);
         if let Some(old) = shard.map.put(key.to_string(), Entry { schema: schema.clone(), row: row.clone(), size }) {
+            gone += 1;
             freed += old.size;
-            self.stats.entries.fetch_sub(1, Ordering::Relaxed);
         }
         shard.bytes = shard.bytes + size - freed;
         while shard.bytes > self.shard_bytes {
@@ -210,12 +209,13 @@ impl RowCache {
             freed += e.size;
             evicted += 1;
         }
-        drop(shard);
+        // Under the shard's lock, as every change of the totals, so they never
+        // dip below what the shards hold (a scrape never reads a wrapped value).
         self.stats.entries.fetch_add(1, Ordering::Relaxed);
-        self.stats.entries.fetch_sub(evicted, Ordering::Relaxed);
-        self.stats.evictions.fetch_add(evicted, Ordering::Relaxed);
+        self.stats.entries.fetch_sub(gone + evicted, Ordering::Relaxed);
         self.stats.bytes.fetch_add(size as u64, Ordering::Relaxed);
         self.stats.bytes.fetch_sub(freed as u64, Ordering::Relaxed);
+        self.stats.evictions.fetch_add(evicted, Ordering::Relaxed);
     }
 
     /// Redis says `key` changed (or is gone): drop it, refuse racing inserts.
@@ -227,13 +227,15 @@ impl RowCache {
             let removed = std::str::from_utf8(key).ok().and_then(|k| shard.map.pop(k));
             if let Some(e) = &removed {
                 shard.bytes -= e.size;
+                self.stats.entries.fetch_sub(1, Ordering::Relaxed);
+                self.stats.bytes.fetch_sub(e.size as u64, Ordering::Relaxed);
             }
-            removed
+            removed.is_some()
         };
-        if let Some(e) = removed {
-            self.stats.entries.fetch_sub(1, Ordering::Relaxed);
-            self.stats.bytes.fetch_sub(e.size as u64, Ordering::Relaxed);
-        } else if let Some(service) = std::str::from_utf8(key).ok().and_then(|k| self.keys.service_of_current(k)) {
+        if removed {
+            return;
+        }
+        if let Some(service) = std::str::from_utf8(key).ok().and_then(|k| self.keys.service_of_current(k)) {
             if let Some(hook) = self.on_pointer.get() {
                 hook(Some(service));
             }
@@ -249,7 +251,6 @@ impl RowCache {
             let (n, bytes) = (shard.map.len() as u64, shard.bytes as u64);
             shard.map.clear();
             shard.bytes = 0;
-            drop(shard);
             self.stats.entries.fetch_sub(n, Ordering::Relaxed);
             self.stats.bytes.fetch_sub(bytes, Ordering::Relaxed);
         }

@@ -386,6 +386,22 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_is_refused_where_invalidations_cannot_keep_it_consistent() {
+        use crate::{OnlineStore, StoreSettings};
+        let single = StoreSettings::default();
+        let replicas = StoreSettings { read_from_replicas: true, ..StoreSettings::default() };
+        let on = |url: &str, s: &StoreSettings| OnlineStore::connect(url, s).unwrap().cache_unsupported();
+        assert_eq!(on("redis://127.0.0.1:1/0", &single), None);
+        assert_eq!(on("redis+sentinel://127.0.0.1:1/main", &single), None, "tracking follows the primary");
+        assert!(on("redis://127.0.0.1:1,redis://127.0.0.1:2", &single).is_some_and(|w| w.contains("Cluster")));
+        assert!(on("redis+sentinel://127.0.0.1:1/main", &replicas).is_some_and(|w| w.contains("replicas")));
+        let store = OnlineStore::connect("redis://127.0.0.1:1,redis://127.0.0.1:2", &single).unwrap();
+        let cache = RowCache::new(1 << 20, Keys::default()).unwrap();
+        assert!(tracking::spawn(store, cache.clone()).is_err());
+        assert!(!cache.is_usable());
+    }
+
+    #[test]
     fn a_pointer_invalidation_calls_the_hook_with_its_service() {
         let c = cache(1 << 20);
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -9,6 +9,12 @@
 //! ratios gateway / Redis are what to read; absolute times drift on shared
 //! machines. It also compares JSON and Arrow responses for a batch of 100, and
 //! times a small approved query on the SQL plane.
+//!
+//! The hot-entity cache: a second `daeda serve` with `cache_max_bytes` = 64 MiB
+//! on the same Redis and data answers batch-1 lookups of Zipf(1.1)-distributed
+//! ids (ranking traffic: a few entities take most lookups), against raw GET of
+//! the same distribution and the uncached gateway. `BENCH_ONLY=zipf` runs
+//! only these scenarios.
 #![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
 use std::net::{SocketAddr, TcpListener};
@@ -155,6 +161,94 @@ async fn sql_worker(addr: SocketAddr, token: Arc<String>, users: u64, seed: u64,
     .await
 }
 
+/// Ranks 1..=n drawn with probability proportional to 1/rank^s, mapped to
+/// entity ids by a fixed permutation (so the hot ids are spread over the key space).
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: u64, s: f64) -> Zipf {
+        let mut cdf = Vec::with_capacity(n as usize);
+        let mut total = 0.0;
+        for k in 1..=n {
+            total += (k as f64).powf(-s);
+            cdf.push(total);
+        }
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Zipf { cdf }
+    }
+
+    fn id(&self, rng: &mut Rng) -> u64 {
+        let u = rng.next(1 << 53) as f64 / (1u64 << 53) as f64;
+        let rank = self.cdf.partition_point(|c| *c < u) as u64;
+        let n = self.cdf.len() as u64;
+        // 999_983 is prime: a permutation of 0..n unless n is a multiple of it.
+        (rank * 999_983) % n
+    }
+}
+
+/// Batch-1 lookups of Zipf-distributed ids.
+async fn zipf_gateway_worker(addr: SocketAddr, token: Arc<String>, zipf: Arc<Zipf>, seed: u64, until: Instant) -> Run {
+    http_worker(addr, token, "/v1/features/user_features", None, seed, until, move |rng| {
+        format!(r#"{{"entities": {{"user_id": [{}]}}, "include_stale": true}}"#, zipf.id(rng))
+    })
+    .await
+}
+
+/// Raw GET of Zipf-distributed ids' rows.
+async fn zipf_redis_worker(url: String, zipf: Arc<Zipf>, seed: u64, until: Instant) -> Run {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut rng = Rng(seed);
+    let mut run = Run::default();
+    while Instant::now() < until {
+        let key = format!("daeda:row:user_features:1:{}", zipf.id(&mut rng));
+        let t = Instant::now();
+        let r = redis::cmd("GET").arg(&key).query_async::<Option<Vec<u8>>>(&mut conn).await;
+        run.latencies.push(t.elapsed());
+        if r.is_err() {
+            run.errors += 1;
+        }
+    }
+    run
+}
+
+/// A counter of the gateway's `/metrics`.
+async fn scrape(addr: SocketAddr, series: &str) -> f64 {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/metrics").header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+    let body = sender.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn start_gateway(dir: &Path, redis_url: &str, cache_bytes: usize) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let gw = Proc(
+        daeda(dir, redis_url)
+            .env("DAEDA_CACHE_MAX_BYTES", cache_bytes.to_string())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (gw, addr)
+}
+
 async fn redis_worker(url: String, batch: usize, users: u64, seed: u64, until: Instant) -> Run {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -229,21 +323,9 @@ fn main() {
     ]));
     ok(daeda(dir, &redis_url).args(["materialize", "--online", "--service", "user_features"]));
 
-    let port = free_port();
-    let _gw = Proc(
-        daeda(dir, &redis_url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_gw, addr) = start_gateway(dir, &redis_url, 0);
+    let (_cached, cached_addr) = start_gateway(dir, &redis_url, 64 << 20);
+    let only_zipf = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "zipf");
     let token = Arc::new(
         daeda_gateway::auth::mint(daeda_gateway::auth::MintRequest {
             secret: SECRET,
@@ -264,6 +346,43 @@ fn main() {
         let mut mget_100 = None;
         // Warm up connections, caches and the page cache.
         measure(2, 1.0, |seed, until| gateway_worker(addr, token.clone(), 10, users, seed, until, false)).await;
+        let zipf = Arc::new(Zipf::new(users, 1.1));
+        // The cache fills from the same distribution first (its steady state).
+        let z = zipf.clone();
+        measure(2, 2.0, |seed, until| zipf_gateway_worker(cached_addr, token.clone(), z.clone(), seed ^ 7, until)).await;
+        let (hits0, misses0) =
+            (scrape(cached_addr, "daeda_cache_hits_total").await, scrape(cached_addr, "daeda_cache_misses_total").await);
+        for conc in [1, 8] {
+            let z = zipf.clone();
+            let c = measure(conc, secs, |seed, until| zipf_gateway_worker(cached_addr, token.clone(), z.clone(), seed, until)).await;
+            let z = zipf.clone();
+            let g = measure(conc, secs, |seed, until| zipf_gateway_worker(addr, token.clone(), z.clone(), seed, until)).await;
+            let (url, z) = (redis_url.clone(), zipf.clone());
+            let r = measure(conc, secs, move |seed, until| zipf_redis_worker(url.clone(), z.clone(), seed, until)).await;
+            let stat = |x: &Run| serde_json::json!({"rps": x.rps(), "p50_us": x.pct(0.5), "p99_us": x.pct(0.99), "errors": x.errors});
+            rows.push(serde_json::json!({
+                "zipf_1_1_batch_1": {
+                    "concurrency": conc,
+                    "cached_gateway": stat(&c), "gateway": stat(&g), "redis_get": stat(&r),
+                    "cached_p50_vs_get": c.pct(0.5) / r.pct(0.5), "cached_p99_vs_get": c.pct(0.99) / r.pct(0.99),
+                    "uncached_p50_vs_get": g.pct(0.5) / r.pct(0.5),
+                }
+            }));
+        }
+        let (hits, misses) = (
+            scrape(cached_addr, "daeda_cache_hits_total").await - hits0,
+            scrape(cached_addr, "daeda_cache_misses_total").await - misses0,
+        );
+        rows.push(serde_json::json!({
+            "zipf_cache": {
+                "hit_ratio": hits / (hits + misses),
+                "entries": scrape(cached_addr, "daeda_cache_entries").await,
+                "bytes": scrape(cached_addr, "daeda_cache_bytes").await,
+            }
+        }));
+        if only_zipf {
+            return;
+        }
         for (batch, conc) in [(1, 1), (1, 8), (100, 1), (100, 8)] {
             let g = measure(conc, secs, |seed, until| gateway_worker(addr, token.clone(), batch, users, seed, until, false)).await;
             let url = redis_url.clone();

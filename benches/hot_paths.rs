@@ -204,7 +204,7 @@ fn bench(c: &mut Criterion) {
 
     let fetched = Fetched {
         wanted: (0..schema.len()).collect(),
-        rows: (0..100).map(|_| Some(row.clone())).collect(),
+        rows: (0..100).map(|_| Some(std::sync::Arc::new(row.clone()))).collect(),
         status: vec![EntityStatus::Ok; 100],
         schema: std::sync::Arc::new(schema.clone()),
     };

@@ -21,6 +21,8 @@ struct FileConfig {
     /// `daeda serve` reads from replicas (Cluster `READONLY`, Sentinel replicas).
     redis_read_from_replicas: Option<bool>,
     max_batch: Option<usize>,
+    /// `daeda serve`'s hot-entity row cache bound in bytes; 0 (default) is off.
+    cache_max_bytes: Option<usize>,
     /// Prefixes every Redis key daeda writes (see `daeda_online::keys`).
     namespace: Option<String>,
     /// `/readyz`: `all` (default) or `any` serving service must be ready.
@@ -110,6 +112,8 @@ pub struct Config {
     /// `daeda serve` looks rows up on replicas; off by default (they may lag).
     pub redis_read_from_replicas: bool,
     pub max_batch: usize,
+    /// `cache_max_bytes` (`DAEDA_CACHE_MAX_BYTES`): the row cache's bound; 0 is off.
+    pub cache_max_bytes: usize,
     /// The Redis key namespace (`namespace`, `DAEDA_NAMESPACE`), default `default`.
     pub namespace: String,
     /// When `/readyz` says ready (`ready_when`, `DAEDA_READY_WHEN`).
@@ -242,6 +246,7 @@ impl Config {
                 .or(file.redis_read_from_replicas)
                 .unwrap_or(false),
             max_batch: env_parse("DAEDA_MAX_BATCH")?.or(file.max_batch).unwrap_or(1000),
+            cache_max_bytes: env_parse("DAEDA_CACHE_MAX_BYTES")?.or(file.cache_max_bytes).unwrap_or(0),
             limits,
             jwt_secret: env("DAEDA_JWT_SECRET").or(jwt.secret),
             jwt_public_key: env("DAEDA_JWT_PUBLIC_KEY").map(PathBuf::from).or(jwt.public_key),

@@ -201,6 +201,7 @@ mod tests {
             live: vec![],
             now: chrono::Utc::now(),
             sql_worker: None,
+            cache: None,
         };
         let text = events.render_metrics(&g);
         for line in [

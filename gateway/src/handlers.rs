@@ -120,6 +120,7 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
                 live: served.iter().map(|s| (s.as_str(), state.generations.get(s))).collect(),
                 now: chrono::Utc::now(),
                 sql_worker: state.sql.as_ref().map(|p| (p.worker.is_up(), p.worker.restarts())),
+                cache: state.cache.as_ref().map(|c| (c.stats(), c.max_bytes())),
             };
             Ok(respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, state.events.render_metrics(&gauges).into()))
         }
@@ -261,7 +262,16 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
         .ok_or_else(|| lookup::LookupError::NoLiveGeneration(service.to_string()))?;
     let t = Instant::now();
     let schema = state.schema_for(def, &meta)?;
-    let mut fetched = lookup::fetch(&state.store, def, schema.clone(), &meta, &lookup_req, state.cfg.max_batch).await?;
+    let mut fetched = lookup::fetch(
+        &state.store,
+        state.cache.as_deref(),
+        def,
+        schema.clone(),
+        &meta,
+        &lookup_req,
+        state.cfg.max_batch,
+    )
+    .await?;
     state.events.lookup_fetched(t.elapsed());
     // Missing rows may mean the generation we read was just retired: re-read
     // the pointer, and if it moved (or names the same id under another run,
@@ -274,7 +284,16 @@ async fn features(state: &State, req: Request<Incoming>, service: &str) -> Resul
             Some(now) if now.generation != meta.generation || now.run_id != meta.run_id => {
                 meta = now;
                 let schema = state.schema_for(def, &meta)?;
-                fetched = lookup::fetch(&state.store, def, schema, &meta, &lookup_req, state.cfg.max_batch).await?;
+                fetched = lookup::fetch(
+                    &state.store,
+                    state.cache.as_deref(),
+                    def,
+                    schema,
+                    &meta,
+                    &lookup_req,
+                    state.cfg.max_batch,
+                )
+                .await?;
             }
             Some(_) => {}
         }

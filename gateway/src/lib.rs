@@ -95,6 +95,10 @@ pub struct GatewayConfig {
     /// A Quack query running longer restarts the Quack worker (DuckDB cannot
     /// interrupt one Quack connection); its token then cools down.
     pub quack_timeout: Duration,
+    /// The hot-entity row cache's size bound in bytes; 0 (the default) turns
+    /// it off (see [`daeda_online::cache`]). Not used on a Redis Cluster or
+    /// with replica reads, where it could not be kept consistent.
+    pub cache_max_bytes: usize,
 }
 
 /// `/readyz` is ready when Redis answers, and every (`All`) or at least one
@@ -129,6 +133,7 @@ impl GatewayConfig {
             auth,
             ready_when: ReadyWhen::All,
             admin_listen: None,
+            cache_max_bytes: 0,
         }
     }
 }
@@ -166,6 +171,8 @@ pub(crate) struct State {
     pub(crate) sql: Option<SqlPlane>,
     /// The Quack endpoint, when `quack_listen` is set.
     pub(crate) quack: std::sync::OnceLock<Arc<sql::quack::QuackGate>>,
+    /// The hot-entity row cache, when on and supported by the topology.
+    pub(crate) cache: Option<Arc<daeda_online::cache::RowCache>>,
     /// Row schemas by service, of the generations lately served (see [`State::schema_for`]).
     schemas: std::sync::Mutex<std::collections::HashMap<String, Vec<CachedSchema>>>,
 }
@@ -370,6 +377,22 @@ impl Gateway {
         if let Err(e) = generations.refresh().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; lookups answer 503 until it is");
         }
+        let cache = daeda_online::cache::RowCache::new(cfg.cache_max_bytes, store.keys().clone());
+        let cache = match (cache, store.cache_unsupported()) {
+            (Some(_), Some(why)) => {
+                tracing::warn!("the row cache is off: {why}, where it could not be kept consistent");
+                None
+            }
+            (cache, _) => cache,
+        };
+        if let Some(cache) = &cache {
+            let generations = Arc::downgrade(&generations);
+            cache.on_pointer_change(move |_| {
+                if let Some(g) = generations.upgrade() {
+                    g.pointer_changed();
+                }
+            });
+        }
         let quack_cmd = sql.clone();
         let sql = sql.map(|cmd| {
             let (worker, supervisor) = sql::SqlWorker::spawn(cmd);
@@ -394,6 +417,7 @@ impl Gateway {
             events: Default::default(),
             slots,
             sql,
+            cache,
             schemas,
             quack: std::sync::OnceLock::new(),
         });
@@ -421,6 +445,11 @@ impl Gateway {
     /// (up to 10 s).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let refresher = self.state.generations.spawn_refresher(self.state.cfg.refresh);
+        let tracker = self.state.cache.clone().and_then(|c| {
+            daeda_online::cache::tracking::spawn(self.state.store.clone(), c)
+                .map_err(|why| tracing::warn!("the row cache is off: {why}"))
+                .ok()
+        });
         let admin = self.admin.take().map(|l| tokio::spawn(serve_admin(l, self.state.clone(), self.tls.clone())));
         let flusher = {
             let state = self.state.clone();
@@ -509,6 +538,9 @@ impl Gateway {
             a.abort();
         }
         refresher.abort();
+        if let Some(t) = tracker {
+            t.abort();
+        }
         // Requests in flight finish first (SQL queries need their worker),
         // then the worker goes and the last failures are logged.
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {

@@ -215,6 +215,8 @@ pub struct Gauges<'a> {
     pub now: DateTime<Utc>,
     /// The SQL worker, when the SQL plane is on: up, and restarts so far.
     pub sql_worker: Option<(bool, u64)>,
+    /// The row cache, when on: its counters and its bound in bytes.
+    pub cache: Option<(&'a daeda_online::cache::CacheStats, usize)>,
 }
 
 /// The series read at scrape time.
@@ -243,7 +245,38 @@ fn scrape_registry(g: &Gauges<'_>) -> Registry {
             ConstCounter::new(restarts),
         );
     }
+    if let Some((stats, max_bytes)) = g.cache {
+        register_cache(&mut r, stats, max_bytes);
+    }
     r
+}
+
+/// The row cache's counters and gauges (see `daeda_online::cache::CacheStats`).
+fn register_cache(r: &mut Registry, s: &daeda_online::cache::CacheStats, max_bytes: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, help, v) in [
+        ("hits", "Entities answered from the row cache", &s.hits),
+        ("misses", "Entities read from Redis while the row cache was in use", &s.misses),
+        ("invalidations", "Keys named by Redis invalidation messages", &s.invalidations),
+        ("evictions", "Rows dropped from the row cache to stay within its bound", &s.evictions),
+        ("refused_inserts", "Rows read on a miss and not cached: an invalidation raced the read", &s.refused),
+        ("flushes", "Times the row cache was emptied (tracking lost, FLUSHALL)", &s.flushes),
+        ("tracking_connects", "Row cache tracking connections established", &s.connects),
+    ] {
+        r.register(format!("daeda_cache_{name}"), help, ConstCounter::new(v.load(Relaxed)));
+    }
+    for (name, help, v) in [
+        ("bytes", "Bytes held by the row cache", s.bytes.load(Relaxed)),
+        ("max_bytes", "The row cache's bound (cache_max_bytes)", max_bytes as u64),
+        ("entries", "Rows held by the row cache", s.entries.load(Relaxed)),
+        (
+            "tracking_up",
+            "Whether the row cache's tracking connection is up (the cache is used only then)",
+            u64::from(s.tracking.load(Relaxed)),
+        ),
+    ] {
+        r.register(format!("daeda_cache_{name}"), help, ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)));
+    }
 }
 
 /// Per service with a live generation: how old it is, how old its data bound
@@ -334,6 +367,7 @@ mod tests {
             live: vec![("user_features", Some(meta(42))), ("empty", None)],
             now: Utc::now(),
             sql_worker: Some((true, 2)),
+            cache: None,
         };
         let text = m.render(&g);
         for line in [
@@ -408,6 +442,7 @@ mod tests {
             live: vec![],
             now: Utc::now(),
             sql_worker: None,
+            cache: None,
         };
         assert!(!Metrics::default().render(&g).contains("daeda_sql_worker"));
     }

@@ -89,6 +89,21 @@ impl Keys {
         key.strip_prefix(self.prefix.as_str())?.strip_prefix("{svc:")?.strip_suffix("}:gens")
     }
 
+    /// The common prefix of every row key of the namespace (what the row cache tracks).
+    pub fn all_rows_prefix(&self) -> String {
+        format!("{}row:", self.prefix)
+    }
+
+    /// The common prefix of every per-service key of the namespace (pointers among them).
+    pub fn all_service_keys_prefix(&self) -> String {
+        format!("{}{{svc:", self.prefix)
+    }
+
+    /// The service name in a key built by [`Keys::current`].
+    pub fn service_of_current<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?.strip_prefix("{svc:")?.strip_suffix("}:current")
+    }
+
     /// The common prefix of every row key of one generation.
     pub fn row_prefix(&self, service: &str, generation: &str) -> String {
         format!("{}row:{service}:{generation}:", self.prefix)
@@ -181,6 +196,13 @@ mod tests {
             }
             assert!(!keys.row("u", "3", &[KeyPart::Int(1)]).contains('{'));
             assert_eq!(keys.service_of_generation_set(&keys.generations("user_features")), Some("user_features"));
+            assert_eq!(keys.service_of_current(&keys.current("user_features")), Some("user_features"));
+            assert_eq!(keys.service_of_current(&keys.lease("user_features")), None);
+            assert!(keys.row("u", "3", &[KeyPart::Int(1)]).starts_with(&keys.all_rows_prefix()));
+            assert!(keys.current("u").starts_with(&keys.all_service_keys_prefix()));
+            // Redis refuses BCAST prefixes where one is a prefix of the other.
+            assert!(!keys.all_rows_prefix().starts_with(&keys.all_service_keys_prefix()));
+            assert!(!keys.all_service_keys_prefix().starts_with(&keys.all_rows_prefix()));
         }
     }
 

@@ -5,6 +5,7 @@
 //! (reads) and the skew checker (reads), and free of DuckDB.
 
 mod batch;
+pub mod cache;
 pub mod codec;
 mod connect;
 mod error;

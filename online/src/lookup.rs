@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use daeda_catalog::{ColumnType, ScalarType, ServiceDef};
 use serde_json::{Map, Value as Json};
 
+use crate::cache::{RowCache, Slot};
 use crate::codec::{self, DecodedRow, RowSchema};
 use crate::keys::{self, KeyPart};
 use crate::{GenerationMeta, OnlineError, OnlineStore};
@@ -216,7 +217,8 @@ pub struct Fetched {
     pub wanted: Vec<usize>,
     /// Per entity: the decoded row, or None when missing. Stale rows are here
     /// too; renderers blank them unless the request asks `include_stale`.
-    pub rows: Vec<Option<DecodedRow>>,
+    /// Shared with the row cache when it answered them.
+    pub rows: Vec<Option<Arc<DecodedRow>>>,
     pub status: Vec<EntityStatus>,
 }
 
@@ -228,9 +230,12 @@ impl Fetched {
 
 /// Looks up a batch against the generation `meta`: one MGET, rows decoded.
 /// `schema` is [`generation_schema`] of `meta`, passed in so a server builds it
-/// once per generation rather than once per request.
+/// once per generation rather than once per request. With a usable `cache`,
+/// only the entities it does not hold are read (none: no round trip), and the
+/// rows read are offered to it.
 pub async fn fetch(
     store: &OnlineStore,
+    cache: Option<&RowCache>,
     def: &ServiceDef,
     schema: Arc<RowSchema>,
     meta: &GenerationMeta,
@@ -239,8 +244,49 @@ pub async fn fetch(
 ) -> Result<Fetched, LookupError> {
     let wanted = selected(def, &schema, req.features.as_deref())?;
     let redis_keys = row_keys(def, &req.entities, &store.keys().row_prefix(&def.name, &meta.generation), max_batch)?;
-    let raw = store.get_rows(&redis_keys).await?;
-    decode_rows(def, schema, wanted, meta, &raw)
+    let Some((cache, slots)) = cache.and_then(|c| Some((c, c.probe(&redis_keys, &schema)?))) else {
+        let raw = store.get_rows(&redis_keys).await?;
+        return decode_rows(def, schema, wanted, meta, &raw);
+    };
+    let missed: Vec<&String> =
+        redis_keys.iter().zip(&slots).filter(|(_, s)| matches!(s, Slot::Miss(_))).map(|(k, _)| k).collect();
+    let mut raw = store.get_rows(&missed).await?.into_iter();
+    let stale_before = stale_before(def);
+    let mut rows = Vec::with_capacity(slots.len());
+    let mut status = Vec::with_capacity(slots.len());
+    for (i, (key, slot)) in redis_keys.iter().zip(slots).enumerate() {
+        let row = match slot {
+            Slot::Hit(row) => row,
+            Slot::Miss(ticket) => match raw.next().flatten() {
+                None => {
+                    rows.push(None);
+                    status.push(EntityStatus::Missing);
+                    continue;
+                }
+                Some(bytes) => {
+                    let row = Arc::new(codec::decode(&bytes, &schema).map_err(|reason| LookupError::Corrupt {
+                        entity: i,
+                        generation: meta.generation.clone(),
+                        reason,
+                    })?);
+                    cache.insert(key, ticket, &schema, &row);
+                    row
+                }
+            },
+        };
+        let stale = stale_before.is_some_and(|t| row.event_ts_micros < t);
+        status.push(if stale { EntityStatus::Stale } else { EntityStatus::Ok });
+        rows.push(Some(row));
+    }
+    Ok(Fetched { schema, wanted, rows, status })
+}
+
+/// Rows with an event time before this (µs since the epoch) are stale; None
+/// when the service has no ttl. Read at lookup time, so a cached row turns
+/// stale on time.
+fn stale_before(def: &ServiceDef) -> Option<i64> {
+    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64;
+    def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64)
 }
 
 /// The CPU half of [`fetch`] after the MGET: rows decoded, stale ones marked.
@@ -252,8 +298,7 @@ pub fn decode_rows(
     meta: &GenerationMeta,
     raw: &[Option<Vec<u8>>],
 ) -> Result<Fetched, LookupError> {
-    let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64;
-    let stale_before = def.serving.ttl.map(|ttl| now_us - ttl.as_micros() as i64);
+    let stale_before = stale_before(def);
     let mut rows = Vec::with_capacity(raw.len());
     let mut status = Vec::with_capacity(raw.len());
     for (i, bytes) in raw.iter().enumerate() {
@@ -269,7 +314,7 @@ pub fn decode_rows(
         })?;
         let stale = stale_before.is_some_and(|t| row.event_ts_micros < t);
         status.push(if stale { EntityStatus::Stale } else { EntityStatus::Ok });
-        rows.push(Some(row));
+        rows.push(Some(Arc::new(row)));
     }
     Ok(Fetched { schema, wanted, rows, status })
 }
@@ -283,6 +328,6 @@ pub async fn lookup(
     max_batch: usize,
 ) -> Result<Vec<u8>, LookupError> {
     let schema = generation_schema(def, meta)?;
-    let fetched = fetch(store, def, Arc::new(schema), meta, req, max_batch).await?;
+    let fetched = fetch(store, None, def, Arc::new(schema), meta, req, max_batch).await?;
     Ok(crate::render::json::body(def, meta, req, &fetched))
 }

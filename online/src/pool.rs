@@ -196,5 +196,26 @@ impl managed::Manager for RedisManager {
     }
 }
 
+impl RedisManager {
+    /// A RESP3 connection to the primary (one server, or the one the
+    /// sentinels name now) whose push messages go to `push`: the row cache's
+    /// invalidation channel. None on a cluster, whose keys live on many primaries.
+    pub(crate) async fn push_connection(
+        &self,
+        push: impl redis::aio::AsyncPushSender,
+    ) -> Result<Option<MultiplexedConnection>, RedisError> {
+        let client = match &self.target {
+            Target::Single(c) => (**c).clone(),
+            Target::Sentinel { primary, .. } => primary.resolve().await?,
+            Target::Cluster(_) => return Ok(None),
+        };
+        let info = client.get_connection_info().clone();
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(resp3))?;
+        let config = self.config.clone().set_push_sender(push);
+        client.get_multiplexed_async_connection_with_config(&config).await.map(Some)
+    }
+}
+
 pub type Pool = managed::Pool<RedisManager>;
 pub type Connection = managed::Object<RedisManager>;

@@ -66,6 +66,7 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
         ),
     };
     gw.max_batch = cfg.max_batch;
+    gw.cache_max_bytes = cfg.cache_max_bytes;
     gw.request_timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
     gw.refresh = Duration::from_millis(cfg.limits.refresh_interval_ms);
     gw.max_connections = cfg.limits.max_connections;

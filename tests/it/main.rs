@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
 mod auth;
+mod cache;
 mod cluster;
 mod config;
 mod deployed;

@@ -74,6 +74,9 @@ pub struct OnlineStore {
     keys: keys::Keys,
     /// How long a flip waits for replicas to confirm the rows (below the reply timeout).
     replica_wait: Duration,
+    /// Reads may go to replicas (see [`StoreSettings::read_from_replicas`]).
+    replica_reads: bool,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for OnlineStore {
@@ -104,7 +107,15 @@ impl OnlineStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| OnlineError::BadUrl { url: display_url.clone(), reason: e.to_string() })?;
-        Ok(OnlineStore { pool, display_url, cluster, keys: keys::Keys::default(), replica_wait: settings.timeout / 2 })
+        Ok(OnlineStore {
+            pool,
+            display_url,
+            cluster,
+            keys: keys::Keys::default(),
+            replica_wait: settings.timeout / 2,
+            replica_reads: settings.read_from_replicas,
+            timeout: settings.timeout,
+        })
     }
 
     /// The same store in `namespace` (see [`keys`]); the default is `default`.
@@ -116,6 +127,31 @@ impl OnlineStore {
     /// The key layout of this store's namespace.
     pub fn keys(&self) -> &keys::Keys {
         &self.keys
+    }
+
+    /// Why the row cache cannot be kept consistent on this deployment, if it
+    /// cannot: a cluster's keys live on many primaries, each of which would
+    /// need its own tracking connection followed through resharding and
+    /// failover; a replica may answer a read with a row older than an
+    /// invalidation already received from the primary, which would then be
+    /// cached for good.
+    pub fn cache_unsupported(&self) -> Option<&'static str> {
+        if self.cluster {
+            Some("the online store is a Redis Cluster")
+        } else if self.replica_reads {
+            Some("reads go to replicas (redis_read_from_replicas)")
+        } else {
+            None
+        }
+    }
+
+    /// The reply timeout, which also bounds the row cache's health checks.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn manager(&self) -> &RedisManager {
+        self.pool.manager()
     }
 
     pub fn url(&self) -> &str {

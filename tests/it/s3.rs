@@ -513,8 +513,11 @@ async fn example_services_on_s3_materialize_serve_lookups_and_sql_and_pass_the_s
         assert_eq!(out.status.code(), Some(0), "{service}: {says}");
     }
 
-    let (mut child, addr) =
-        crate::support::serve(&env, &aws_env(&moto.endpoint, &moto.key_id, &moto.secret), Stdio::inherit());
+    let quack_port = crate::quack::free_port();
+    let quack_listen = format!("127.0.0.1:{quack_port}");
+    let mut vars = aws_env(&moto.endpoint, &moto.key_id, &moto.secret);
+    vars.push(("DAEDA_QUACK_LISTEN", &quack_listen));
+    let (mut child, addr) = crate::support::serve(&env, &vars, Stdio::inherit());
     let online = bearer(&mint(&["*"], &[daeda_gateway::Plane::Online]));
     for (service, body) in [
         ("user_features", r#"{"entities": {"user_id": [1, 2]}}"#),
@@ -542,6 +545,15 @@ async fn example_services_on_s3_materialize_serve_lookups_and_sql_and_pass_the_s
     let (ids, categories) = local_columns(&q.replace("item_features", "l.item_features"), &attach);
     assert!(!ids.as_array().unwrap().is_empty());
     assert_eq!((column(&r, "item_id"), column(&r, "category")), (ids, categories));
+
+    // Quack reads the same S3 objects through the same locked session.
+    let sql_token = mint(&["*"], &[daeda_gateway::Plane::Sql]);
+    crate::quack::wait_serving(quack_port, &sql_token).await;
+    let q = "SELECT count(*) AS n FROM user_features";
+    let n = column(&send(addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body(q)).await, "n");
+    let quack =
+        tokio::task::spawn_blocking(move || crate::quack::client(quack_port, &sql_token, false, &[q])).await.unwrap();
+    assert_eq!(quack[0]["rows"], serde_json::json!([[n[0].to_string()]]), "{quack}");
 
     // Not approved, in the sibling prefix: refused by the policy, and never listed by the session.
     let r = send(addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body("SELECT * FROM pii_features")).await;

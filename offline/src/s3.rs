@@ -120,8 +120,9 @@ impl S3Settings {
         })
     }
 
-    /// The `CREATE SECRET` statement. It holds the credentials: never log it.
-    fn secret_sql(&self) -> String {
+    /// The `CREATE SECRET` statement, valid for URLs under `scopes` only when
+    /// any are given. It holds the credentials: never log it.
+    fn secret_sql(&self, scopes: &[String]) -> String {
         let mut opts = vec!["TYPE s3".to_string()];
         let mut put = |k: &str, v: &Option<String>| {
             if let Some(v) = v {
@@ -136,6 +137,10 @@ impl S3Settings {
         put("URL_STYLE", &self.url_style);
         if let Some(ssl) = self.use_ssl {
             opts.push(format!("USE_SSL {ssl}"));
+        }
+        if !scopes.is_empty() {
+            let list = scopes.iter().map(|s| literal(s)).collect::<Vec<_>>().join(", ");
+            opts.push(format!("SCOPE [{list}]"));
         }
         format!("CREATE OR REPLACE SECRET daeda_s3 ({})", opts.join(", "))
     }
@@ -172,12 +177,21 @@ pub fn source_is_remote(source: &daeda_catalog::Source) -> bool {
 /// Loads httpfs and creates the session's S3 secret. Called only for sources
 /// on S3, so local-only sessions never load httpfs.
 pub fn prepare(conn: &Connection) -> Result<(), OfflineError> {
+    prepare_scoped(conn, &[])
+}
+
+/// As [`prepare`], with the secret valid only for URLs that start with one
+/// of `scopes` (DuckDB picks a secret by longest matching scope, and a URL
+/// that matches none is sent unsigned). The SQL plane scopes it to the
+/// approved services' prefixes, so a read that slipped past its other walls
+/// carries no credentials to another prefix or bucket.
+pub fn prepare_scoped(conn: &Connection, scopes: &[String]) -> Result<(), OfflineError> {
     if conn.execute_batch("LOAD httpfs").is_err() {
         conn.execute_batch("INSTALL httpfs; LOAD httpfs")
             .map_err(|e| OfflineError::NoHttpfs(redact(&first_line(&e.to_string()))))?;
     }
     // DuckDB's message for a bad option may quote the statement; say only what failed.
-    conn.execute_batch(&settings().secret_sql()).map_err(|_| OfflineError::S3Secret)?;
+    conn.execute_batch(&settings().secret_sql(scopes)).map_err(|_| OfflineError::S3Secret)?;
     Ok(())
 }
 
@@ -236,6 +250,14 @@ mod tests {
         };
         let d = format!("{s:?}");
         assert!(!d.contains("AKIAEXAMPLE") && !d.contains("s3cr3t-value"), "{d}");
+    }
+
+    #[test]
+    fn a_scoped_secret_names_its_scopes() {
+        let s = S3Settings { region: Some("eu-west-1".into()), ..Default::default() };
+        assert!(!s.secret_sql(&[]).contains("SCOPE"));
+        let sql = s.secret_sql(&["s3://b/a/".into(), "s3://b/it's/".into()]);
+        assert!(sql.ends_with("SCOPE ['s3://b/a/', 's3://b/it''s/'])"), "{sql}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! 6. this process: its address space capped, its death a 503, never the
 //!    gateway's.
 
+mod exposure;
 pub mod quack;
 pub mod session;
 pub mod worker;

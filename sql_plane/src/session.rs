@@ -8,8 +8,9 @@
 //! - every query runs on a fresh connection, so per-connection state a
 //!   statement could leave (temporary objects, temporary macros shadowing
 //!   built-ins, `search_path`, profiling) dies with it;
-//! - external access is off but for the sources' own folders (read), the
-//!   configuration is locked, extension loading is off;
+//! - external access is off but for the local sources' own folders and the
+//!   exact objects of the S3 sources, listed at build (see [`crate::exposure`]),
+//!   read only; the configuration is locked, extension loading is off;
 //! - exactly one statement runs, and only if DuckDB's own parser reads the
 //!   text as one SELECT; `Connection::prepare` would run the earlier
 //!   statements of a batch, so a batch never reaches it;
@@ -24,12 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use daeda_catalog::{Catalog, ServiceDef, Source};
-use daeda_offline::sql::{attach_duckdb, attach_ducklake, ident, literal, qualified};
+use daeda_catalog::{Catalog, Source};
+use daeda_offline::sql::literal;
 use daeda_offline::stream::ArrowStream;
 use daeda_offline::OfflineError;
 use daeda_sql_wire::{Query, Reply};
 use duckdb::{AccessMode, Config, Connection};
+
+use crate::exposure::{expose, s3_scope, Exposure};
 
 /// Resource bounds of the session.
 #[derive(Debug, Clone)]
@@ -53,58 +56,6 @@ pub struct Session {
     _dir: PathBuf,
 }
 
-/// The folder a path or glob lives in (the part before the first wildcard).
-fn folder_of(path: &str) -> PathBuf {
-    let cut = path.find(['*', '?', '[', '{']).map_or(path, |i| &path[..i]);
-    let p = Path::new(cut);
-    if cut.ends_with('/') {
-        p.to_path_buf()
-    } else {
-        p.parent().unwrap_or(Path::new("/")).to_path_buf()
-    }
-}
-
-/// What a service's view needs attached, and where its files are.
-struct Exposure {
-    /// `ATTACH` statements to run (again) in every instance that uses the view.
-    attach: Vec<String>,
-    /// Folders the session may read.
-    dirs: Vec<String>,
-    view: String,
-}
-
-fn exposure(def: &ServiceDef, i: usize) -> Exposure {
-    let columns = def.columns.iter().map(|c| ident(&c.name)).collect::<Vec<_>>().join(", ");
-    let (attach, dirs, relation) = match &def.source {
-        Source::Parquet { path } => (
-            vec![],
-            vec![folder_of(path).display().to_string()],
-            format!("read_parquet({}, hive_partitioning = true, union_by_name = true)", literal(path)),
-        ),
-        Source::DuckDb { database, table } => {
-            let alias = format!("src_{i}");
-            (
-                vec![attach_duckdb(database, &alias)],
-                vec![folder_of(&database.display().to_string()).display().to_string()],
-                qualified(&alias, table),
-            )
-        }
-        Source::DuckLake { catalog, data_path, table, snapshot } => {
-            let alias = format!("lake_{i}");
-            (
-                vec![attach_ducklake(catalog, data_path, &alias, *snapshot)],
-                vec![data_path.display().to_string(), folder_of(&catalog.display().to_string()).display().to_string()],
-                qualified(&alias, table),
-            )
-        }
-    };
-    Exposure {
-        attach,
-        dirs,
-        view: format!("CREATE VIEW main.{} AS SELECT {columns} FROM {relation}", ident(&def.name)),
-    }
-}
-
 /// Why the session could not be built, or a connection or parse of it had.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -117,6 +68,10 @@ pub enum SessionError {
     /// A service's source could not be attached, or its view created.
     #[error("service `{service}`: {source}")]
     Service { service: String, source: duckdb::Error },
+    /// A service's objects on S3 could not be listed or attached (the
+    /// message is redacted of credentials).
+    #[error("service `{service}`: {source}")]
+    Remote { service: String, source: OfflineError },
     /// The settings that lock the session down could not be applied.
     #[error("locking the session: {0}")]
     Lock(duckdb::Error),
@@ -149,53 +104,64 @@ impl Session {
         before_lock: &dyn Fn(&Connection) -> Result<(), String>,
     ) -> Result<Session, SessionError> {
         let file = dir.join("views.duckdb");
-        // Services on object storage are not exposed (yet): the locked session
-        // has no S3 secret, and DuckDB's allowed_directories does not confine
-        // an s3:// path (`s3://b/svc/../other/x` passes a `s3://b/svc/` prefix).
-        let exposed = |s: &ServiceDef| s.serving.allowed && !daeda_offline::s3::source_is_remote(&s.source);
-        for s in catalog.services().filter(|s| s.serving.allowed && daeda_offline::s3::source_is_remote(&s.source)) {
-            eprintln!("daeda sql-worker: warning: `{}` reads object storage and is not served over SQL", s.name);
-        }
-        let exposures: Vec<(String, Exposure)> = catalog
-            .services()
-            .filter(|s| exposed(s))
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), exposure(s, i)))
-            .collect();
-        let needs_ducklake = catalog.services().any(|s| exposed(s) && matches!(s.source, Source::DuckLake { .. }));
-        {
+        let exposed: Vec<_> = catalog.services().filter(|s| s.serving.allowed).collect();
+        let needs_ducklake = exposed.iter().any(|s| matches!(s.source, Source::DuckLake { .. }));
+        // httpfs and the S3 secret only when a served service is on S3, the
+        // secret valid for those services' prefixes alone.
+        let scopes: BTreeSet<String> = exposed.iter().filter_map(|s| s3_scope(&s.source)).collect();
+        let scopes: Vec<String> = scopes.into_iter().collect();
+        let prepare = |conn: &Connection| -> Result<(), SessionError> {
+            prepare_instance(conn, needs_ducklake)?;
+            if !scopes.is_empty() {
+                daeda_offline::s3::prepare_scoped(conn, &scopes)?;
+            }
+            Ok(())
+        };
+        let exposures: Vec<(String, Exposure)> = {
             let build = Connection::open(&file)?;
-            prepare_instance(&build, needs_ducklake)?;
-            for (name, e) in &exposures {
-                for a in &e.attach {
-                    build.execute_batch(a).map_err(|source| SessionError::Service { service: name.clone(), source })?;
+            prepare(&build)?;
+            let mut exposures = Vec::new();
+            for (i, s) in exposed.iter().enumerate() {
+                match expose(&build, s, i) {
+                    Ok(e) => exposures.push((s.name.clone(), e)),
+                    // An unreachable store must not take the local services down with it.
+                    Err(e) if daeda_offline::s3::source_is_remote(&s.source) => eprintln!(
+                        "daeda sql-worker: warning: `{}` is not served over SQL until the worker restarts: {}",
+                        s.name,
+                        daeda_offline::s3::redact(&e.to_string())
+                    ),
+                    Err(e) => return Err(e),
                 }
-                build
-                    .execute_batch(&e.view)
-                    .map_err(|source| SessionError::Service { service: name.clone(), source })?;
             }
             build.execute_batch("CHECKPOINT")?;
-        }
+            exposures
+        };
         let config = Config::default()
             .access_mode(AccessMode::ReadOnly)
             .and_then(|c| c.threads(i64::from(limits.threads.max(1))))
             .and_then(|c| c.max_memory(&limits.memory_limit))
             .and_then(|c| c.enable_autoload_extension(false))?;
         let base = Connection::open_with_flags(&file, config)?;
-        prepare_instance(&base, needs_ducklake)?;
-        let mut dirs = BTreeSet::new();
+        prepare(&base)?;
+        let (mut dirs, mut paths) = (BTreeSet::new(), BTreeSet::new());
         for (name, e) in &exposures {
             for a in &e.attach {
                 base.execute_batch(a).map_err(|source| SessionError::Service { service: name.clone(), source })?;
             }
             dirs.extend(e.dirs.iter().map(|d| format!("{}/", d.trim_end_matches('/'))));
+            paths.extend(e.paths.iter().cloned());
         }
-        let dirs = dirs.iter().map(|d| literal(d)).collect::<Vec<_>>().join(", ");
+        let list = |set: &BTreeSet<String>| set.iter().map(|d| literal(d)).collect::<Vec<_>>().join(", ");
+        // Exact URLs only: DuckDB compares remote paths uncanonicalised.
+        let allowed_paths =
+            if paths.is_empty() { String::new() } else { format!("SET allowed_paths = [{}];", list(&paths)) };
+        let dirs = list(&dirs);
         before_lock(&base).map_err(SessionError::Prepare)?;
         let spill = dir.join("spill");
         base.execute_batch(&format!(
             "SET temp_directory = {};
              SET allowed_directories = [{dirs}];
+             {allowed_paths}
              SET enable_external_access = false;
              SET autoinstall_known_extensions = false;
              SET autoload_known_extensions = false;

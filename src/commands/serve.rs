@@ -105,7 +105,7 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
     // start, online serving goes on and /v1/sql answers 503 saying so.
     let sql = cfg.sql.enabled.then(|| -> Result<daeda_gateway::sql::WorkerCommand> {
         let program = std::env::current_exe().context("finding this program to start the SQL worker")?;
-        Ok(daeda_gateway::sql::WorkerCommand { program, args: worker_args(&cfg) })
+        Ok(daeda_gateway::sql::WorkerCommand { program, args: worker_args(o, &cfg) })
     });
     let sql = sql.transpose()?;
     let rt = super::runtime()?;
@@ -140,9 +140,13 @@ pub fn serve(o: &Overrides, a: &ServeArgs) -> Result<ExitCode> {
 }
 
 /// `daeda sql-worker` with this gateway's catalog and SQL bounds.
-fn worker_args(cfg: &Config) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["--catalog".into(), cfg.catalog.clone().into_os_string(), "sql-worker".into()];
+fn worker_args(o: &Overrides, cfg: &Config) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["--catalog".into(), cfg.catalog.clone().into_os_string()];
+    // The worker reads daeda.toml's [s3] (where the store is) as the gateway did.
+    if let Some(config) = &o.config {
+        args.extend(["--config".into(), config.clone().into_os_string()]);
+    }
+    args.push("sql-worker".into());
     for (flag, value) in [
         ("--memory-limit", cfg.sql.memory_limit.clone()),
         ("--threads", cfg.sql.threads.to_string()),
@@ -179,6 +183,8 @@ pub struct WorkerArgs {
 pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
     let catalog_dir = o.catalog.clone().unwrap_or_else(|| "feature_services".into());
     let catalog = daeda_catalog::Catalog::load(&catalog_dir)?;
+    // Sets the process's S3 settings (daeda.toml's [s3], the environment winning).
+    Config::load(o)?;
     let settings = daeda_sql_plane::WorkerSettings {
         socket: a.socket.clone(),
         limits: daeda_sql_plane::SessionLimits { memory_limit: a.memory_limit.clone(), threads: a.threads },

@@ -46,7 +46,7 @@ fn python() -> std::path::PathBuf {
 }
 
 /// Runs the stock client; `attach` picks ATTACH (else `quack_query`).
-fn client(port: u16, token: &str, attach: bool, queries: &[&str]) -> Value {
+pub(crate) fn client(port: u16, token: &str, attach: bool, queries: &[&str]) -> Value {
     use std::io::Write;
     let mut child = std::process::Command::new(python())
         .args(["-c", CLIENT])
@@ -62,7 +62,7 @@ fn client(port: u16, token: &str, attach: bool, queries: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -86,7 +86,7 @@ async fn start_with(env: &TestEnv, tune: impl FnOnce(&mut daeda_gateway::Gateway
 }
 
 /// Waits until the Quack worker answers a query.
-async fn wait_serving(port: u16, token: &str) {
+pub(crate) async fn wait_serving(port: u16, token: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let t = token.to_string();

@@ -7,6 +7,8 @@
       must be signed with a valid key (so a wrong secret is refused).
   s3ctl.py upload ENDPOINT KEY_ID SECRET BUCKET PREFIX DIR
       Uploads every file under DIR to s3://BUCKET/PREFIX/<relative path>.
+  s3ctl.py bucket ENDPOINT KEY_ID SECRET BUCKET
+      Creates another bucket.
 """
 import json
 import os
@@ -46,8 +48,11 @@ def main(cmd, *args):
                 path = os.path.join(d, f)
                 with open(path, "rb") as body:
                     s3.put_object(Bucket=bucket, Key=prefix + "/" + os.path.relpath(path, root), Body=body.read())
+    elif cmd == "bucket":
+        endpoint, key, secret, bucket = args
+        client("s3", endpoint, key, secret).create_bucket(Bucket=bucket)
     else:
-        sys.exit("usage: s3ctl.py setup|upload ...")
+        sys.exit("usage: s3ctl.py setup|upload|bucket ...")
 
 
 if __name__ == "__main__":

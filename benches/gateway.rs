@@ -182,7 +182,7 @@ impl Zipf {
     }
 
     fn id(&self, rng: &mut Rng) -> u64 {
-        let u = rng.next(1 << 53) as f64 / (1u64 << 53) as f64;
+        let u = rng.f64();
         let rank = self.cdf.partition_point(|c| *c < u) as u64;
         let n = self.cdf.len() as u64;
         // 999_983 is prime: a permutation of 0..n unless n is a multiple of it.
@@ -202,7 +202,7 @@ async fn zipf_gateway_worker(addr: SocketAddr, token: Arc<String>, zipf: Arc<Zip
 async fn zipf_redis_worker(url: String, zipf: Arc<Zipf>, seed: u64, until: Instant) -> Run {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::with_seed(seed);
     let mut run = Run::default();
     while Instant::now() < until {
         let key = format!("daeda:row:user_features:1:{}", zipf.id(&mut rng));

@@ -326,13 +326,28 @@ impl Verifier {
             Scope::Only(Arc::new(c.services.into_iter().collect()))
         };
         let principal = Principal { sub: c.sub, services, planes: c.planes };
+        let verified = Verified { principal: principal.clone(), not_before: c.nbf.unwrap_or(0), expires: c.exp };
+        self.remember(&keys, token, verified);
+        Ok(principal)
+    }
+
+    /// Caches a token verified with `keys`, unless a reload replaced them
+    /// meanwhile: otherwise a token whose key just left the set could be cached
+    /// after the reload emptied the cache, and pass until it expires.
+    ///
+    /// Why it holds: the check and the insert run under the cache's write
+    /// lock, and `reload_keys` swaps the keys *before* it takes that lock to
+    /// clear. Either the check sees the new keys (nothing is cached), or it ran
+    /// before the swap and the clear that follows removes the entry.
+    fn remember(&self, keys: &Arc<Keys>, token: &str, verified: Verified) {
         let mut cache = self.verified.write().expect("token cache lock");
+        if !Arc::ptr_eq(keys, &self.keys.read().expect("key lock")) {
+            return;
+        }
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        let verified = Verified { principal: principal.clone(), not_before: c.nbf.unwrap_or(0), expires: c.exp };
         cache.insert(token.to_string(), verified);
-        Ok(principal)
     }
 }
 
@@ -503,6 +518,26 @@ mod tests {
         let e = v.reload_keys().unwrap_err().to_string();
         assert!(e.contains("has no `kid`") && !e.contains("c2VjcmV0"), "{e}");
         assert!(v.verify(Some(&keyed(Some("new"), "new-secret", claims(serde_json::json!({}))))).is_ok());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A verification that finishes after a reload (it used the keys from
+    /// before) must not cache its token: the reload's clear already ran.
+    #[test]
+    fn a_token_verified_with_replaced_keys_is_not_cached() {
+        let path = std::env::temp_dir().join(format!("daeda-jwks-race-{}.json", std::process::id()));
+        std::fs::write(&path, serde_json::json!({"keys": [oct("old", "old-secret")]}).to_string()).unwrap();
+        let v = Verifier::new(&AuthSettings { jwks: Some(path.clone()), ..Default::default() }).unwrap();
+        let before = v.keys.read().unwrap().clone();
+        std::fs::write(&path, serde_json::json!({"keys": [oct("new", "new-secret")]}).to_string()).unwrap();
+        v.reload_keys().unwrap();
+        let principal = Principal { sub: "x".into(), services: Scope::All, planes: vec![] };
+        let late = Verified { principal, not_before: 0, expires: now() + 600 };
+        v.remember(&before, "a.late.token", late.clone());
+        assert!(v.verified.read().unwrap().is_empty(), "a token verified by retired keys was cached");
+        let current = v.keys.read().unwrap().clone();
+        v.remember(&current, "a.current.token", late);
+        assert_eq!(v.verified.read().unwrap().len(), 1);
         let _ = std::fs::remove_file(&path);
     }
 }

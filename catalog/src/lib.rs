@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use error::{CatalogError, DefinitionError};
 pub use listing::Listing;
 pub use lock::{Lock, LockError, LOCK_FILE};
-pub use service::{is_service_name, parse_ttl, Column, ServiceDef, Serving, Source};
+pub use service::{is_service_name, parse_ttl, Column, Definition, ServiceDef, Serving, Source};
 pub use types::{ColumnType, ElemType, ScalarType};
 
 /// All feature services of one catalog folder, by name.

@@ -10,9 +10,43 @@ use crate::raw::{RawColumn, RawService, RawSource};
 use crate::types::{ColumnType, ScalarType};
 use crate::DefinitionError;
 
-/// One feature service, as its YAML file defines it.
+/// One feature service, validated: its fields are read through
+/// [`Definition`] (`def.name`, `def.columns`), and none can be changed.
+///
+/// Invariant: `fingerprint` is the digest of `def`'s columns, join keys and
+/// timestamp. Only the loader makes a `ServiceDef`, after validation, and no
+/// `&mut Definition` is ever handed out, so a changed field can never leave a
+/// stale fingerprint (a row written under one schema and read under another).
+/// Read access goes through `Deref` rather than one getter per field: the
+/// same guarantee, and the ~200 reads across the workspace stay plain field
+/// reads. A `Definition` cloned out of it is only data; it cannot become a
+/// `ServiceDef` again without being parsed and validated.
+///
+/// ```
+/// fn name(def: &daeda_catalog::ServiceDef) -> &str { &def.name }
+/// ```
+/// ```compile_fail
+/// // Even through `&mut`, no field of a validated definition can change.
+/// fn rename(def: &mut daeda_catalog::ServiceDef) { def.name.push('x'); }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceDef {
+    def: Definition,
+    /// See [`ServiceDef::fingerprint`].
+    fingerprint: String,
+}
+
+impl std::ops::Deref for ServiceDef {
+    type Target = Definition;
+
+    fn deref(&self) -> &Definition {
+        &self.def
+    }
+}
+
+/// A feature service's fields, as its YAML file defines them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
     pub name: String,
     /// `YYYY-MM-DD` or `YYYY-MM-DD.N`.
     pub version: String,
@@ -29,8 +63,6 @@ pub struct ServiceDef {
     pub serving: Serving,
     /// The YAML file this came from.
     pub file: PathBuf,
-    /// See [`ServiceDef::fingerprint`].
-    fingerprint: String,
 }
 
 /// Where the service's offline output lives. Paths are absolute, resolved from
@@ -83,7 +115,9 @@ impl ServiceDef {
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+}
 
+impl Definition {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -228,7 +262,7 @@ pub(crate) fn build(raw: RawService, file: &Path) -> Result<ServiceDef, Vec<Defi
         return Err(p.list);
     }
     let fingerprint = compute_fingerprint(&join_keys, &raw.timestamp, &columns);
-    Ok(ServiceDef {
+    let def = Definition {
         name: raw.name,
         version: raw.version,
         owner: raw.owner,
@@ -240,8 +274,8 @@ pub(crate) fn build(raw: RawService, file: &Path) -> Result<ServiceDef, Vec<Defi
         columns,
         serving,
         file: file.to_path_buf(),
-        fingerprint,
-    })
+    };
+    Ok(ServiceDef { def, fingerprint })
 }
 
 impl RawService {

@@ -101,6 +101,18 @@ fn hold_lease(env: &TestEnv) {
         .unwrap();
 }
 
+/// A materialized `user_features`, its lease held (so the test's own writes
+/// are the only ones), a store to write with and a caching gateway whose
+/// tracking connection is up.
+async fn writable_cached_gateway(env: &TestEnv) -> (daeda_online::OnlineStore, http::Running) {
+    env.materialize(&["--service", "user_features"]);
+    hold_lease(env);
+    let store = daeda_online::OnlineStore::connect(&env.redis.url(), &Default::default()).unwrap();
+    let gw = http::start(env, cached_config(env, 1 << 20)).await;
+    wait_metric(gw.addr, "daeda_cache_tracking_up", 1.0).await;
+    (store, gw)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_incremental_run_is_served_by_the_next_lookup_once_its_invalidation_arrived() {
     let env = TestEnv::new(100);
@@ -143,11 +155,7 @@ async fn an_incremental_run_is_served_by_the_next_lookup_once_its_invalidation_a
 async fn a_hot_key_rewritten_many_times_is_never_read_stale() {
     const ROUNDS: i64 = 150;
     let env = TestEnv::new(20);
-    env.materialize(&["--service", "user_features"]);
-    hold_lease(&env);
-    let store = daeda_online::OnlineStore::connect(&env.redis.url(), &Default::default()).unwrap();
-    let gw = http::start(&env, cached_config(&env, 1 << 20)).await;
-    wait_metric(gw.addr, "daeda_cache_tracking_up", 1.0).await;
+    let (store, gw) = writable_cached_gateway(&env).await;
     incremental_write(&env, &store, 1, 0.0, 1).await;
     // The value every lookup started from now on must at least answer.
     let confirmed = Arc::new(AtomicI64::new(-1));
@@ -253,11 +261,7 @@ async fn a_flip_is_served_once_its_pointer_invalidation_arrived_without_waiting_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_tracking_connection_flushes_the_cache_and_a_write_meanwhile_is_served() {
     let env = TestEnv::new(20);
-    env.materialize(&["--service", "user_features"]);
-    hold_lease(&env);
-    let store = daeda_online::OnlineStore::connect(&env.redis.url(), &Default::default()).unwrap();
-    let gw = http::start(&env, cached_config(&env, 1 << 20)).await;
-    wait_metric(gw.addr, "daeda_cache_tracking_up", 1.0).await;
+    let (store, gw) = writable_cached_gateway(&env).await;
     for round in 1..=5i64 {
         incremental_write(&env, &store, 1, (round * 10) as f64, 1).await;
         let deadline = Instant::now() + BOUND;

@@ -359,6 +359,13 @@ fn main() {
             let g = measure(conc, secs, |seed, until| zipf_gateway_worker(addr, token.clone(), z.clone(), seed, until)).await;
             let (url, z) = (redis_url.clone(), zipf.clone());
             let r = measure(conc, secs, move |seed, until| zipf_redis_worker(url.clone(), z.clone(), seed, until)).await;
+            if conc == 1 {
+                scenarios.push(chart::Scenario {
+                    label: "Zipf(1.1) batch 1, row cache, 1 conn".into(),
+                    daeda: (c.pct(0.5), c.pct(0.99)),
+                    redis: Some((r.pct(0.5), r.pct(0.99))),
+                });
+            }
             let stat = |x: &Run| serde_json::json!({"rps": x.rps(), "p50_us": x.pct(0.5), "p99_us": x.pct(0.99), "errors": x.errors});
             rows.push(serde_json::json!({
                 "zipf_1_1_batch_1": {

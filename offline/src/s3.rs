@@ -192,7 +192,32 @@ pub fn prepare_scoped(conn: &Connection, scopes: &[String]) -> Result<(), Offlin
     }
     // DuckDB's message for a bad option may quote the statement; say only what failed.
     conn.execute_batch(&settings().secret_sql(scopes)).map_err(|_| OfflineError::S3Secret)?;
+    // Loading httpfs copies AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    // AWS_SESSION_TOKEN from the environment into instance-wide settings:
+    // readable with `current_setting`, and used to sign any URL no secret's
+    // scope covers. The secret above carries the credentials; the settings
+    // are blanked so that neither holds.
+    conn.execute_batch(
+        "SET GLOBAL s3_access_key_id = ''; SET GLOBAL s3_secret_access_key = ''; SET GLOBAL s3_session_token = '';",
+    )
+    .map_err(|_| OfflineError::S3Secret)?;
     Ok(())
+}
+
+/// The environment variables [`S3Settings::load`] reads credentials from.
+pub const CREDENTIAL_VARIABLES: [&str; 3] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+
+/// Removes the credentials from this process's environment once [`configure`]
+/// holds them, so nothing that reads the environment later (an extension
+/// loaded in a DuckDB session, a credential provider) finds them. The SQL
+/// worker calls it before it opens DuckDB.
+///
+/// Call it before the process starts threads that read the environment:
+/// changing the environment races with a concurrent `getenv`.
+pub fn forget_environment_credentials() {
+    for name in CREDENTIAL_VARIABLES {
+        std::env::remove_var(name);
+    }
 }
 
 fn first_line(s: &str) -> String {

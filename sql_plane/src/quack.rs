@@ -270,7 +270,7 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings, listen: &str, deadlin
             return Ok(()); // the gateway is gone
         }
         if !session.verify_intact() {
-            eprintln!("daeda sql-worker --quack: a query changed the session's attached databases; exiting so a fresh session replaces it");
+            eprintln!("daeda sql-worker --quack: a query changed the session's attached databases or secrets; exiting so a fresh session replaces it");
             #[allow(clippy::exit)] // the worker is its own process; the gateway restarts it
             std::process::exit(3);
         }

@@ -14,10 +14,13 @@
 //! - exactly one statement runs, and only if DuckDB's own parser reads the
 //!   text as one SELECT; `Connection::prepare` would run the earlier
 //!   statements of a batch, so a batch never reaches it;
-//! - after each query the set of attached databases is compared with the one
-//!   at start-up (a DETACH is instance-wide, and a read-only database does not
-//!   refuse it); a difference marks the session damaged and the worker
-//!   replaces it.
+//! - after each query the attached databases and the secrets are compared
+//!   with those at start-up (a DETACH or a CREATE SECRET is instance-wide, and
+//!   neither a read-only database nor `lock_configuration` refuses it); a
+//!   difference marks the session damaged and the worker replaces it;
+//! - the S3 credentials live only in the secret, scoped to the approved
+//!   services' prefixes: the instance settings httpfs fills from the
+//!   environment are blanked, and the worker drops them from its environment.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -49,8 +52,8 @@ pub struct Session {
     /// An empty in-memory instance whose only use is `json_serialize_sql`:
     /// DuckDB's parser, with nothing to read or change.
     scratch: Mutex<Connection>,
-    /// `duckdb_databases()` at start-up.
-    attached: String,
+    /// [`instance_state`] at start-up.
+    state: String,
     damaged: AtomicBool,
     /// Folder holding the views database (and DuckDB's spill files).
     _dir: PathBuf,
@@ -173,11 +176,11 @@ impl Session {
             Config::default().enable_external_access(false).and_then(|c| c.enable_autoload_extension(false))?,
         )?;
         scratch.execute_batch("SET lock_configuration = true")?;
-        let attached = attached_databases(&base)?;
+        let state = instance_state(&base)?;
         Ok(Session {
             base: Mutex::new(base),
             scratch: Mutex::new(scratch),
-            attached,
+            state,
             damaged: AtomicBool::new(false),
             _dir: dir.to_path_buf(),
         })
@@ -189,20 +192,22 @@ impl Session {
         Ok(self.base.lock().map_err(|_| SessionError::Poisoned("session"))?.try_clone()?)
     }
 
-    /// Compares the attached databases with those at start-up; on a
+    /// Compares the attached databases and secrets with those at start-up; on a
     /// difference the session is marked damaged for good. A check that
     /// cannot run (e.g. under memory pressure) proves nothing either way and
     /// is retried after the next query.
     pub fn verify_intact(&self) -> bool {
-        let now = self.base.lock().map_err(|_| SessionError::Poisoned("session")).and_then(|c| attached_databases(&c));
+        let now = self.base.lock().map_err(|_| SessionError::Poisoned("session")).and_then(|c| instance_state(&c));
         match now {
-            Ok(now) if now != self.attached => {
+            Ok(now) if now != self.state => {
                 self.damaged.store(true, Ordering::SeqCst);
                 false
             }
             Ok(_) => true,
             Err(e) => {
-                eprintln!("daeda sql-worker: warning: could not check the session's attached databases: {e}");
+                eprintln!(
+                    "daeda sql-worker: warning: could not check the session's attached databases and secrets: {e}"
+                );
                 true
             }
         }
@@ -302,9 +307,14 @@ fn prepare_instance(conn: &Connection, ducklake: bool) -> Result<(), SessionErro
     Ok(())
 }
 
-fn attached_databases(conn: &Connection) -> Result<String, SessionError> {
+/// The instance-wide state no query may change, and `lock_configuration`
+/// does not freeze: the attached databases (ATTACH/DETACH) and the secrets
+/// (CREATE/DROP SECRET still run on a locked instance; a secret's redacted
+/// text names its scope and endpoint, never its key).
+fn instance_state(conn: &Connection) -> Result<String, SessionError> {
     conn.query_row(
-        "SELECT coalesce(string_agg(database_name || ':' || readonly::VARCHAR || ':' || coalesce(path, ''), ',' ORDER BY database_name), '') FROM duckdb_databases()",
+        "SELECT (SELECT coalesce(string_agg(database_name || ':' || readonly::VARCHAR || ':' || coalesce(path, ''), ',' ORDER BY database_name), '') FROM duckdb_databases())
+             || '|' || (SELECT coalesce(string_agg(secret_string, ',' ORDER BY name), '') FROM duckdb_secrets())",
         [],
         |r| r.get(0),
     )

@@ -140,7 +140,7 @@ pub fn serve(catalog: &Catalog, settings: &WorkerSettings) -> Result<(), String>
                     let sent = out.lock().expect("writer lock").write_all(&reply.encode(id));
                     if session.damaged() {
                         eprintln!(
-                            "daeda sql-worker: a query changed the session's attached databases; exiting so a fresh session replaces it"
+                            "daeda sql-worker: a query changed the session's attached databases or secrets; exiting so a fresh session replaces it"
                         );
                         #[allow(clippy::exit)] // the worker is its own process; the gateway restarts it
                         std::process::exit(3);

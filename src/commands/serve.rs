@@ -183,8 +183,12 @@ pub struct WorkerArgs {
 pub fn sql_worker(o: &Overrides, a: &WorkerArgs) -> Result<ExitCode> {
     let catalog_dir = o.catalog.clone().unwrap_or_else(|| "feature_services".into());
     let catalog = daeda_catalog::Catalog::load(&catalog_dir)?;
-    // Sets the process's S3 settings (daeda.toml's [s3], the environment winning).
+    // Sets the process's S3 settings (daeda.toml's [s3], the environment winning),
+    // then drops the credentials from the environment: the session's scoped
+    // secret holds them, and no query may find them anywhere else. This runs
+    // before any thread is started.
     Config::load(o)?;
+    daeda_offline::s3::forget_environment_credentials();
     let settings = daeda_sql_plane::WorkerSettings {
         socket: a.socket.clone(),
         limits: daeda_sql_plane::SessionLimits { memory_limit: a.memory_limit.clone(), threads: a.threads },

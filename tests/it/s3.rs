@@ -473,6 +473,28 @@ fn the_locked_session_opens_only_the_listed_objects_on_s3() {
     assert!(ours
         .query_row("SELECT count(*) FROM duckdb_secrets(redact := false)", [], |r| r.get::<_, i64>(0))
         .is_err());
+    // The key lives in the secret alone: no setting of the session holds it.
+    let leaked: i64 = ours
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM duckdb_settings() WHERE contains(coalesce(value, ''), {})",
+                daeda_sql_wire::quote::literal(&moto.secret)
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(leaked, 0);
+    // `lock_configuration` does not refuse CREATE SECRET (instance-wide: it
+    // could point an approved prefix at another endpoint for every query);
+    // the check after each query sees it, and the worker is replaced.
+    assert!(session.verify_intact());
+    ours.execute_batch(&format!(
+        "CREATE SECRET evil (TYPE s3, KEY_ID 'k', SECRET 's', ENDPOINT '127.0.0.1:9', SCOPE ['s3://{BUCKET}/features/user_features/'])"
+    ))
+    .unwrap();
+    assert!(!session.verify_intact(), "a secret created in the locked session went unnoticed");
+    assert!(session.damaged());
 }
 
 /// The column `name` of a `POST /v1/sql` JSON answer.

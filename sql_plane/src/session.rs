@@ -121,7 +121,7 @@ impl Session {
             Ok(())
         };
         let exposures: Vec<(String, Exposure)> = {
-            let build = Connection::open(&file)?;
+            let build = Connection::open_with_flags(&file, no_persistent_secrets()?)?;
             prepare(&build)?;
             let mut exposures = Vec::new();
             for (i, s) in exposed.iter().enumerate() {
@@ -139,7 +139,7 @@ impl Session {
             build.execute_batch("CHECKPOINT")?;
             exposures
         };
-        let config = Config::default()
+        let config = no_persistent_secrets()?
             .access_mode(AccessMode::ReadOnly)
             .and_then(|c| c.threads(i64::from(limits.threads.max(1))))
             .and_then(|c| c.max_memory(&limits.memory_limit))
@@ -296,6 +296,15 @@ impl Session {
         self.verify_intact();
         outcome
     }
+}
+
+/// A configuration under which the instance never reads DuckDB's persistent
+/// secrets (`~/.duckdb/stored_secrets`): an operator's own S3, GCS or Azure
+/// keys must not be loaded into the SQL plane. Also, once external access is
+/// off, a first look at the secrets (the check after each query) would fail
+/// on that folder instead of reading the in-memory ones.
+fn no_persistent_secrets() -> Result<Config, duckdb::Error> {
+    Config::default().with("allow_persistent_secrets", "false")
 }
 
 /// Sets the time zone and loads DuckLake (before anything is locked).

@@ -815,3 +815,48 @@ async fn a_hung_up_query_keeps_its_slot_until_it_ends() {
     );
     gw.stop().await;
 }
+
+/// A catalog whose served services are all Parquet (nothing attached, no S3)
+/// used to kill every SQL worker at start: its first look at the secrets, after
+/// external access was off, went to `~/.duckdb/stored_secrets`. The worker
+/// now never reads persistent secrets, so an operator's own keys stored there
+/// stay out of the SQL plane too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parquet_only_catalog_is_served_over_sql_with_the_operators_secrets_left_out() {
+    let env = TestEnv::new(10);
+    env.edit("item_features", "allowed: true", "allowed: false");
+    env.edit("user_item_reranker", "allowed: true", "allowed: false");
+    env.materialize(&["--service", "user_features"]);
+    // An operator's home with a persistent DuckDB secret in it.
+    let home = env.dir.path().join("home");
+    let stored = home.join(".duckdb/stored_secrets");
+    std::fs::create_dir_all(&stored).unwrap();
+    let conn = daeda_offline::session().unwrap();
+    let dir = daeda_sql_wire::quote::literal(&stored.display().to_string());
+    conn.execute_batch(&format!("SET secret_directory = {dir}")).unwrap();
+    daeda_offline::s3::prepare(&conn).unwrap();
+    conn.execute_batch("CREATE PERSISTENT SECRET operator (TYPE s3, KEY_ID 'operator-key', SECRET 'operator-secret')")
+        .unwrap();
+    assert!(std::fs::read_dir(&stored).unwrap().count() > 0, "the persistent secret was written");
+
+    let home = home.display().to_string();
+    let (mut child, addr) = crate::support::serve(&env, &[("HOME", home.as_str())], std::process::Stdio::null());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while send(addr, "GET", "/readyz", &[], "").await.json()["sql"]["worker"] != "up" {
+        assert!(std::time::Instant::now() < deadline, "the SQL worker did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = bearer(&mint(&["user_features"], &[Plane::Sql]));
+    let r = send(
+        addr,
+        "POST",
+        "/v1/sql",
+        &[("authorization", token.as_str())],
+        &sql_body("SELECT count(DISTINCT user_id) AS n FROM user_features"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["columns"]["n"][0], 10);
+    crate::support::signal(&child, "-TERM");
+    assert_eq!(crate::support::wait_timeout(&mut child, Duration::from_secs(30), "daeda serve").code(), Some(0));
+}

@@ -18,6 +18,7 @@ pub mod lock;
 mod raw;
 mod service;
 mod types;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,8 +27,9 @@ use std::sync::Arc;
 pub use error::{CatalogError, DefinitionError};
 pub use listing::Listing;
 pub use lock::{Lock, LockError, LOCK_FILE};
-pub use service::{is_service_name, parse_ttl, Column, Definition, ServiceDef, Serving, Source};
+pub use service::{Column, Definition, ServiceDef, Serving, Source};
 pub use types::{ColumnType, ElemType, ScalarType};
+pub use validate::{is_service_name, parse_ttl};
 
 /// All feature services of one catalog folder, by name.
 #[derive(Debug, Clone)]
@@ -121,7 +123,7 @@ impl Catalog {
 /// relative source paths.
 pub fn parse_definition(text: &str, file: &Path) -> Result<ServiceDef, Vec<DefinitionError>> {
     let raw: raw::RawService = serde_yaml::from_str(text).map_err(|e| vec![yaml_error(e, file)])?;
-    service::build(raw, file)
+    validate::build(raw, file)
 }
 
 /// serde_yaml says e.g. "columns[1]: unknown field `nulable`, expected one of ...

@@ -361,7 +361,7 @@ fn main() {
             let r = measure(conc, secs, move |seed, until| zipf_redis_worker(url.clone(), z.clone(), seed, until)).await;
             if conc == 1 {
                 scenarios.push(chart::Scenario {
-                    label: "Zipf(1.1) batch 1, row cache, 1 conn".into(),
+                    label: "Zipf batch 1, cached, 1 conn".into(),
                     daeda: (c.pct(0.5), c.pct(0.99)),
                     redis: Some((r.pct(0.5), r.pct(0.99))),
                 });

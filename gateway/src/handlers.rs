@@ -338,12 +338,7 @@ async fn sql(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Ap
     if let Some(left) = plane.cooling(&who.sub) {
         return Err(ApiError::SqlCooldown(left.as_secs().max(1) as u32));
     }
-    let granted: Vec<String> = state
-        .catalog()
-        .services()
-        .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
-        .map(|s| s.name.to_ascii_lowercase())
-        .collect();
+    let granted = state.sql_grants(&who);
     let decision = plane.policy.check(&request.sql, granted.clone()).await?;
     let approved = decision.map_err(|d| {
         state.events.sql_denied("http", &who.sub, &d.reason);

@@ -189,6 +189,17 @@ const SCHEMAS_PER_SERVICE: usize = 2;
 
 impl State {
     /// The catalog as loaded now; hold it for the whole request.
+    /// The services `who` may read over SQL, lower-case: approved for
+    /// serving and granted by the token ([`auth::authorize`]). Both SQL
+    /// front doors, HTTP and Quack, hand exactly this to the policy.
+    pub(crate) fn sql_grants(&self, who: &auth::Principal) -> Vec<String> {
+        self.catalog()
+            .services()
+            .filter(|s| auth::authorize(who, s, Plane::Sql).is_ok())
+            .map(|s| s.name.to_ascii_lowercase())
+            .collect()
+    }
+
     pub(crate) fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("catalog lock").clone()
     }

@@ -43,7 +43,7 @@ use tokio::net::UnixListener;
 use tokio::process::Command;
 
 use super::WorkerCommand;
-use crate::auth::{self, Plane};
+use crate::auth::Plane;
 use crate::State;
 
 /// Open sessions in all; well below the ~2048 at which the Quack server crashes.
@@ -290,12 +290,7 @@ async fn decide(state: &State, gate: &QuackGate, ask: Ask) -> (Answer, u16) {
                     format!("daeda: a query of this token had to be stopped; retry in {} s", left.as_secs().max(1)),
                 );
             }
-            let granted: Vec<String> = state
-                .catalog()
-                .services()
-                .filter(|s| auth::authorize(&who, s, Plane::Sql).is_ok())
-                .map(|s| s.name.to_ascii_lowercase())
-                .collect();
+            let granted = state.sql_grants(&who);
             let query_for = |sql: String, grants: Vec<String>, relations: Vec<String>| Query {
                 sql,
                 grants,

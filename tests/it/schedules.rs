@@ -206,6 +206,8 @@ fn the_cron_line_runs_as_cron_runs_it_silent_on_success_and_mailing_the_summary_
     let command = fields[5].trim();
     // cron turns an unescaped % into a newline.
     assert!(!command.contains('%'), "{command}");
+    // A stalled run must not hold the schedule forever.
+    assert!(command.contains("timeout -k 60 2h daeda materialize"), "{command}");
     assert!(
         vars.iter().any(|(k, _)| k == "SHELL")
             && vars.iter().any(|(k, v)| k == "PATH" && v.contains(bin.to_str().unwrap()))

@@ -17,7 +17,7 @@ use daeda_catalog::ServiceDef;
 use daeda_materializer::encode::Encoder;
 use daeda_materializer::{MaterializeError, Progress};
 use daeda_metadata_store::{timestamp as rfc3339, MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
-use daeda_offline::stream::ArrowStream;
+use daeda_offline::stream::latest_rows;
 use daeda_offline::{query, source, OfflineError};
 use daeda_online::codec::{self, RowSchema, Value};
 use daeda_online::{GenerationMeta, OnlineError, OnlineStore, RowBatch};
@@ -383,7 +383,11 @@ fn offline_rows(
     query::check_schema(&conn, def, &opened.relation)?;
     let sql = query::latest_rows_sql(def, &opened.relation, as_of, None);
     let encoder = Encoder::new(def, row_prefix);
-    let mut stream = ArrowStream::start(&conn, &sql).map_err(OfflineError::from)?;
+    // The source's size picks streaming or staging (see `latest_rows`).
+    let source_rows: u64 = conn
+        .query_row(&format!("SELECT count(*) FROM {}", opened.relation), [], |r| r.get(0))
+        .map_err(OfflineError::from)?;
+    let mut stream = latest_rows(&conn, &sql, source_rows).map_err(OfflineError::from)?;
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut seen = 0u64;
     // Seeded: the same generation samples the same entities on every check.

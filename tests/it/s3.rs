@@ -113,24 +113,6 @@ impl Drop for Moto {
     }
 }
 
-/// Every online row of `service`'s `generation`, by key suffix (the entity).
-fn rows(env: &TestEnv, service: &str, generation: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let prefix = format!("daeda:row:{service}:{generation}:");
-    let mut c = env.redis.conn();
-    let keys: Vec<String> = redis::cmd("SCAN")
-        .cursor_arg(0)
-        .arg("MATCH")
-        .arg(format!("{prefix}*"))
-        .arg("COUNT")
-        .arg(5000)
-        .clone()
-        .iter::<String>(&mut c)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    keys.into_iter().map(|k| (k[prefix.len()..].to_string(), env.redis.get(&k).unwrap())).collect()
-}
-
 #[test]
 fn s3_parquet_materializes_like_local_files_and_the_skew_check_sees_a_changed_object() {
     let env = TestEnv::new(200);
@@ -138,7 +120,7 @@ fn s3_parquet_materializes_like_local_files_and_the_skew_check_sees_a_changed_ob
     moto.upload(&env.data().join("user_features"), "features/user_features");
 
     env.materialize(&["--service", "user_features"]);
-    let local = rows(&env, "user_features", &env.redis.current("user_features").unwrap());
+    let local = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
     assert!(local.len() >= 100, "{}", local.len());
 
     env.edit("user_features", LOCAL_GLOB, &format!("s3://{BUCKET}/features/user_features/*/*.parquet"));
@@ -147,7 +129,7 @@ fn s3_parquet_materializes_like_local_files_and_the_skew_check_sees_a_changed_ob
         &["materialize", "--online", "--json", "--as-of", crate::support::FIXED_AS_OF, "--service", "user_features"],
     );
     let generation = env.redis.current("user_features").unwrap();
-    assert_eq!(rows(&env, "user_features", &generation), local, "{summary}");
+    assert_eq!(env.generation_rows("user_features", &generation), local, "{summary}");
 
     // The run names each object it read, with size and last-modified.
     let snapshot: serde_json::Value =
@@ -260,7 +242,7 @@ fn a_ducklake_whose_data_path_is_on_s3_materializes_like_the_local_lake() {
     let moto = Moto::start(false);
     moto.upload(&env.data().join("item_features/files"), "lake/item_features");
     env.materialize(&["--service", "item_features"]);
-    let local = rows(&env, "item_features", &env.redis.current("item_features").unwrap());
+    let local = env.generation_rows("item_features", &env.redis.current("item_features").unwrap());
     assert!(!local.is_empty());
 
     env.edit(
@@ -301,7 +283,7 @@ fn a_ducklake_whose_data_path_is_on_s3_materializes_like_the_local_lake() {
     assert!(stderr.contains("s3.url_style") && stderr.contains("sideways"), "{stderr}");
     std::fs::remove_file(&toml).unwrap();
     let generation = env.redis.current("item_features").unwrap();
-    assert_eq!(rows(&env, "item_features", &generation), local);
+    assert_eq!(env.generation_rows("item_features", &generation), local);
     let out = moto.daeda(&env, &moto.secret, &["skew", "check", "--service", "item_features", "--all", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }

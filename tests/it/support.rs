@@ -438,6 +438,24 @@ impl TestEnv {
         self.json(&args)
     }
 
+    /// Every row of `service`'s `generation`, by entity key, as Redis holds it.
+    pub fn generation_rows(&self, service: &str, generation: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let prefix = format!("daeda:row:{service}:{generation}:");
+        let mut c = self.redis.conn();
+        let keys: Vec<String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(5000)
+            .clone()
+            .iter::<String>(&mut c)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        keys.into_iter().map(|k| (k[prefix.len()..].to_string(), self.redis.get(&k).unwrap())).collect()
+    }
+
     /// A DuckDB session for computing expected values from the same files.
     pub fn duckdb(&self) -> duckdb::Connection {
         duckdb::Connection::open_in_memory().unwrap()

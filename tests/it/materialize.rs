@@ -727,6 +727,53 @@ fn rows_tied_on_the_latest_event_time_resolve_the_same_way_every_run() {
     }
 }
 
+/// A run's own lease renewal (PEXPIRE) touches the lease key, which aborts a
+/// batch's WATCH/MULTI/EXEC in flight. Found at 10M entities: every run writing
+/// for longer than a third of the lease's ttl failed as "lost its lease". Such
+/// a batch is retried while the lease is still the run's; a lease really
+/// taken still stops the writes, with nothing of the batch written.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_writes_outlast_the_runs_own_lease_renewals() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let env = TestEnv::new(1);
+    let store = daeda_online::OnlineStore::connect(&env.redis.url(), &Default::default()).unwrap();
+    let ttl = Duration::from_secs(30);
+    store.acquire_lease("t", "run", ttl).await.unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let renewer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut renewals = 0u64;
+            while !stop.load(Relaxed) {
+                assert!(store.renew_lease("t", "run", ttl).await.unwrap());
+                renewals += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            renewals
+        })
+    };
+    let mut conn = store.conn().await.unwrap();
+    let batch = |b: usize| {
+        let mut batch = daeda_online::RowBatch::default();
+        for i in 0..200 {
+            batch.push(format!("daeda:row:t:1:{}", b * 200 + i).as_bytes(), &[7u8; 300]);
+        }
+        batch
+    };
+    for b in 0..100 {
+        store.put_rows(&mut conn, &batch(b), "t", "run").await.unwrap();
+    }
+    stop.store(true, Relaxed);
+    let renewals = renewer.await.unwrap();
+    assert!(renewals > 20, "only {renewals} renewals ran beside the writes");
+    assert_eq!(env.redis.count("daeda:row:t:1:*"), 20_000);
+
+    let _: () = redis::cmd("SET").arg("daeda:{svc:t}:lease").arg("another-run").query(&mut env.redis.conn()).unwrap();
+    let err = store.put_rows(&mut conn, &batch(100), "t", "run").await.unwrap_err();
+    assert!(matches!(err, daeda_online::OnlineError::LeaseLost { .. }), "{err}");
+    assert_eq!(env.redis.count("daeda:row:t:1:*"), 20_000);
+}
+
 #[test]
 fn a_run_that_loses_its_lease_never_flips() {
     let env = TestEnv::new(200_000);

@@ -27,6 +27,12 @@ pub struct ConditionalWrites {
     pub kept: u64,
 }
 
+/// Attempts of one batch whose transaction touches of the lease keep aborting
+/// while the lease stays this run's. Renewals come a third of the ttl apart,
+/// so a second attempt almost always succeeds; the bound only keeps a
+/// pathological stream of touches from looping forever.
+const PUT_ATTEMPTS: usize = 64;
+
 impl OnlineStore {
     /// Writes a full run's rows as long as `run_id` holds the service's lease:
     /// on one server `WATCH` the lease, read it, then `MULTI`/`MSET`/`EXEC`,
@@ -55,23 +61,32 @@ impl OnlineStore {
             return mset.query_async::<()>(&mut **conn).await.map_err(|e| self.err(e));
         }
         let lease = self.keys.lease(service);
-        let ((), holder): ((), Option<String>) = redis::pipe()
-            .cmd("WATCH")
-            .arg(&lease)
-            .cmd("GET")
-            .arg(&lease)
-            .query_async(&mut **conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        if holder.as_deref() != Some(run_id) {
-            let _: () = redis::cmd("UNWATCH").query_async(&mut **conn).await.map_err(|e| self.err(e))?;
-            return Err(OnlineError::LeaseLost { service: service.to_string() });
-        }
         let mut tx = redis::pipe();
         tx.atomic().add_command(mset).ignore();
-        // EXEC answers nil when a watched key changed: nothing was written.
-        let done: Option<()> = tx.query_async(&mut **conn).await.map_err(|e| self.err(e))?;
-        done.ok_or_else(|| OnlineError::LeaseLost { service: service.to_string() })
+        // EXEC answers nil when the watched lease was touched in between:
+        // nothing was written. That is also what this run's own renewal does
+        // (PEXPIRE touches the key), so an aborted batch is retried while the
+        // lease is still ours; a run writing for longer than a third of the
+        // lease's ttl would otherwise fail as if it had lost it.
+        for _ in 0..PUT_ATTEMPTS {
+            let ((), holder): ((), Option<String>) = redis::pipe()
+                .cmd("WATCH")
+                .arg(&lease)
+                .cmd("GET")
+                .arg(&lease)
+                .query_async(&mut **conn)
+                .await
+                .map_err(|e| self.err(e))?;
+            if holder.as_deref() != Some(run_id) {
+                let _: () = redis::cmd("UNWATCH").query_async(&mut **conn).await.map_err(|e| self.err(e))?;
+                return Err(OnlineError::LeaseLost { service: service.to_string() });
+            }
+            let done: Option<()> = tx.query_async(&mut **conn).await.map_err(|e| self.err(e))?;
+            if done.is_some() {
+                return Ok(());
+            }
+        }
+        Err(OnlineError::LeaseLost { service: service.to_string() })
     }
 
     /// Writes each row unless the online one is as new or newer, in one pipeline,

@@ -205,7 +205,7 @@ pub fn prepare_scoped(conn: &Connection, scopes: &[String]) -> Result<(), Offlin
 }
 
 /// The environment variables [`S3Settings::load`] reads credentials from.
-pub const CREDENTIAL_VARIABLES: [&str; 3] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+const CREDENTIAL_VARIABLES: [&str; 3] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
 
 /// Removes the credentials from this process's environment once [`configure`]
 /// holds them, so nothing that reads the environment later (an extension

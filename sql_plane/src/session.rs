@@ -173,7 +173,7 @@ impl Session {
         ))
         .map_err(SessionError::Lock)?;
         let scratch = Connection::open_in_memory_with_flags(
-            Config::default().enable_external_access(false).and_then(|c| c.enable_autoload_extension(false))?,
+            no_persistent_secrets()?.enable_external_access(false).and_then(|c| c.enable_autoload_extension(false))?,
         )?;
         scratch.execute_batch("SET lock_configuration = true")?;
         let state = instance_state(&base)?;
@@ -298,8 +298,8 @@ impl Session {
     }
 }
 
-/// A configuration under which the instance never reads DuckDB's persistent
-/// secrets (`~/.duckdb/stored_secrets`): an operator's own S3, GCS or Azure
+/// The configuration every instance of the session starts from: it never
+/// reads DuckDB's persistent secrets (`~/.duckdb/stored_secrets`): an operator's own S3, GCS or Azure
 /// keys must not be loaded into the SQL plane. Also, once external access is
 /// off, a first look at the secrets (the check after each query) would fail
 /// on that folder instead of reading the in-memory ones.

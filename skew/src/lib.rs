@@ -175,6 +175,15 @@ async fn run(
             .with_timezone(&Utc),
     };
 
+    // Counting the generation's keys (a SCAN of the whole keyspace, for the
+    // extra-online figure) is Redis work that depends on nothing else here: it
+    // runs beside the comparison, not after it. Same snapshot semantics as a
+    // count at the end: neither is atomic with the MGETs.
+    let online_count = opts.sample.is_none().then(|| {
+        let (store, service, generation) = (store.clone(), def.name.clone(), meta.generation.clone());
+        tokio::spawn(async move { store.count_rows(&service, &generation).await })
+    });
+
     let (tx, mut rx) = mpsc::channel::<RowBatch>(8);
     let producer = {
         let (def, meta, sample) = (def.clone(), meta.clone(), opts.sample);
@@ -230,15 +239,18 @@ async fn run(
     }
     reads.iter().for_each(tokio::task::JoinHandle::abort);
     drop(rx);
-    let warnings = producer.await.map_err(SkewError::ReaderDied)??;
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let warnings = match (producer.await.map_err(SkewError::ReaderDied).and_then(|w| w), failure) {
+        (Ok(w), None) => w,
+        (Err(e), _) | (Ok(_), Some(e)) => {
+            online_count.iter().for_each(tokio::task::JoinHandle::abort);
+            return Err(e);
+        }
+    };
 
-    let extra_online = match opts.sample {
-        Some(_) => None,
-        None => {
-            let online_total = store.count_rows(&def.name, &meta.generation).await?;
+    let extra_online = match online_count {
+        None => None,
+        Some(count) => {
+            let online_total = count.await.map_err(SkewError::ReaderDied)??;
             Some(online_total.saturating_sub(tally.compared - tally.missing))
         }
     };

@@ -344,6 +344,8 @@ fn main() {
     let mut scenarios = Vec::new();
     rt.block_on(async {
         let mut mget_100 = None;
+        // Figures the issue-10 targets are judged on, filled in as they are measured.
+        let mut fig = std::collections::BTreeMap::<&str, f64>::new();
         // Warm up connections, caches and the page cache.
         measure(2, 1.0, |seed, until| gateway_worker(addr, token.clone(), 10, users, seed, until, false)).await;
         let zipf = Arc::new(Zipf::new(users, 1.1));
@@ -360,6 +362,7 @@ fn main() {
             let (url, z) = (redis_url.clone(), zipf.clone());
             let r = measure(conc, secs, move |seed, until| zipf_redis_worker(url.clone(), z.clone(), seed, until)).await;
             if conc == 1 {
+                fig.insert("zipf_cached_p50_vs_get", c.pct(0.5) / r.pct(0.5));
                 scenarios.push(chart::Scenario {
                     label: "Zipf batch 1, cached, 1 conn".into(),
                     daeda: (c.pct(0.5), c.pct(0.99)),
@@ -399,8 +402,21 @@ fn main() {
                 daeda: (g.pct(0.5), g.pct(0.99)),
                 redis: Some((r.pct(0.5), r.pct(0.99))),
             });
-            if (batch, conc) == (100, 1) {
-                mget_100 = Some((r.pct(0.5), r.pct(0.99)));
+            match (batch, conc) {
+                (1, 1) => {
+                    fig.insert("b1_c1_p50_vs_get", g.pct(0.5) / r.pct(0.5));
+                }
+                (1, 8) => {
+                    fig.insert("b1_c8_rps", g.rps());
+                    fig.insert("b1_c8_p99_us", g.pct(0.99));
+                }
+                (100, 1) => {
+                    mget_100 = Some((r.pct(0.5), r.pct(0.99)));
+                    fig.insert("mget100_c1_p50_us", r.pct(0.5));
+                }
+                _ => {
+                    fig.insert("b100_c8_json_p99_us", g.pct(0.99));
+                }
             }
             rows.push(serde_json::json!({
                 "batch": batch, "concurrency": conc,
@@ -411,7 +427,30 @@ fn main() {
         }
         let json = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, false)).await;
         let arrow = measure(1, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, true)).await;
+        let arrow8 = measure(8, secs, |seed, until| gateway_worker(addr, token.clone(), 100, users, seed, until, true)).await;
         let sql = measure(1, secs, |seed, until| sql_worker(addr, token.clone(), users, seed, until)).await;
+        let mget = fig["mget100_c1_p50_us"];
+        fig.insert("b100_c1_json_p50_vs_mget", json.pct(0.5) / mget);
+        fig.insert("b100_c1_arrow_p50_vs_mget", arrow.pct(0.5) / mget);
+        fig.insert("b100_c8_arrow_p99_us", arrow8.pct(0.99));
+        rows.push(serde_json::json!({
+            "arrow_batch_100_concurrency_8": {"rps": arrow8.rps(), "p50_us": arrow8.pct(0.5), "p99_us": arrow8.pct(0.99), "errors": arrow8.errors}
+        }));
+        // Issue 10's lookup targets, each against its threshold, from this run.
+        let target = |name: &str, value: f64, limit: f64, at_most: bool| {
+            serde_json::json!({"target": name, "measured": value, "limit": limit,
+                "met": if at_most { value <= limit } else { value >= limit }})
+        };
+        rows.push(serde_json::json!({ "targets": [
+            target("batch 1, 1 conn: p50 / GET p50", fig["b1_c1_p50_vs_get"], 1.5, true),
+            target("batch 1, 8 conns: req/s", fig["b1_c8_rps"], 40_000.0, false),
+            target("batch 1, 8 conns: p99 µs", fig["b1_c8_p99_us"], 1_000.0, true),
+            target("batch 100, 1 conn: Arrow p50 / MGET p50", fig["b100_c1_arrow_p50_vs_mget"], 3.0, true),
+            target("batch 100, 1 conn: JSON p50 / MGET p50", fig["b100_c1_json_p50_vs_mget"], 4.0, true),
+            target("batch 100, 8 conns: Arrow p99 µs", fig["b100_c8_arrow_p99_us"], 3_000.0, true),
+            target("batch 100, 8 conns: JSON p99 µs", fig["b100_c8_json_p99_us"], 3_000.0, true),
+            target("Zipf(1.1) batch 1, cached: p50 / GET p50 (must be < 1)", fig["zipf_cached_p50_vs_get"], 1.0, true),
+        ]}));
         scenarios.push(chart::Scenario {
             label: "Arrow batch 100, 1 conn".into(),
             daeda: (arrow.pct(0.5), arrow.pct(0.99)),

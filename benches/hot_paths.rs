@@ -11,6 +11,10 @@
 //! machine does not change.
 #![allow(clippy::unwrap_used)] // test and bench code: a panic is the failure report
 
+/// The daeda binary's allocator (see src/main.rs), so the counts are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::path::Path;
 

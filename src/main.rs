@@ -12,6 +12,13 @@ mod progress;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: a batch-100 lookup makes about a
+/// thousand small allocations (decoded rows, the request's entity list, the
+/// response), and callgrind put glibc's malloc, free and realloc at 43% of its
+/// instructions. DuckDB's own C++ allocations are not affected.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 use crate::config::Overrides;

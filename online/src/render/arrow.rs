@@ -10,7 +10,7 @@ use arrow_array::builder::{
 };
 use arrow_array::types::{ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type};
 use arrow_array::{ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
-use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBufferBuilder, NullBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use daeda_catalog::{ColumnType, ElemType, ScalarType, ServiceDef};
 
@@ -137,7 +137,13 @@ fn fixed_list<T: ArrowPrimitiveType>(
         }
     }
     let any_null = valid.contains(&false);
-    let child_nulls = any_null.then(|| NullBuffer::from_iter(valid.iter().flat_map(|&v| std::iter::repeat_n(v, len))));
+    // A run of N bits per row (callgrind: a bool iterator over rows × N slots
+    // was a sixth of an Arrow batch of 100 with one NULL row).
+    let child_nulls = any_null.then(|| {
+        let mut bits = BooleanBufferBuilder::new(rows * len);
+        valid.iter().for_each(|&v| bits.append_n(len, v));
+        NullBuffer::new(bits.finish())
+    });
     let child = PrimitiveArray::<T>::new(ScalarBuffer::from(flat), child_nulls);
     let field = Arc::new(Field::new("item", T::DATA_TYPE, true));
     Arc::new(FixedSizeListArray::new(field, len as i32, Arc::new(child), any_null.then(|| NullBuffer::from(valid))))
@@ -241,4 +247,36 @@ pub fn encode(def: &ServiceDef, req: &LookupRequest, f: &Fetched) -> Result<Vec<
     w.finish()?;
     drop(w);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array as _;
+
+    /// `fixed_list` builds the very array `FixedSizeListBuilder` does,
+    /// validity of the rows and of their child slots included.
+    #[test]
+    fn fixed_lists_match_the_builder_with_and_without_null_rows() {
+        let rows = [Some(vec![1.5f32, -2.0]), None, Some(vec![0.25, 3.0]), None];
+        for take in [1, rows.len()] {
+            let values: Vec<Option<Value>> =
+                rows[..take].iter().map(|r| r.clone().map(|xs| Value::Array(Array::Float(xs)))).collect();
+            let ours = column(
+                ColumnType::FixedArray { elem: ElemType::Float, len: 2 },
+                &mut values.iter().map(Option::as_ref),
+            );
+            let mut b = FixedSizeListBuilder::new(Float32Builder::new(), 2);
+            for r in &rows[..take] {
+                match r {
+                    Some(xs) => {
+                        b.values().append_slice(xs);
+                        b.append(true);
+                    }
+                    None => null_entry(&mut b),
+                }
+            }
+            assert_eq!(ours.to_data(), b.finish().to_data(), "{take} rows");
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! each read or printed differently somewhere; they are refused outright.
 
 use sqlparser::dialect::DuckDbDialect;
-use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
 
 use crate::{deny, Denied};
 
@@ -54,16 +54,39 @@ pub const MAX_LITERAL_BYTES: usize = 4096;
 /// Tokenizes `sql` within `limits` and refuses any lexeme the two parsers
 /// could read differently. Returns the tokens for the parser (no second pass).
 pub fn tokens(sql: &str, limits: &Limits) -> Result<Vec<TokenWithSpan>, Denied> {
+    tokenize(sql, limits, true)
+}
+
+/// [`tokens`] without their locations (every span empty). The parser reads
+/// spans only to say where an error is, and the tree keeps them only in fields
+/// its equality and its printed form ignore, so the parse is the same; without
+/// them each error a speculative parse builds and throws away skips formatting
+/// a line and a column.
+pub(crate) fn tokens_unlocated(sql: &str, limits: &Limits) -> Result<Vec<TokenWithSpan>, Denied> {
+    tokenize(sql, limits, false)
+}
+
+fn tokenize(sql: &str, limits: &Limits, located: bool) -> Result<Vec<TokenWithSpan>, Denied> {
     if sql.len() > limits.max_bytes {
         return deny(format!("the query is {} bytes; the limit is {}", sql.len(), limits.max_bytes));
     }
     if sql.contains('\0') {
         return deny("the query contains a NUL character");
     }
-    let tokens = match Tokenizer::new(&DuckDbDialect {}, sql).tokenize_with_location() {
-        Ok(t) => t,
-        Err(e) => return deny(format!("the query could not be tokenized ({e})")),
-    };
+    // Sized for about one token per two bytes (a query as typed, with its
+    // whitespace), so that it rarely grows: each growth moves every token.
+    let mut tokens = Vec::with_capacity(sql.len() / 2 + 8);
+    let tokenized =
+        Tokenizer::new(&DuckDbDialect {}, sql).tokenize_with_location_into_buf_with_mapper(&mut tokens, |t| {
+            if located {
+                t
+            } else {
+                TokenWithSpan { token: t.token, span: Span::empty() }
+            }
+        });
+    if let Err(e) = tokenized {
+        return deny(format!("the query could not be tokenized ({e})"));
+    }
     let (mut count, mut depth) = (0usize, 0usize);
     // The last two tokens, and whether whitespace followed each.
     let mut recent: [(Option<&Token>, bool); 2] = [(None, false), (None, false)];

@@ -279,8 +279,10 @@ impl Visitor for ExprCheck<'_, '_, '_> {
             }
             _ => None,
         };
+        // The keywords are lower-case ASCII: comparing without case is
+        // comparing the lower-cased name, without allocating it.
         if let Some(i) =
-            session_keyword.filter(|i| rules::SESSION_KEYWORDS.contains(&i.value.to_ascii_lowercase().as_str()))
+            session_keyword.filter(|i| rules::SESSION_KEYWORDS.iter().any(|k| i.value.eq_ignore_ascii_case(k)))
         {
             return ControlFlow::Break(Denied {
                 reason: format!(

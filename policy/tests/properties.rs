@@ -154,6 +154,9 @@ fn assert_only_granted(sql: &str, grants: &Grants, granted: &[&str]) -> bool {
         assert!(granted.contains(&r.as_str()), "approved {sql:?} reads {r}");
     }
     let statements = Parser::parse_sql(&DuckDbDialect {}, &approved.sql).expect("the approved form parses");
+    // What runs is a fixed point: parsed and printed again, it is itself.
+    assert_eq!(statements.len(), 1, "{:?}", approved.sql);
+    assert_eq!(statements[0].to_string(), approved.sql, "approved {sql:?} does not print back as itself");
     let mut names = Names::default();
     let _ = statements.visit(&mut names);
     for (r, cte) in names.relations {

@@ -98,12 +98,18 @@ pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// The shortest round-trip form of a finite float, as ryu prints it (the
 /// bytes daeda has always answered): zmij is 2-3x faster than ryu and differs
-/// only in writing a positive exponent as `e+N`, so the `+` is dropped.
-fn write_float(out: &mut Vec<u8>, text: &str) {
+/// only in writing a positive exponent as `e+N`, so the `+` is dropped. Only
+/// a value of magnitude 1 or more has one, and only in its last 5 bytes
+/// (`e+308`): embeddings and ratios are copied without a look (scanning every
+/// float's text was a quarter of rendering an embedding).
+fn write_float(out: &mut Vec<u8>, text: &str, below_one: bool) {
     let b = text.as_bytes();
-    match b.iter().position(|&c| c == b'+') {
+    let tail = b.len().saturating_sub(5);
+    let plus = if below_one { None } else { b[tail..].iter().position(|&c| c == b'+') };
+    match plus {
         None => out.extend_from_slice(b),
         Some(p) => {
+            let p = tail + p;
             out.extend_from_slice(&b[..p]);
             out.extend_from_slice(&b[p + 1..]);
         }
@@ -112,7 +118,7 @@ fn write_float(out: &mut Vec<u8>, text: &str) {
 
 fn write_f64(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
-        write_float(out, zmij::Buffer::new().format_finite(v));
+        write_float(out, zmij::Buffer::new().format_finite(v), v.abs() < 1.0);
     } else {
         out.extend_from_slice(b"null");
     }
@@ -122,7 +128,7 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
 /// "0.5019999742507935"): parsed back as float32 they are the stored value.
 fn write_f32(out: &mut Vec<u8>, v: f32) {
     if v.is_finite() {
-        write_float(out, zmij::Buffer::new().format_finite(v));
+        write_float(out, zmij::Buffer::new().format_finite(v), v.abs() < 1.0);
     } else {
         out.extend_from_slice(b"null");
     }

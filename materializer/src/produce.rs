@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use daeda_catalog::ServiceDef;
-use daeda_offline::stream::latest_rows;
+use daeda_offline::stream::LatestRows;
 use daeda_offline::{query, source};
 use tokio::sync::mpsc;
 
@@ -55,9 +55,10 @@ fn produce(
     tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), "source opened and checked");
     let stats = query::stats(&conn, def, &opened.relation, as_of)?;
     tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), rows = stats.rows, "source stats");
-    let sql = query::latest_rows_sql(def, &opened.relation, as_of, newer_than);
     let encoder = Encoder::new(def, row_prefix);
-    let mut stream = latest_rows(&conn, &sql, stats.rows)?;
+    let mut stream = LatestRows::start(&conn, stats.rows, |slice| {
+        query::latest_rows_sql(def, &opened.relation, as_of, newer_than, slice)
+    })?;
     let (mut entities, mut bytes, mut max_ts) = (0u64, 0u64, None::<i64>);
     while let Some(batch) = stream.next_batch()? {
         if batch.num_rows() == 0 {

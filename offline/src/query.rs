@@ -65,6 +65,26 @@ fn ts_literal(def: &ServiceDef, at: DateTime<Utc>) -> String {
     }
 }
 
+/// One of `count` disjoint slices of the key space, by a hash of the join
+/// keys: every row of an entity lands in the same slice, so the latest-rows
+/// query over each slice, put together, is the query over the whole source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySlice {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl KeySlice {
+    /// The whole key space.
+    pub const ALL: KeySlice = KeySlice { index: 0, count: 1 };
+
+    /// The `count` slices, in order.
+    pub fn all_of(count: u64) -> impl Iterator<Item = KeySlice> {
+        let count = count.max(1);
+        (0..count).map(move |index| KeySlice { index, count })
+    }
+}
+
 /// Rows that can be served: join keys and timestamp present, not after `as_of`.
 fn servable(def: &ServiceDef, as_of: DateTime<Utc>) -> String {
     let mut conds: Vec<String> = def.join_keys.iter().map(|k| format!("{} IS NOT NULL", ident(k))).collect();
@@ -76,7 +96,8 @@ fn servable(def: &ServiceDef, as_of: DateTime<Utc>) -> String {
 /// The latest row per entity as of `as_of`, every declared column cast to its
 /// declared type (a list of the wrong length fails the cast, and so the run).
 /// With `newer_than`, only entities whose latest row is newer than that
-/// watermark (incremental runs).
+/// watermark (incremental runs). With a [`KeySlice`] of more than one, only
+/// the entities of that slice.
 ///
 /// Shaped for streaming rather than as one window over the whole table: the
 /// latest event time per entity is found on the narrow (keys, timestamp)
@@ -89,6 +110,7 @@ pub fn latest_rows_sql(
     relation: &str,
     as_of: DateTime<Utc>,
     newer_than: Option<DateTime<Utc>>,
+    slice: KeySlice,
 ) -> String {
     let projection = def
         .columns
@@ -103,6 +125,10 @@ pub fn latest_rows_sql(
         tiebreak.push(ts.clone());
     }
     let newer = newer_than.map(|wm| format!(" HAVING max({ts}) > {}", ts_literal(def, wm))).unwrap_or_default();
+    let mut servable = servable(def, as_of);
+    if slice.count > 1 {
+        servable.push_str(&format!(" AND hash({keys}) % {} = {}", slice.count, slice.index));
+    }
     format!(
         "WITH src AS NOT MATERIALIZED (SELECT {projection} FROM {relation} WHERE {servable}), \
          latest AS (SELECT {keys}, max({ts}) AS {ts} FROM src GROUP BY {keys}{newer}), \
@@ -113,7 +139,6 @@ pub fn latest_rows_sql(
          SELECT * FROM (SELECT * FROM candidates SEMI JOIN tied USING ({keys})) \
          QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY hash({})) = 1",
         tiebreak.join(", "),
-        servable = servable(def, as_of),
     )
 }
 

@@ -8,6 +8,8 @@ use duckdb::arrow::datatypes::SchemaRef;
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{Connection, Statement};
 
+use crate::query::KeySlice;
+
 /// A running query whose batches are read with [`ArrowStream::next_batch`].
 pub struct ArrowStream<'conn> {
     stmt: Statement<'conn>,
@@ -34,34 +36,103 @@ impl<'conn> ArrowStream<'conn> {
     }
 }
 
-/// Environment variable: source rows above which [`latest_rows`] stages the
-/// result in a temporary table before streaming it (`0`: always).
+/// Environment variable: source rows one pass of the latest-rows query
+/// covers ([`LatestRows`]).
+pub const ROWS_PER_PASS_ENV: &str = "DAEDA_ROWS_PER_PASS";
+
+/// The default of [`ROWS_PER_PASS_ENV`]. DuckDB holds per-entity state for
+/// the entities of one pass (about 170 bytes each): 2,000,000 rows (1M
+/// entities of two rows in the benchmark) peak near 330 MiB, and a source of
+/// that size runs in one pass, as before passes.
+pub const ROWS_PER_PASS: u64 = 2_000_000;
+
+/// Environment variable: source rows above which each pass is staged in a
+/// temporary table before it streams (`0`: always).
 pub const STAGE_ABOVE_ROWS_ENV: &str = "DAEDA_STAGE_ABOVE_ROWS";
 
 /// The default of [`STAGE_ABOVE_ROWS_ENV`]: 3M entities × 2 rows streamed in
 /// the measurements, 6M × 2 stalled.
 pub const STAGE_ABOVE_ROWS: u64 = 4_000_000;
 
-/// Streams the latest-rows query `sql` over a source of `source_rows` rows.
+fn env_rows(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+/// The latest-rows query over a source of `source_rows` rows, in passes over
+/// disjoint slices of the key space, streamed one after another.
+///
+/// Why passes: DuckDB's state for the query grows with the entities it sees
+/// (4.5 GiB at 10M entities in one pass), and a memory limit makes it spill
+/// (3.4× slower, measured). A pass over 1/K of the entities holds 1/K of that
+/// state and rescans the source, which costs less than spilling.
 ///
 /// Why staging: DuckDB 1.5.5's streaming execution of that query stalls on
-/// large inputs (measured: 6M and 10M entities × 2 rows of the benchmark
-/// schema; the threads wait and never finish, in stock DuckDB too), while the
-/// same query written into a table completes. Above the threshold the result
-/// goes to a temporary table first (it spills under `memory_limit`) and is
-/// streamed from there; below it, where streaming is measured to work, rows
-/// stream straight through, holding one chunk.
-pub fn latest_rows<'conn>(
+/// large sources (measured: 6M and 10M entities × 2 rows of the benchmark
+/// schema, in one pass or in ten; the consumer waits in
+/// `Executor::WaitForTask` while the scheduler's threads sleep, in stock
+/// DuckDB too), while the same query written into a table completes. Over
+/// the threshold each pass goes to a temporary table first (it spills under
+/// `memory_limit`) and is streamed from there.
+pub struct LatestRows<'conn> {
     conn: &'conn Connection,
-    sql: &str,
-    source_rows: u64,
-) -> Result<ArrowStream<'conn>, duckdb::Error> {
-    let above =
-        std::env::var(STAGE_ABOVE_ROWS_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(STAGE_ABOVE_ROWS);
-    if source_rows <= above && above > 0 {
-        return ArrowStream::start(conn, sql);
+    passes: std::collections::VecDeque<String>,
+    stage: bool,
+    current: Option<ArrowStream<'conn>>,
+}
+
+impl<'conn> LatestRows<'conn> {
+    /// Starts the first pass. `sql` builds the query of one slice.
+    pub fn start(
+        conn: &'conn Connection,
+        source_rows: u64,
+        sql: impl Fn(KeySlice) -> String,
+    ) -> Result<LatestRows<'conn>, duckdb::Error> {
+        let per_pass = env_rows(ROWS_PER_PASS_ENV, ROWS_PER_PASS).max(1);
+        let count = source_rows.div_ceil(per_pass).max(1);
+        let above = env_rows(STAGE_ABOVE_ROWS_ENV, STAGE_ABOVE_ROWS);
+        // The stall follows the size of the source scanned, not of the slice:
+        // a pass over a tenth of 10M entities stalls as the whole query does.
+        let stage = above == 0 || source_rows > above;
+        if count > 1 {
+            tracing::info!(
+                source_rows,
+                passes = count,
+                "reading the latest rows in passes over slices of the key space"
+            );
+        }
+        let passes = KeySlice::all_of(count).map(sql).collect();
+        let mut rows = LatestRows { conn, passes, stage, current: None };
+        rows.next_pass()?;
+        Ok(rows)
     }
-    tracing::info!(source_rows, above, "staging the latest rows in a temporary table before streaming them");
-    conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE daeda_latest_rows AS {sql}"))?;
-    ArrowStream::start(conn, "SELECT * FROM daeda_latest_rows")
+
+    /// The result's Arrow schema (every pass has the same).
+    pub fn schema(&self) -> Option<SchemaRef> {
+        self.current.as_ref().map(ArrowStream::schema)
+    }
+
+    /// The next chunk (it may hold no rows), or None after the last pass.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, duckdb::Error> {
+        loop {
+            let Some(stream) = self.current.as_mut() else { return Ok(None) };
+            if let Some(batch) = stream.next_batch()? {
+                return Ok(Some(batch));
+            }
+            self.next_pass()?;
+        }
+    }
+
+    fn next_pass(&mut self) -> Result<(), duckdb::Error> {
+        // The previous pass's statement goes first: staging replaces its table.
+        self.current = None;
+        let Some(sql) = self.passes.pop_front() else { return Ok(()) };
+        self.current = Some(if self.stage {
+            tracing::info!("staging the latest rows in a temporary table before streaming them");
+            self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE daeda_latest_rows AS {sql}"))?;
+            ArrowStream::start(self.conn, "SELECT * FROM daeda_latest_rows")?
+        } else {
+            ArrowStream::start(self.conn, &sql)?
+        });
+        Ok(())
+    }
 }

@@ -17,7 +17,7 @@ use daeda_catalog::ServiceDef;
 use daeda_materializer::encode::Encoder;
 use daeda_materializer::{MaterializeError, Progress};
 use daeda_metadata_store::{timestamp as rfc3339, MetadataStore, RunKind, RunRecord, RunStatus, StoreError};
-use daeda_offline::stream::latest_rows;
+use daeda_offline::stream::LatestRows;
 use daeda_offline::{query, source, OfflineError};
 use daeda_online::codec::{self, RowSchema, Value};
 use daeda_online::{GenerationMeta, OnlineError, OnlineStore, RowBatch};
@@ -393,13 +393,15 @@ fn offline_rows(
     let recorded: serde_json::Value = serde_json::from_str(&meta.source_snapshot).unwrap_or_default();
     let (opened, warnings) = source::reopen(&conn, &def.source, &recorded)?;
     query::check_schema(&conn, def, &opened.relation)?;
-    let sql = query::latest_rows_sql(def, &opened.relation, as_of, None);
     let encoder = Encoder::new(def, row_prefix);
-    // The source's size picks streaming or staging (see `latest_rows`).
+    // The source's size picks the passes (see `LatestRows`).
     let source_rows: u64 = conn
         .query_row(&format!("SELECT count(*) FROM {}", opened.relation), [], |r| r.get(0))
         .map_err(OfflineError::from)?;
-    let mut stream = latest_rows(&conn, &sql, source_rows).map_err(OfflineError::from)?;
+    let mut stream = LatestRows::start(&conn, source_rows, |slice| {
+        query::latest_rows_sql(def, &opened.relation, as_of, None, slice)
+    })
+    .map_err(OfflineError::from)?;
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut seen = 0u64;
     // Seeded: the same generation samples the same entities on every check.

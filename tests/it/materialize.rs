@@ -714,6 +714,35 @@ fn a_staged_run_writes_exactly_the_rows_a_streamed_run_writes() {
     assert_eq!(report["entities_compared"], streamed.len(), "{report}");
 }
 
+/// Large sources are read in passes over slices of the key space
+/// (`DAEDA_ROWS_PER_PASS`). Forced here to about fifty rows a pass: the passes
+/// together write exactly the rows one pass wrote, ties included, and the
+/// skew check over passes passes.
+#[test]
+fn a_run_in_passes_writes_exactly_the_rows_a_single_pass_writes() {
+    let env = TestEnv::new(300);
+    tie_users_3_and_4(&env);
+    env.materialize(&["--service", "user_features"]);
+    let whole = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
+    let in_passes = |args: &[&str]| {
+        let out = output(env.command(args).env("DAEDA_ROWS_PER_PASS", "50").env("DAEDA_LOG", "info"));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains("in passes over slices of the key space"), "{args:?} ran in one pass: {stderr}");
+        out
+    };
+    let out = in_passes(&["materialize", "--online", "--json", "--service", "user_features", "--as-of", FIXED_AS_OF]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["runs"][0]["entities"], whole.len(), "{report}");
+    let sliced = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
+    assert!(whole.len() >= 300, "{}", whole.len());
+    assert_eq!(sliced, whole);
+    let check = in_passes(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["entities_compared"], whole.len(), "{report}");
+}
+
 #[test]
 fn rows_tied_on_the_latest_event_time_resolve_the_same_way_every_run() {
     let env = TestEnv::new(300);

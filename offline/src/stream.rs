@@ -106,11 +106,6 @@ impl<'conn> LatestRows<'conn> {
         Ok(rows)
     }
 
-    /// The result's Arrow schema (every pass has the same).
-    pub fn schema(&self) -> Option<SchemaRef> {
-        self.current.as_ref().map(ArrowStream::schema)
-    }
-
     /// The next chunk (it may hold no rows), or None after the last pass.
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, duckdb::Error> {
         loop {

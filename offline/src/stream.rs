@@ -37,7 +37,7 @@ impl<'conn> ArrowStream<'conn> {
 }
 
 /// Environment variable: source rows one pass of the latest-rows query
-/// covers ([`LatestRows`]).
+/// covers ([`LatestRows`]; `0`: one pass whatever the size).
 pub const ROWS_PER_PASS_ENV: &str = "DAEDA_ROWS_PER_PASS";
 
 /// The default of [`ROWS_PER_PASS_ENV`]. DuckDB holds per-entity state for
@@ -45,6 +45,10 @@ pub const ROWS_PER_PASS_ENV: &str = "DAEDA_ROWS_PER_PASS";
 /// entities of two rows in the benchmark) peak near 330 MiB, and a source of
 /// that size runs in one pass, as before passes.
 pub const ROWS_PER_PASS: u64 = 2_000_000;
+
+/// At most this many passes, whatever [`ROWS_PER_PASS_ENV`] says: each
+/// rescans the source.
+pub const MAX_PASSES: u64 = 1024;
 
 /// Environment variable: source rows above which each pass is staged in a
 /// temporary table before it streams (`0`: always).
@@ -87,8 +91,10 @@ impl<'conn> LatestRows<'conn> {
         source_rows: u64,
         sql: impl Fn(KeySlice) -> String,
     ) -> Result<LatestRows<'conn>, duckdb::Error> {
-        let per_pass = env_rows(ROWS_PER_PASS_ENV, ROWS_PER_PASS).max(1);
-        let count = source_rows.div_ceil(per_pass).max(1);
+        let count = match env_rows(ROWS_PER_PASS_ENV, ROWS_PER_PASS) {
+            0 => 1,
+            per_pass => source_rows.div_ceil(per_pass).clamp(1, MAX_PASSES),
+        };
         let above = env_rows(STAGE_ABOVE_ROWS_ENV, STAGE_ABOVE_ROWS);
         // The stall follows the size of the source scanned, not of the slice:
         // a pass over a tenth of 10M entities stalls as the whole query does.

@@ -112,10 +112,18 @@ pub fn latest_rows_sql(
     newer_than: Option<DateTime<Utc>>,
     slice: KeySlice,
 ) -> String {
+    // A VARCHAR join key groups byte for byte, whatever collation the source
+    // gives it: Redis keys are exact, and the key slices hash the raw bytes
+    // (a NOCASE key grouped 'abc' with 'ABC' into one entity, and passes split
+    // them apart).
     let projection = def
         .columns
         .iter()
-        .map(|c| format!("CAST({0} AS {1}) AS {0}", ident(&c.name), c.ty))
+        .map(|c| {
+            let exact = def.join_keys.contains(&c.name) && c.ty == ColumnType::Scalar(ScalarType::Varchar);
+            let collate = if exact { " COLLATE \"binary\"" } else { "" };
+            format!("CAST({0} AS {1}){collate} AS {0}", ident(&c.name), c.ty)
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let keys = def.join_keys.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
@@ -188,4 +196,46 @@ pub fn stats(
         })
     })
     .map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> ServiceDef {
+        let yaml = "name: s\nversion: 2026-01-01\nowner: t\nentity: {join_keys: [k]}\ntimestamp: ts\n\
+                    source: {kind: parquet, path: x.parquet}\ncolumns:\n  - {name: k, type: VARCHAR}\n\
+                    \x20 - {name: ts, type: TIMESTAMP}\n  - {name: x, type: INTEGER}\nserving: {allowed: true}\n";
+        daeda_catalog::parse_definition(yaml, std::path::Path::new("s.yaml")).unwrap()
+    }
+
+    fn latest(conn: &Connection, slices: u64) -> Vec<(String, i32)> {
+        let at = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let mut rows = Vec::new();
+        for slice in KeySlice::all_of(slices) {
+            let sql = latest_rows_sql(&service(), "t", at, None, slice);
+            let mut stmt = conn.prepare(&format!("SELECT k, x FROM ({sql})")).unwrap();
+            rows.extend(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap));
+        }
+        rows.sort();
+        rows
+    }
+
+    /// A key column with a case-insensitive collation: one pass and many
+    /// passes find the same entities, one per exact key (Redis keys are exact).
+    #[test]
+    fn collated_keys_are_exact_entities_in_one_pass_or_many() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (k VARCHAR COLLATE NOCASE, ts TIMESTAMP, x INTEGER);
+             INSERT INTO t SELECT (CASE WHEN i % 2 = 0 THEN 'key' ELSE 'KEY' END) || (i // 2), TIMESTAMP '2024-01-01', i
+             FROM range(200) r(i);",
+        )
+        .unwrap();
+        let one = latest(&conn, 1);
+        assert_eq!(one.len(), 200, "{one:?}");
+        for slices in [2, 7, 64] {
+            assert_eq!(latest(&conn, slices), one, "{slices} passes");
+        }
+    }
 }

@@ -113,7 +113,18 @@ impl<'conn> LatestRows<'conn> {
     }
 
     /// The next chunk (it may hold no rows), or None after the last pass.
+    /// After an error, later calls return None and no later pass runs: the
+    /// caller has the error, so nothing can read on past it.
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, duckdb::Error> {
+        let next = self.advance();
+        if next.is_err() {
+            self.passes.clear();
+            self.current = None;
+        }
+        next
+    }
+
+    fn advance(&mut self) -> Result<Option<RecordBatch>, duckdb::Error> {
         loop {
             let Some(stream) = self.current.as_mut() else { return Ok(None) };
             if let Some(batch) = stream.next_batch()? {

@@ -178,8 +178,11 @@ async fn run(
     // Counting the generation's keys (a SCAN of the whole keyspace, for the
     // extra-online figure) is Redis work that depends on nothing else here: it
     // runs beside the comparison, not after it. Same snapshot semantics as a
-    // count at the end: neither is atomic with the MGETs.
-    let online_count = opts.sample.is_none().then(|| {
+    // count at the end: neither is atomic with the MGETs. The SCAN holds a
+    // pooled connection throughout, so a pool too small to leave one for each
+    // read in flight counts at the end instead.
+    let count_beside = opts.sample.is_none() && store.pool_size() > READS_IN_FLIGHT;
+    let online_count = count_beside.then(|| {
         let (store, service, generation) = (store.clone(), def.name.clone(), meta.generation.clone());
         tokio::spawn(async move { store.count_rows(&service, &generation).await })
     });
@@ -247,13 +250,12 @@ async fn run(
         }
     };
 
-    let extra_online = match online_count {
-        None => None,
-        Some(count) => {
-            let online_total = count.await.map_err(SkewError::ReaderDied)??;
-            Some(online_total.saturating_sub(tally.compared - tally.missing))
-        }
+    let online_total = match (opts.sample, online_count) {
+        (Some(_), _) => None,
+        (None, Some(count)) => Some(count.await.map_err(SkewError::ReaderDied)??),
+        (None, None) => Some(store.count_rows(&def.name, &meta.generation).await?),
     };
+    let extra_online = online_total.map(|total| total.saturating_sub(tally.compared - tally.missing));
     let bad = tally.mismatched + tally.missing + extra_online.unwrap_or(0);
     let total = tally.compared + extra_online.unwrap_or(0);
     let rate = if total == 0 { 0.0 } else { bad as f64 / total as f64 };

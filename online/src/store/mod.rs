@@ -118,6 +118,11 @@ impl OnlineStore {
         })
     }
 
+    /// Connections the pool holds at most.
+    pub fn pool_size(&self) -> usize {
+        self.pool.status().max_size
+    }
+
     /// The same store in `namespace` (see [`keys`]); the default is `default`.
     pub fn in_namespace(mut self, namespace: &str) -> Result<OnlineStore, OnlineError> {
         self.keys = keys::Keys::new(namespace).map_err(OnlineError::BadNamespace)?;

@@ -56,9 +56,12 @@ fn produce(
     let stats = query::stats(&conn, def, &opened.relation, as_of)?;
     tracing::debug!(service = %def.name, elapsed = ?t0.elapsed(), rows = stats.rows, "source stats");
     let encoder = Encoder::new(def, row_prefix);
-    let mut stream = LatestRows::start(&conn, stats.rows, |slice| {
-        query::latest_rows_sql(def, &opened.relation, as_of, newer_than, slice)
-    })?;
+    let mut stream = LatestRows::start(
+        &conn,
+        stats.rows,
+        || query::entity_estimate(&conn, def, &opened.relation, as_of),
+        |slice| query::latest_rows_sql(def, &opened.relation, as_of, newer_than, slice),
+    )?;
     let (mut entities, mut bytes, mut max_ts) = (0u64, 0u64, None::<i64>);
     while let Some(batch) = stream.next_batch()? {
         if batch.num_rows() == 0 {

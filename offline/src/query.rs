@@ -150,6 +150,32 @@ pub fn latest_rows_sql(
     )
 }
 
+/// About how many entities the source holds as of `as_of`: the exact count
+/// in one 64th of the key space (by the hash the passes slice on), times 64.
+/// It sizes the passes of [`crate::stream::LatestRows`]. Not DuckDB's
+/// `approx_count_distinct`: at 10M entities it said 11.8M over the hash and
+/// 9.0M over the key; this says 9.99M, holding a 64th of the keys.
+pub fn entity_estimate(
+    conn: &Connection,
+    def: &ServiceDef,
+    relation: &str,
+    as_of: DateTime<Utc>,
+) -> Result<u64, duckdb::Error> {
+    let keys = def.join_keys.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let count = |filter: &str| {
+        let sql =
+            format!("SELECT count(DISTINCT hash({keys})) FROM {relation} WHERE {} {filter}", servable(def, as_of));
+        conn.query_row(&sql, [], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64)
+    };
+    let sampled = count(&format!("AND hash({keys}) % 64 = 0"))?;
+    // Under about 64,000 entities the sample is too small to scale, and the
+    // exact count is cheap.
+    if sampled < 1000 {
+        return count("");
+    }
+    Ok(sampled * 64)
+}
+
 /// What the source held as of the run, for the run record.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SourceStats {

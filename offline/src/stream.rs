@@ -36,17 +36,18 @@ impl<'conn> ArrowStream<'conn> {
     }
 }
 
-/// Environment variable: source rows one pass of the latest-rows query
-/// covers ([`LatestRows`]; `0`: one pass whatever the size).
-pub const ROWS_PER_PASS_ENV: &str = "DAEDA_ROWS_PER_PASS";
+/// Environment variable: entities one pass of the latest-rows query covers
+/// ([`LatestRows`]; `0`: one pass whatever the size).
+pub const ENTITIES_PER_PASS_ENV: &str = "DAEDA_ENTITIES_PER_PASS";
 
-/// The default of [`ROWS_PER_PASS_ENV`]. DuckDB holds per-entity state for
-/// the entities of one pass (about 170 bytes each): 2,000,000 rows (1M
-/// entities of two rows in the benchmark) peak near 330 MiB, and a source of
-/// that size runs in one pass, as before passes.
-pub const ROWS_PER_PASS: u64 = 2_000_000;
+/// The default of [`ENTITIES_PER_PASS_ENV`]. DuckDB holds per-entity state
+/// for the entities of one pass (about 170 bytes each): 1M entities peak near
+/// 340 MiB in the benchmark, which runs in one pass as before passes. Passes
+/// follow entities, not rows: a source with a long history per entity
+/// (daily snapshots) needs no more passes than its entities call for.
+pub const ENTITIES_PER_PASS: u64 = 1_000_000;
 
-/// At most this many passes, whatever [`ROWS_PER_PASS_ENV`] says: each
+/// At most this many passes, whatever [`ENTITIES_PER_PASS_ENV`] says: each
 /// rescans the source.
 pub const MAX_PASSES: u64 = 1024;
 
@@ -85,15 +86,21 @@ pub struct LatestRows<'conn> {
 }
 
 impl<'conn> LatestRows<'conn> {
-    /// Starts the first pass. `sql` builds the query of one slice.
+    /// Starts the first pass. `sql` builds the query of one slice;
+    /// `entities` estimates the source's entities (a scan of its keys), asked
+    /// only when the source has more rows than one pass takes entities.
     pub fn start(
         conn: &'conn Connection,
         source_rows: u64,
+        entities: impl FnOnce() -> Result<u64, duckdb::Error>,
         sql: impl Fn(KeySlice) -> String,
     ) -> Result<LatestRows<'conn>, duckdb::Error> {
-        let count = match env_rows(ROWS_PER_PASS_ENV, ROWS_PER_PASS) {
+        let count = match env_rows(ENTITIES_PER_PASS_ENV, ENTITIES_PER_PASS) {
             0 => 1,
-            per_pass => source_rows.div_ceil(per_pass).clamp(1, MAX_PASSES),
+            per_pass if source_rows <= per_pass => 1,
+            // The estimate samples the key space: a pass may take 5% more
+            // entities than asked rather than add a pass for an estimate's error.
+            per_pass => entities()?.div_ceil(per_pass + per_pass / 20).clamp(1, MAX_PASSES),
         };
         let above = env_rows(STAGE_ABOVE_ROWS_ENV, STAGE_ABOVE_ROWS);
         // The stall follows the size of the source scanned, not of the slice:

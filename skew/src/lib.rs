@@ -400,9 +400,12 @@ fn offline_rows(
     let source_rows: u64 = conn
         .query_row(&format!("SELECT count(*) FROM {}", opened.relation), [], |r| r.get(0))
         .map_err(OfflineError::from)?;
-    let mut stream = LatestRows::start(&conn, source_rows, |slice| {
-        query::latest_rows_sql(def, &opened.relation, as_of, None, slice)
-    })
+    let mut stream = LatestRows::start(
+        &conn,
+        source_rows,
+        || query::entity_estimate(&conn, def, &opened.relation, as_of),
+        |slice| query::latest_rows_sql(def, &opened.relation, as_of, None, slice),
+    )
     .map_err(OfflineError::from)?;
     let mut reservoir: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut seen = 0u64;

@@ -715,7 +715,7 @@ fn a_staged_run_writes_exactly_the_rows_a_streamed_run_writes() {
 }
 
 /// Large sources are read in passes over slices of the key space
-/// (`DAEDA_ROWS_PER_PASS`). Forced here to about fifty rows a pass: the passes
+/// (`DAEDA_ENTITIES_PER_PASS`). Forced here to about fifty entities a pass: the passes
 /// together write exactly the rows one pass wrote, ties included, and the
 /// skew check over passes passes.
 #[test]
@@ -725,7 +725,7 @@ fn a_run_in_passes_writes_exactly_the_rows_a_single_pass_writes() {
     env.materialize(&["--service", "user_features"]);
     let whole = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
     let in_passes = |args: &[&str]| {
-        let out = output(env.command(args).env("DAEDA_ROWS_PER_PASS", "50").env("DAEDA_LOG", "info"));
+        let out = output(env.command(args).env("DAEDA_ENTITIES_PER_PASS", "50").env("DAEDA_LOG", "info"));
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(stderr.contains("in passes over slices of the key space"), "{args:?} ran in one pass: {stderr}");
         out

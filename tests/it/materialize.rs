@@ -686,32 +686,41 @@ fn tie_users_3_and_4(env: &TestEnv) {
         .unwrap();
 }
 
+/// Materializes 300 users (two tied on their latest event time, so the
+/// tie-break path runs), then again with `var=value` set, whose run must log
+/// `marker`: that run writes exactly the rows the plain run wrote, and the
+/// skew check under the same setting passes. Returns the second run's report.
+fn same_rows_with(var: &str, value: &str, marker: &str) -> (serde_json::Value, usize) {
+    let env = TestEnv::new(300);
+    tie_users_3_and_4(&env);
+    env.materialize(&["--service", "user_features"]);
+    let plain = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
+    let with = |args: &[&str]| {
+        let out = output(env.command(args).env(var, value).env("DAEDA_LOG", "info"));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains(marker), "{args:?} with {var}={value} did not log {marker:?}: {stderr}");
+        out
+    };
+    let out = with(&["materialize", "--online", "--json", "--service", "user_features", "--as-of", FIXED_AS_OF]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
+    assert!(plain.len() >= 300, "{}", plain.len());
+    assert_eq!(rows, plain);
+    let check = with(&["skew", "check", "--service", "user_features", "--all", "--json"]);
+    let skew: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(skew["passed"], true, "{skew}");
+    assert_eq!(skew["entities_compared"], plain.len(), "{skew}");
+    (report, plain.len())
+}
+
 /// Sources over `DAEDA_STAGE_ABOVE_ROWS` rows are staged in a temporary table
 /// before they stream (DuckDB 1.5.5 stalls streaming the latest-rows query on
 /// large inputs). Forced here at 0: a staged run writes exactly the rows a
 /// streamed one wrote, and the skew check passes on the staged path too.
 #[test]
 fn a_staged_run_writes_exactly_the_rows_a_streamed_run_writes() {
-    let env = TestEnv::new(300);
-    // Two entities tied on their latest event time: the tie-break path runs too.
-    tie_users_3_and_4(&env);
-    env.materialize(&["--service", "user_features"]);
-    let streamed = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
-    let staging = |args: &[&str]| {
-        let out = output(env.command(args).env("DAEDA_STAGE_ABOVE_ROWS", "0").env("DAEDA_LOG", "info"));
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(stderr.contains("staging the latest rows"), "{args:?} did not stage: {stderr}");
-        out
-    };
-    let out = staging(&["materialize", "--online", "--json", "--service", "user_features", "--as-of", FIXED_AS_OF]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let staged = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
-    assert!(streamed.len() >= 300, "{}", streamed.len());
-    assert_eq!(staged, streamed);
-    let check = staging(&["skew", "check", "--service", "user_features", "--all", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!(report["passed"], true, "{report}");
-    assert_eq!(report["entities_compared"], streamed.len(), "{report}");
+    same_rows_with("DAEDA_STAGE_ABOVE_ROWS", "0", "staging the latest rows");
 }
 
 /// Large sources are read in passes over slices of the key space
@@ -720,27 +729,8 @@ fn a_staged_run_writes_exactly_the_rows_a_streamed_run_writes() {
 /// skew check over passes passes.
 #[test]
 fn a_run_in_passes_writes_exactly_the_rows_a_single_pass_writes() {
-    let env = TestEnv::new(300);
-    tie_users_3_and_4(&env);
-    env.materialize(&["--service", "user_features"]);
-    let whole = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
-    let in_passes = |args: &[&str]| {
-        let out = output(env.command(args).env("DAEDA_ENTITIES_PER_PASS", "50").env("DAEDA_LOG", "info"));
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(stderr.contains("in passes over slices of the key space"), "{args:?} ran in one pass: {stderr}");
-        out
-    };
-    let out = in_passes(&["materialize", "--online", "--json", "--service", "user_features", "--as-of", FIXED_AS_OF]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["runs"][0]["entities"], whole.len(), "{report}");
-    let sliced = env.generation_rows("user_features", &env.redis.current("user_features").unwrap());
-    assert!(whole.len() >= 300, "{}", whole.len());
-    assert_eq!(sliced, whole);
-    let check = in_passes(&["skew", "check", "--service", "user_features", "--all", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!(report["passed"], true, "{report}");
-    assert_eq!(report["entities_compared"], whole.len(), "{report}");
+    let (report, entities) = same_rows_with("DAEDA_ENTITIES_PER_PASS", "50", "in passes over slices of the key space");
+    assert_eq!(report["runs"][0]["entities"], entities, "{report}");
 }
 
 #[test]

@@ -930,9 +930,6 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
         (env.redis.dbsize() > before + 1000).then_some(())
     });
     signal("-STOP");
-    // Let the SIGCHLD of the stop arrive before talking to Redis (it can
-    // interrupt a blocking socket call).
-    std::thread::sleep(Duration::from_millis(100));
     // What the next run does once the frozen run's lease expired: it takes the
     // lease and retires generation 2 (registered, not live) before writing its
     // own. Atomically, so no write of the frozen run can land in between.

@@ -138,16 +138,6 @@ fn online_gc_holds_the_lease_so_a_starting_run_cannot_race_it() {
     assert!(stdout.contains("skipped user_features"), "{stdout}");
 }
 
-/// A child process killed when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One HTTP/1.1 request on a fresh connection, read to its end: the head
 /// (status line and headers, lower-cased) and the body.
 async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, auth: &str, body: &str) -> (String, String) {
@@ -191,7 +181,7 @@ async fn redis_loading_its_dataset_is_503_with_retry_after() {
 
     env.redis.kill();
     let port = env.redis.port.to_string();
-    let _redis = Killed(
+    let _redis = crate::support::Killed::new(
         std::process::Command::new("redis-server")
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -252,14 +242,14 @@ fn plain(line: &str) -> String {
 }
 
 /// `daeda serve` (SQL plane on) with its stderr piped, for [`stop`].
-fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
+fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (crate::support::Killed, std::net::SocketAddr) {
     crate::support::serve(env, extra_env, std::process::Stdio::piped())
 }
 
 /// SIGTERM, then everything it wrote to stderr.
-fn stop(child: std::process::Child) -> String {
+fn stop(child: crate::support::Killed) -> String {
     crate::support::signal(&child, "-TERM");
-    let out = child.wait_with_output().unwrap();
+    let out = child.into_inner().wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).lines().map(plain).collect::<Vec<_>>().join("\n");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     stderr

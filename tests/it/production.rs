@@ -127,7 +127,7 @@ async fn a_generation_without_a_stored_schema_and_another_fingerprint_is_refused
 }
 
 /// `daeda serve` without the SQL plane, its logs on the test's stderr.
-pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
+pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)]) -> (crate::support::Killed, std::net::SocketAddr) {
     let env_vars: Vec<(&str, &str)> =
         [("DAEDA_SQL_ENABLED", "false")].into_iter().chain(extra_env.iter().copied()).collect();
     crate::support::serve(env, &env_vars, std::process::Stdio::inherit())

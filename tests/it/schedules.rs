@@ -47,7 +47,6 @@ impl Drop for Frozen {
 /// (mid-run: reading or writing). A run that finished before it could be
 /// caught is waited for and the next one tried.
 fn run_frozen_holding_the_lease(env: &TestEnv) -> (Frozen, String) {
-    let mut conn = env.redis.conn();
     for _ in 0..5 {
         let mut child = env
             .command(&["materialize", "--online", "--service", "user_features", "--json"])
@@ -57,7 +56,7 @@ fn run_frozen_holding_the_lease(env: &TestEnv) -> (Frozen, String) {
             .unwrap();
         let t0 = Instant::now();
         let holder = loop {
-            let held: Option<String> = redis::cmd("GET").arg(LEASE).query(&mut conn).unwrap();
+            let held: Option<String> = env.redis.read(redis::cmd("GET").arg(LEASE));
             if let Some(h) = held {
                 break Some(h);
             }
@@ -68,7 +67,7 @@ fn run_frozen_holding_the_lease(env: &TestEnv) -> (Frozen, String) {
         };
         if let Some(holder) = holder {
             kill(&child, "-STOP");
-            let still: Option<String> = redis::cmd("GET").arg(LEASE).query(&mut conn).unwrap();
+            let still: Option<String> = env.redis.read(redis::cmd("GET").arg(LEASE));
             if still.as_deref() == Some(holder.as_str()) {
                 return (Frozen(Some(child)), holder);
             }
@@ -102,7 +101,7 @@ fn two_concurrent_runs_of_a_service_one_writes_it_and_the_other_exits_1_without_
     assert_eq!(done, ["item_features", "user_item_reranker"], "{all}");
     assert_eq!(all["failed"][0]["service"], "user_features", "{all}");
     // The refused runs left A's lease alone and wrote nothing of user_features.
-    let lease: Option<String> = redis::cmd("GET").arg(LEASE).query(&mut env.redis.conn()).unwrap();
+    let lease: Option<String> = env.redis.read(redis::cmd("GET").arg(LEASE));
     assert_eq!(lease.as_deref(), Some(holder.as_str()));
     assert_eq!(env.redis.current("user_features"), None);
 
@@ -117,10 +116,9 @@ fn two_concurrent_runs_of_a_service_one_writes_it_and_the_other_exits_1_without_
     let entities = run["entities"].as_u64().unwrap();
     assert_eq!(env.redis.count(&format!("daeda:row:user_features:{generation}:*")) as u64, entities);
     assert_eq!(env.redis.count("daeda:row:user_features:*") as u64, entities, "no rows outside the live generation");
-    let gens: Vec<String> =
-        redis::cmd("SMEMBERS").arg("daeda:{svc:user_features}:gens").query(&mut env.redis.conn()).unwrap();
+    let gens: Vec<String> = env.redis.read(redis::cmd("SMEMBERS").arg("daeda:{svc:user_features}:gens"));
     assert_eq!(gens, [generation]);
-    let pttl: i64 = redis::cmd("PTTL").arg(LEASE).query(&mut env.redis.conn()).unwrap();
+    let pttl: i64 = env.redis.read(redis::cmd("PTTL").arg(LEASE));
     assert_eq!(pttl, -2, "the lease is released");
     let check = env.json(&["skew", "check", "--service", "user_features", "--all", "--json"]);
     assert_eq!(check["passed"], true, "{check}");

@@ -23,6 +23,25 @@ const REDIS_REPLY: Duration = Duration::from_secs(60);
 /// Attempts to start a server on a fresh port when the picked one was taken.
 const PORT_ATTEMPTS: usize = 8;
 
+/// Keeps SIGCHLD away from the calling test thread and the threads it starts.
+///
+/// The in-process gateway's `tokio::process` installs a SIGCHLD handler. The
+/// kernel hands a child's SIGCHLD (exit, stop, continue) to the thread that
+/// spawned it, else to any thread that does not block it, and a blocking
+/// socket read with a timeout returns EINTR then whatever SA_RESTART says
+/// (signal(7)): a test that stopped its own child saw its next Redis GET fail.
+/// Every test that starts a server or an environment blocks SIGCHLD on its
+/// thread, so the signal goes to libtest's main thread, which only waits on a
+/// channel and retries. The main thread itself is left alone: were every thread
+/// to block it, tokio would never hear of an orphan's exit.
+pub fn quiet_sigchld() {
+    if std::thread::current().name() == Some("main") {
+        return;
+    }
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::from(Signal::SIGCHLD)), None).unwrap();
+}
+
 /// A port the kernel just handed out and took back (bind 0, then drop).
 fn ephemeral_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -140,6 +159,7 @@ impl Redis {
     }
 
     fn start_inner(dir: &Path, args: &[&str], pick: &mut dyn FnMut() -> u16, sentinel_conf: Option<PathBuf>) -> Redis {
+        quiet_sigchld();
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             let mut r = Redis {
@@ -229,9 +249,8 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        // A signal can interrupt the connect (EINTR): a test that stops its
-        // own child gets SIGCHLD, which tokio::process (used by other tests in
-        // this binary) catches. Connecting again is the answer.
+        // A signal can interrupt the connect (EINTR) on a thread that did not
+        // call `quiet_sigchld`. Connecting again is the answer.
         let connect = || self.client().get_connection_with_timeout(Duration::from_secs(10));
         let c = connect().or_else(|_| connect()).or_else(|_| connect()).unwrap();
         c.set_read_timeout(Some(REDIS_REPLY)).unwrap();
@@ -271,7 +290,21 @@ impl Redis {
     }
 
     pub fn dbsize(&self) -> u64 {
-        redis::cmd("DBSIZE").query(&mut self.conn()).unwrap()
+        self.read(&redis::cmd("DBSIZE"))
+    }
+
+    /// Runs a read-only command, again on a new connection if a signal
+    /// interrupted it anyway (see [`quiet_sigchld`]: a test run with one
+    /// thread runs on `main`, which is left unmasked). The interrupted
+    /// command's reply may still be in flight, so its connection is dropped.
+    pub fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        for _ in 0..4 {
+            match cmd.query(&mut self.conn()) {
+                Err(e) if e.kind() == redis::ErrorKind::Io && e.to_string().contains("os error 4") => continue,
+                r => return r.unwrap(),
+            }
+        }
+        cmd.query(&mut self.conn()).unwrap()
     }
 
     pub fn count(&self, pattern: &str) -> usize {
@@ -341,6 +374,7 @@ impl TestEnv {
     }
 
     fn build(users: u64, aof: bool, base_date: String, as_of: Option<&'static str>) -> TestEnv {
+        quiet_sigchld();
         let dir = tempfile::tempdir().unwrap();
         let redis_dir = dir.path().join("redis");
         std::fs::create_dir_all(&redis_dir).unwrap();
@@ -462,24 +496,58 @@ impl TestEnv {
     }
 }
 
+/// A child process killed and reaped when dropped, so a test that panics
+/// halfway leaves no `daeda serve` or redis-server running behind it.
+pub struct Killed(Option<Child>);
+
+impl Killed {
+    pub fn new(child: Child) -> Killed {
+        Killed(Some(child))
+    }
+
+    /// The child, no longer killed on drop (to wait for its output).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("only drop takes it otherwise")
+    }
+}
+
+impl std::ops::Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("only into_inner and drop take it")
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("only into_inner and drop take it")
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `daeda serve` as a process, on a free loopback port with this env's Redis,
 /// [`crate::http::SECRET`] as its JWT secret and plain (uncoloured) logs, plus
 /// `extra_env`; stderr as `stderr` says. Returns once the port accepts
 /// connections (at most 30 s, or panics).
-pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)], stderr: Stdio) -> (Child, SocketAddr) {
+pub fn serve(env: &TestEnv, extra_env: &[(&str, &str)], stderr: Stdio) -> (Killed, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", ephemeral_port()).parse().unwrap();
     let mut cmd = env.command(&["serve", "--listen", &addr.to_string()]);
     cmd.env("DAEDA_JWT_SECRET", crate::http::SECRET).env("NO_COLOR", "1").stderr(stderr);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
+    let child = Killed::new(cmd.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("daeda serve did not start on {addr} within 30 s");
-        }
+        assert!(Instant::now() < deadline, "daeda serve did not start on {addr} within 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
     (child, addr)

@@ -17,7 +17,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@" -- --skip soak_
 # Soaks measure latency under load: alone, so other tests do not skew them.
-cargo test --locked --test it "$@" -- soak_
+cargo test --locked --test it "$@" -- soak_ --test-threads=1
 # The example catalog matches its registry.lock.json, as a user's CI checks it.
 cargo build --locked --quiet
 "$CARGO_TARGET_DIR/debug/daeda" --catalog feature_services registry check

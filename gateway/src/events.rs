@@ -200,7 +200,7 @@ mod tests {
             max_connections: 1,
             live: vec![],
             now: chrono::Utc::now(),
-            sql_worker: None,
+            sql: None,
             cache: None,
         };
         let text = events.render_metrics(&g);

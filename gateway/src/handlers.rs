@@ -119,7 +119,11 @@ async fn dispatch(state: &State, req: Request<Incoming>, admin: bool) -> Result<
                 max_connections: state.cfg.max_connections,
                 live: served.iter().map(|s| (s.as_str(), state.generations.get(s))).collect(),
                 now: chrono::Utc::now(),
-                sql_worker: state.sql.as_ref().map(|p| (p.worker.is_up(), p.worker.restarts())),
+                sql: state.sql.as_ref().map(|p| crate::metrics::SqlGauges {
+                    worker_up: p.worker.is_up(),
+                    worker_restarts: p.worker.restarts(),
+                    queries_running: state.cfg.sql_concurrency.max(1) - p.slots.available_permits(),
+                }),
                 cache: state.cache.as_ref().map(|c| (c.stats(), c.max_bytes())),
             };
             Ok(respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, state.events.render_metrics(&gauges).into()))

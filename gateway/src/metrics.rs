@@ -213,10 +213,21 @@ pub struct Gauges<'a> {
     /// Each served service and its live generation, if it has one.
     pub live: Vec<(&'a str, Option<Arc<GenerationMeta>>)>,
     pub now: DateTime<Utc>,
-    /// The SQL worker, when the SQL plane is on: up, and restarts so far.
-    pub sql_worker: Option<(bool, u64)>,
+    /// The SQL plane, when on.
+    pub sql: Option<SqlGauges>,
     /// The row cache, when on: its counters and its bound in bytes.
     pub cache: Option<(&'a daeda_online::cache::CacheStats, usize)>,
+}
+
+/// The SQL plane's state at scrape time.
+pub struct SqlGauges {
+    /// Whether the worker process is connected.
+    pub worker_up: bool,
+    /// Workers started after the first.
+    pub worker_restarts: u64,
+    /// Queries holding one of the `sql_concurrency` slots: running in the
+    /// worker, including those whose client already hung up.
+    pub queries_running: usize,
 }
 
 /// The series read at scrape time.
@@ -233,16 +244,21 @@ fn scrape_registry(g: &Gauges<'_>) -> Registry {
         ConstGauge::new(g.max_connections as i64),
     );
     register_freshness(&mut r, g);
-    if let Some((up, restarts)) = g.sql_worker {
+    if let Some(sql) = &g.sql {
         r.register(
             "daeda_sql_worker_up",
             "Whether the SQL worker process is connected",
-            ConstGauge::new(i64::from(up)),
+            ConstGauge::new(i64::from(sql.worker_up)),
         );
         r.register(
             "daeda_sql_worker_restarts",
             "SQL worker processes started after the first (deaths, kills)",
-            ConstCounter::new(restarts),
+            ConstCounter::new(sql.worker_restarts),
+        );
+        r.register(
+            "daeda_sql_queries_running",
+            "SQL queries holding a slot now (sql_concurrency in all), hung-up ones included",
+            ConstGauge::new(sql.queries_running as i64),
         );
     }
     if let Some((stats, max_bytes)) = g.cache {
@@ -366,7 +382,7 @@ mod tests {
             max_connections: 10,
             live: vec![("user_features", Some(meta(42))), ("empty", None)],
             now: Utc::now(),
-            sql_worker: Some((true, 2)),
+            sql: Some(SqlGauges { worker_up: true, worker_restarts: 2, queries_running: 3 }),
             cache: None,
         };
         let text = m.render(&g);
@@ -402,6 +418,7 @@ mod tests {
             "daeda_sql_worker_up 1",
             "# TYPE daeda_sql_worker_restarts_total counter",
             "daeda_sql_worker_restarts_total 2",
+            "daeda_sql_queries_running 3",
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in:\n{text}");
         }
@@ -441,9 +458,9 @@ mod tests {
             max_connections: 1,
             live: vec![],
             now: Utc::now(),
-            sql_worker: None,
+            sql: None,
             cache: None,
         };
-        assert!(!Metrics::default().render(&g).contains("daeda_sql_worker"));
+        assert!(!Metrics::default().render(&g).contains("daeda_sql_"));
     }
 }

@@ -12,7 +12,7 @@ use daeda_gateway::Plane;
 use daeda_online::codec::{self, RowSchema, Value};
 use serde_json::json;
 
-use crate::http::{self, bearer, mint, send};
+use crate::http::{self, bearer, metric, metrics, mint, send, wait_metric};
 use crate::support::TestEnv;
 
 const USERS: &str = "/v1/features/user_features";
@@ -26,29 +26,6 @@ fn cached_config(env: &TestEnv, max_bytes: usize) -> daeda_gateway::GatewayConfi
     // Only the tracking connection can make a flip visible within the tests' bounds.
     cfg.refresh = Duration::from_secs(3600);
     cfg
-}
-
-async fn metrics(addr: std::net::SocketAddr) -> String {
-    String::from_utf8_lossy(&send(addr, "GET", "/metrics", &[], "").await.body).into_owned()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
-}
-
-/// Polls `series` until it is at least `at_least`.
-async fn wait_metric(addr: std::net::SocketAddr, series: &str, at_least: f64) {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        let v = metric(&metrics(addr).await, series);
-        if v >= at_least {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{series} is {v}, not {at_least}, after {BOUND:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 async fn lookup(addr: std::net::SocketAddr, user: i64) -> serde_json::Value {

@@ -31,6 +31,32 @@ impl Reply {
     }
 }
 
+/// The gateway's `/metrics` text.
+pub async fn metrics(addr: SocketAddr) -> String {
+    String::from_utf8_lossy(&send(addr, "GET", "/metrics", &[], "").await.body).into_owned()
+}
+
+/// The value of `series` (its name with labels, as printed) in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+/// Polls `series` until it is at least `at_least` (10 s at most, or panics).
+pub async fn wait_metric(addr: SocketAddr, series: &str, at_least: f64) {
+    let bound = std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let v = metric(&metrics(addr).await, series);
+        if v >= at_least {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{series} is {v}, not {at_least}, after {bound:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// Sends one request on a fresh connection.
 pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use daeda_gateway::Plane;
 use serde_json::json;
 
-use crate::http::{self, bearer, mint, send};
+use crate::http::{self, bearer, mint, send, wait_metric};
 use crate::support::TestEnv;
 
 fn sql_body(sql: &str) -> String {
@@ -533,7 +533,7 @@ async fn the_online_plane_outlives_the_sql_worker() {
         let t = token.clone();
         let query =
             tokio::spawn(async move { send(addr, "POST", "/v1/sql", &[("authorization", &t)], &sql_body(slow)).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_metric(gw.addr, "daeda_sql_queries_running", 1.0).await;
         signal(pid, sig);
         for _ in 0..20 {
             assert!(lookup_ok(gw.addr, &token).await, "a lookup failed while the worker was {sig}");
@@ -803,8 +803,10 @@ async fn a_hung_up_query_keeps_its_slot_until_it_ends() {
     let (addr, t) = (gw.addr, token.clone());
     let hung_up =
         tokio::spawn(async move { send(addr, "POST", "/v1/sql", &[("authorization", &t)], &sql_body(slow)).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_metric(gw.addr, "daeda_sql_queries_running", 1.0).await;
     hung_up.abort(); // the client goes away mid-query
+    let running = http::metric(&http::metrics(gw.addr).await, "daeda_sql_queries_running");
+    assert_eq!(running, 1.0, "the hung-up query gave up its slot");
     let started = std::time::Instant::now();
     let r = send(gw.addr, "POST", "/v1/sql", &[("authorization", &token)], &sql_body("SELECT 1 AS one")).await;
     assert!(

@@ -188,6 +188,84 @@ pub async fn replicas_acknowledge<C: redis::aio::ConnectionLike + Send>(
     Ok((acked, connected))
 }
 
+/// [`replicas_acknowledge`] for every primary of a Redis Cluster, one after
+/// another: rows are spread over every shard, so a flip is only safe once each
+/// shard's replicas hold its part. Returns `(acknowledged, online)` summed
+/// over the primaries.
+///
+/// `WAIT` must follow a write on the same node connection: the no-op write is
+/// `SET touch 1 PX 10000` on a key the primary owns (found from `CLUSTER
+/// SLOTS` and the key's slot), so nothing is left behind. `touch(i)` names
+/// the i-th candidate key. A slot that moves between `CLUSTER SLOTS` and the
+/// `SET` (resharding during the flip) sends the write elsewhere and weakens
+/// that primary's wait.
+pub async fn cluster_replicas_acknowledge(
+    c: &mut redis::cluster_async::ClusterConnection,
+    touch: impl Fn(u32) -> String,
+    wait: std::time::Duration,
+) -> redis::RedisResult<(u64, u64)> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let slots = c
+        .route_command(
+            redis::cmd("CLUSTER").arg("SLOTS").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+        )
+        .await?;
+    let (mut acked_all, mut online_all) = (0, 0);
+    for (host, port, ranges) in primaries(slots)? {
+        let at = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port });
+        let info = c.route_command(redis::cmd("INFO").arg("replication").clone(), at()).await?;
+        let online = online_replicas(&redis::from_redis_value::<String>(info)?);
+        if online == 0 {
+            continue;
+        }
+        online_all += online;
+        // Fails closed: a primary no candidate lands on counts as unconfirmed.
+        let Some(key) = (0..1_000_000).map(&touch).find(|k| ranges.iter().any(|r| r.contains(&key_slot(k)))) else {
+            continue;
+        };
+        let _: () = redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(10_000).query_async(c).await?;
+        let acked =
+            c.route_command(redis::cmd("WAIT").arg(online).arg(wait.as_millis().max(1) as u64).clone(), at()).await?;
+        acked_all += redis::from_redis_value::<u64>(acked)?;
+    }
+    Ok((acked_all, online_all))
+}
+
+/// A cluster primary: host, port, and the slot ranges it serves.
+type Primary = (String, u16, Vec<std::ops::RangeInclusive<u16>>);
+
+/// The primaries of a `CLUSTER SLOTS` reply.
+fn primaries(reply: redis::Value) -> redis::RedisResult<Vec<Primary>> {
+    let mut out: Vec<Primary> = Vec::new();
+    for entry in redis::from_redis_value::<Vec<Vec<redis::Value>>>(reply)? {
+        let [start, end, primary, ..] = entry.as_slice() else { continue };
+        let (start, end): (u16, u16) = (redis::from_redis_value_ref(start)?, redis::from_redis_value_ref(end)?);
+        let node: Vec<redis::Value> = redis::from_redis_value_ref(primary)?;
+        let [host, port, ..] = node.as_slice() else { continue };
+        let (host, port): (String, u16) = (redis::from_redis_value_ref(host)?, redis::from_redis_value_ref(port)?);
+        match out.iter_mut().find(|(h, p, _)| *h == host && *p == port) {
+            Some((_, _, ranges)) => ranges.push(start..=end),
+            None => out.push((host, port, vec![start..=end])),
+        }
+    }
+    Ok(out)
+}
+
+/// A key's Redis Cluster slot: CRC16 (XMODEM) of the key, or of its hash tag
+/// (the first `{…}` with something inside), modulo 16384.
+fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match bytes.iter().position(|&b| b == b'{') {
+        Some(open) => match bytes[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % 16384
+}
+
 /// Replicas in state `online` in an `INFO replication` text
 /// (`slave0:ip=…,port=…,state=online,offset=…,lag=0`).
 fn online_replicas(info: &str) -> u64 {
@@ -203,6 +281,15 @@ fn online_replicas(info: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_slots_are_the_ones_redis_computes() {
+        // Values from `CLUSTER KEYSLOT` (and the cluster spec's examples).
+        assert_eq!(super::key_slot("foo"), 12182);
+        assert_eq!(super::key_slot("123456789"), 12739);
+        assert_eq!(super::key_slot("{user1000}.following"), super::key_slot("user1000"));
+        assert_ne!(super::key_slot("foo{}{bar}"), super::key_slot("bar"));
+    }
+
     #[test]
     fn only_online_replicas_count() {
         let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\

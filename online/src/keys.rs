@@ -79,6 +79,12 @@ impl Keys {
         format!("{}{{svc:{service}}}:gen:{generation}", self.prefix)
     }
 
+    /// The i-th candidate for the short-lived key a cluster flip writes on a
+    /// primary before `WAIT` (see `connect::cluster_replicas_acknowledge`).
+    pub fn replica_touch(&self, i: u32) -> String {
+        format!("{}{{touch:{i}}}:replicas", self.prefix)
+    }
+
     /// SCAN pattern matching every service's generation set in this namespace.
     pub fn all_generation_sets(&self) -> String {
         format!("{}{{svc:*}}:gens", self.prefix)

@@ -731,3 +731,45 @@ fn a_flip_waits_for_the_replicas_and_fails_cleanly_when_they_do_not_confirm() {
     assert_eq!(primary.current("ha"), g3);
     poll(Duration::from_secs(10), "the replica never got the pointer", || (replica.current("ha") == g3).then_some(()));
 }
+
+/// The same on a cluster, where rows live on every shard: a flip waits for
+/// the replicas of every primary, not only of the one that holds the
+/// pointer. (Before, a cluster flip waited for no replica, and a failover
+/// right after it could promote a replica that lacked some of the new rows:
+/// they answered `missing`, which the failover test above met on a loaded
+/// machine.) A stalled replica cannot show it here: a cluster node that never
+/// answers holds up the cluster client's start, before any flip.
+#[test]
+fn a_cluster_flip_waits_for_the_replicas_of_every_shard() {
+    let env = TestEnv::new(10);
+    let cluster = Cluster::start_with_replicas(&env.dir.path().join("cluster"), 1);
+    let primaries: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.is_primary(*i)).collect();
+    assert_eq!(primaries.len(), 3);
+    for version in [1, 2] {
+        let waits: Vec<u64> = primaries.iter().map(|i| calls(&cluster.nodes[*i], "wait")).collect();
+        write_ha(&env, version);
+        let (code, g, text) = materialize_ha(&env, &cluster.url());
+        assert_eq!(code, 0, "{text}");
+        for (i, before) in primaries.iter().zip(waits) {
+            assert_eq!(calls(&cluster.nodes[*i], "wait"), before + 1, "primary {i} was not waited for");
+        }
+        // Every replica holds its primary's part of the rows (written before
+        // the WAIT; the pointer itself follows it, asynchronously).
+        let rows = format!("daeda:row:ha:{}:*", g.unwrap());
+        let mut total = 0;
+        for i in &primaries {
+            let (mine, replicated) =
+                (cluster.nodes[*i].count(&rows), cluster.nodes[cluster.replica_of(*i)].count(&rows));
+            assert_eq!(replicated, mine, "the replica of primary {i} lacks rows of the flipped generation");
+            total += mine;
+        }
+        assert!(total > 0, "no rows match {rows}");
+    }
+    for i in 0..cluster.nodes.len() {
+        assert_eq!(calls(&cluster.nodes[i], "wait") > 0, primaries.contains(&i), "node {i}");
+    }
+    // Nothing is left of the keys the flips wrote before WAIT.
+    poll(Duration::from_secs(15), "the flips' touch keys outlived their 10 s", || {
+        (cluster.count("daeda:{touch:*") == 0).then_some(())
+    });
+}

@@ -129,19 +129,26 @@ impl OnlineStore {
     /// Makes `meta.generation` the live one, atomically, if `run_id` still holds
     /// the lease. Returns the generation it replaced.
     ///
-    /// With replicas (a Sentinel set, or any primary with connected replicas),
-    /// the flip first waits until every replica has the generation's rows: a
-    /// failover right after the flip then cannot promote a replica whose
-    /// pointer names rows it never received. When they do not confirm in time
-    /// the run fails with the pointer untouched.
+    /// With replicas (a Sentinel set, any primary with connected replicas, or
+    /// the primaries of a cluster), the flip first waits until every replica
+    /// has the generation's rows: a failover right after the flip then cannot
+    /// promote a replica whose pointer names rows it never received, or that
+    /// lacks its shard's part of them. When they do not confirm in time the
+    /// run fails with the pointer untouched.
     pub async fn flip(&self, meta: &GenerationMeta) -> Result<Option<String>, OnlineError> {
         let mut c = self.conn().await?;
         let s = &meta.service;
-        if !self.cluster {
-            let (acked, connected) =
-                crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait)
-                    .await
-                    .map_err(|e| self.err(e))?;
+        {
+            let acked = match &mut c.inner {
+                crate::pool::Inner::Single(_) => {
+                    crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait).await
+                }
+                crate::pool::Inner::Cluster(cluster) => {
+                    let touch = |i| self.keys.replica_touch(i);
+                    crate::connect::cluster_replicas_acknowledge(cluster, touch, self.replica_wait).await
+                }
+            };
+            let (acked, connected) = acked.map_err(|e| self.err(e))?;
             if acked < connected {
                 return Err(OnlineError::unavailable(
                     &self.display_url,

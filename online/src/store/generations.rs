@@ -138,26 +138,24 @@ impl OnlineStore {
     pub async fn flip(&self, meta: &GenerationMeta) -> Result<Option<String>, OnlineError> {
         let mut c = self.conn().await?;
         let s = &meta.service;
-        {
-            let acked = match &mut c.inner {
-                crate::pool::Inner::Single(_) => {
-                    crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait).await
-                }
-                crate::pool::Inner::Cluster(cluster) => {
-                    let touch = |i| self.keys.replica_touch(i);
-                    crate::connect::cluster_replicas_acknowledge(cluster, touch, self.replica_wait).await
-                }
-            };
-            let (acked, connected) = acked.map_err(|e| self.err(e))?;
-            if acked < connected {
-                return Err(OnlineError::unavailable(
-                    &self.display_url,
-                    format!(
-                        "{acked} of {connected} replicas confirmed generation {} within {:?}; not flipped",
-                        meta.generation, self.replica_wait
-                    ),
-                ));
+        let acked = match &mut c.inner {
+            crate::pool::Inner::Single(_) => {
+                crate::connect::replicas_acknowledge(&mut *c, &self.keys.genseq(s), self.replica_wait).await
             }
+            crate::pool::Inner::Cluster(cluster) => {
+                let touch = |i| self.keys.replica_touch(i);
+                crate::connect::cluster_replicas_acknowledge(cluster, touch, self.replica_wait).await
+            }
+        };
+        let (acked, connected) = acked.map_err(|e| self.err(e))?;
+        if acked < connected {
+            return Err(OnlineError::unavailable(
+                &self.display_url,
+                format!(
+                    "{acked} of {connected} replicas confirmed generation {} within {:?}; not flipped",
+                    meta.generation, self.replica_wait
+                ),
+            ));
         }
         let mut inv = FLIP.prepare_invoke();
         inv.key(self.keys.lease(s))

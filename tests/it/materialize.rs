@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{output, output_timeout, poll, TestEnv, DAEDA_LIMIT, FIXED_AS_OF};
+use crate::support::{output, output_timeout, poll, signal, TestEnv, DAEDA_LIMIT, FIXED_AS_OF};
 
 fn get(env: &TestEnv, service: &str, entities: &str) -> Value {
     env.json(&["online", "get", "--service", service, "--entities", entities, "--include-stale"])
@@ -923,13 +923,10 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let signal = |sig: &str| {
-        assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success())
-    };
     poll(Duration::from_secs(120), "the second run never started writing", || {
         (env.redis.dbsize() > before + 1000).then_some(())
     });
-    signal("-STOP");
+    signal(&child, "-STOP");
     // What the next run does once the frozen run's lease expired: it takes the
     // lease and retires generation 2 (registered, not live) before writing its
     // own. Atomically, so no write of the frozen run can land in between.
@@ -951,7 +948,7 @@ fn a_full_run_that_loses_its_lease_while_frozen_leaves_no_orphan_rows() {
         .unwrap();
     // Batches (MSET, also inside a script) Redis ran so far: none may follow.
     let batches = calls(&env, "mset");
-    signal("-CONT");
+    signal(&child, "-CONT");
     assert!(
         removed > 0 && removed + 10_000 < USERS,
         "the frozen run had written {removed} of {USERS} rows: not mid-run"
@@ -1107,10 +1104,6 @@ fn full_run_writing(env: &TestEnv, before: u64, min_rows: u64) -> std::process::
         (env.redis.dbsize() > before + min_rows).then_some(())
     });
     child
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
 }
 
 fn lease_pttl(env: &TestEnv) -> i64 {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{output, output_timeout, TestEnv, DAEDA_LIMIT};
+use crate::support::{output, output_timeout, signal, Killed, TestEnv, DAEDA_LIMIT};
 
 const LEASE: &str = "daeda:{svc:user_features}:lease";
 
@@ -17,29 +17,14 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn kill(child: &Child, sig: &str) {
-    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
-}
-
-/// A run frozen with SIGSTOP; resumed (and killed, if still running) however
-/// the test ends, so a failed assertion never leaves a stopped process behind.
-struct Frozen(Option<Child>);
+/// A run frozen with SIGSTOP; killed when dropped (SIGKILL ends a stopped
+/// process too), so a failed assertion never leaves a stopped process behind.
+struct Frozen(Killed);
 
 impl Frozen {
-    fn thaw(mut self) -> Child {
-        let child = self.0.take().unwrap();
-        kill(&child, "-CONT");
-        child
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    fn thaw(self) -> Child {
+        signal(&self.0, "-CONT");
+        self.0.into_inner()
     }
 }
 
@@ -66,12 +51,12 @@ fn run_frozen_holding_the_lease(env: &TestEnv) -> (Frozen, String) {
             std::thread::sleep(Duration::from_millis(1));
         };
         if let Some(holder) = holder {
-            kill(&child, "-STOP");
+            signal(&child, "-STOP");
             let still: Option<String> = env.redis.read(redis::cmd("GET").arg(LEASE));
             if still.as_deref() == Some(holder.as_str()) {
-                return (Frozen(Some(child)), holder);
+                return (Frozen(Killed::new(child)), holder);
             }
-            kill(&child, "-CONT");
+            signal(&child, "-CONT");
         }
         let out = output_timeout(child, DAEDA_LIMIT, "a run that finished before it was caught");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
